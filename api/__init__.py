@@ -1,0 +1,1 @@
+"""The HTTP front doors. HTTP only: parsing, status codes and bodies."""

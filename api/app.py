@@ -1,0 +1,49 @@
+"""The application factory: ``create_app(settings)``; resources live in ``cleanup_ctx``."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from api import batch_inserts, keys, operations
+from api.completion import CompletionWaiter
+from api.errors import ErrorRenderer, error_middleware
+from batchline import db
+from batchline.metrics import Metrics
+from batchline.settings import Settings
+from streams.producer import AsyncProducer
+
+
+def create_app(settings: Settings, metrics: Metrics | None = None) -> web.Application:
+    renderers: dict[str, ErrorRenderer] = {}
+    app = web.Application(
+        client_max_size=settings.max_body_bytes, middlewares=[error_middleware(renderers)]
+    )
+    app[keys.SETTINGS] = settings
+    app[keys.METRICS] = metrics or Metrics()
+    app.cleanup_ctx.append(_database)
+    app.cleanup_ctx.append(_producer)
+    operations.add_routes(app)
+    batch_inserts.add_routes(app)
+    return app
+
+
+async def _database(app: web.Application) -> AsyncIterator[None]:
+    settings = app[keys.SETTINGS]
+    url = settings.require_database_url()
+    pool = await db.create_pool(url, max_size=settings.db_pool_max_size)
+    waiter = CompletionWaiter(pool, url)
+    await waiter.start()
+    app[keys.POOL] = pool
+    app[keys.WAITER] = waiter
+    yield
+    await waiter.close()
+    await pool.close()
+
+
+async def _producer(app: web.Application) -> AsyncIterator[None]:
+    producer = AsyncProducer(app[keys.SETTINGS].librdkafka_producer_config())
+    app[keys.PRODUCER] = producer
+    yield
+    await producer.close()

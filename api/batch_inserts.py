@@ -1,0 +1,353 @@
+"""Front door 1: the Batch Insert RPC Adapter, ``/api/v1/batch-inserts``."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from aiohttp import web
+from pydantic import BaseModel, ConfigDict, StrictBool, StrictInt, ValidationError
+
+from api import keys
+from api.errors import ApiError, ErrorCode
+from api.requests import parse_json, query_int, read_body
+from batchline import batches
+from consumers.writers.base import validation_details
+from streams.envelopes import ACTIVITY_ENTITY, ChunkOptions
+from streams.producer import DeliveryError
+from streams.publisher import publish_batch
+
+BASE = "/api/v1/batch-inserts"
+_STATUSES = ("processing", "completed", "failed")
+
+
+def timestamp(value: datetime | None) -> str | None:
+    if value is None:
+        return None
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _id_field(entity: str) -> str:
+    return f"{entity.removeprefix('entity:')}_id"
+
+
+def result_view(entity: str, row: batches.RecordRow) -> dict[str, Any]:
+    view: dict[str, Any] = {
+        "index": row.index,
+        _id_field(entity): row.entity_id,
+        "status": "failed" if row.status == "failed" else "success",
+    }
+    if row.status == "failed":
+        view["error"] = row.error
+        if row.details is not None:
+            view["details"] = row.details
+    return view
+
+
+def summary_view(header: batches.BatchHeader) -> dict[str, Any]:
+    return {
+        "id": header.id,
+        "record_count": header.record_count,
+        "status": header.status,
+        "inserted_count": header.inserted_count,
+        "failed_count": header.failed_count,
+    }
+
+
+async def operation_view(
+    request: web.Request, header: batches.BatchHeader, *, with_times: bool
+) -> dict[str, Any]:
+    view = summary_view(header)
+    rows = await batches.results(request.app[keys.POOL], header.id)
+    view["results"] = [result_view(header.entity, row) for row in rows]
+    if header.failure_reason:
+        view["failure_reason"] = header.failure_reason
+    if with_times:
+        view["created_at"] = timestamp(header.created_at)
+        view["completed_at"] = timestamp(header.completed_at)
+        if header.updated_at is not None:
+            view["updated_at"] = timestamp(header.updated_at)
+    return view
+
+
+def processing_response(header: batches.BatchHeader) -> web.Response:
+    location = f"{BASE}/{header.id}"
+    body = summary_view(header) | {"status": "processing"}
+    return web.json_response(body, status=202, headers={"Location": location})
+
+
+async def _header_or_404(request: web.Request, batch_id: str) -> batches.BatchHeader:
+    header = await batches.get(request.app[keys.POOL], batch_id)
+    if header is None:
+        raise ApiError(404, ErrorCode.NOT_FOUND, f"Batch insert {batch_id} not found")
+    return header
+
+
+# --- POST --------------------------------------------------------------------------------
+
+
+def _activities(payload: Any, max_records: int) -> list[Any]:
+    if not isinstance(payload, dict):
+        raise ApiError(
+            422,
+            ErrorCode.VALIDATION_FAILED,
+            "Request body must be a JSON object",
+            {"expected": "object", "got": type(payload).__name__},
+        )
+    unknown = sorted(set(payload) - {"activities"})
+    if unknown:
+        raise ApiError(
+            422, ErrorCode.VALIDATION_FAILED, "Unknown top-level fields", {"fields": unknown}
+        )
+    activities = payload.get("activities")
+    if not isinstance(activities, list):
+        raise ApiError(
+            422,
+            ErrorCode.VALIDATION_FAILED,
+            "'activities' must be an array of records",
+            {"field": "activities"},
+        )
+    if not activities:
+        raise ApiError(
+            422,
+            ErrorCode.VALIDATION_FAILED,
+            "'activities' must not be empty",
+            {"field": "activities"},
+        )
+    if len(activities) > max_records:
+        raise ApiError(
+            413,
+            ErrorCode.PAYLOAD_TOO_LARGE,
+            f"A batch holds at most {max_records} records; this one has {len(activities)}",
+            {"limit_records": max_records, "records": len(activities)},
+        )
+    return activities
+
+
+async def create_batch(request: web.Request) -> web.StreamResponse:
+    settings = request.app[keys.SETTINGS]
+    pool = request.app[keys.POOL]
+    started = time.perf_counter()
+    body = await read_body(request, settings.max_body_bytes)
+    activities = _activities(parse_json(body), settings.max_records_per_request)
+    publish_events = request.query.get("publish_events", "false").lower() == "true"
+
+    idempotency_key = request.headers.get("Idempotency-Key")
+    if idempotency_key is not None:
+        stored = await batches.claim_idempotency_key(
+            pool, idempotency_key, batches.request_fingerprint(body)
+        )
+        if stored is not None:
+            return await _replay_stored(request, idempotency_key, body, stored)
+
+    try:
+        header = await batches.create(
+            pool,
+            ACTIVITY_ENTITY,
+            "rest",
+            len(activities),
+            ChunkOptions(publish_events=publish_events),
+        )
+        try:
+            await publish_batch(
+                request.app[keys.PRODUCER],
+                header.id,
+                ACTIVITY_ENTITY,
+                activities,
+                settings.chunk_size,
+                header.options,
+            )
+        except DeliveryError as exc:
+            await batches.fail(pool, header.id, f"not accepted by the broker: {exc}")
+            raise ApiError(
+                503,
+                ErrorCode.SERVICE_UNAVAILABLE,
+                "The broker did not accept the batch",
+                {"batch_id": header.id},
+            ) from exc
+    except BaseException:
+        if idempotency_key is not None:
+            await batches.release_idempotency_key(pool, idempotency_key)
+        raise
+    request.app[keys.METRICS].records_accepted.labels("batch-inserts").inc(len(activities))
+
+    status, view = await _answer_when_done(request, header, settings.sync_wait_seconds)
+    if status == 201:
+        request.app[keys.METRICS].batch_latency.observe(time.perf_counter() - started)
+    if idempotency_key is not None:
+        await batches.store_idempotent_response(pool, idempotency_key, header.id, status, view)
+    headers = {"Location": f"{BASE}/{header.id}"} if status == 202 else None
+    return web.json_response(view, status=status, headers=headers)
+
+
+async def _answer_when_done(
+    request: web.Request, header: batches.BatchHeader, wait_seconds: float
+) -> tuple[int, dict[str, Any]]:
+    finished = await request.app[keys.WAITER].wait(header.id, wait_seconds)
+    current = await batches.get(request.app[keys.POOL], header.id)
+    assert current is not None
+    if not finished:
+        return 202, summary_view(current) | {"status": "processing"}
+    return 201, await operation_view(request, current, with_times=False)
+
+
+async def _replay_stored(
+    request: web.Request, key: str, body: bytes, stored: batches.StoredResponse
+) -> web.StreamResponse:
+    if stored.request_hash != batches.request_fingerprint(body):
+        raise ApiError(
+            422,
+            ErrorCode.IDEMPOTENCY_KEY_REUSED,
+            "Idempotency-Key was already used with a different request body",
+            {"idempotency_key": key},
+        )
+    if stored.status is None or stored.batch_id is None:
+        raise ApiError(
+            409,
+            ErrorCode.IDEMPOTENCY_KEY_IN_FLIGHT,
+            "A request with this Idempotency-Key is still being processed",
+            {"idempotency_key": key},
+        )
+    if stored.status == 202:
+        current = await batches.get(request.app[keys.POOL], stored.batch_id)
+        if current is not None and current.status != "processing":
+            return web.json_response(
+                await operation_view(request, current, with_times=False), status=201
+            )
+        return web.json_response(
+            stored.body, status=202, headers={"Location": f"{BASE}/{stored.batch_id}"}
+        )
+    return web.json_response(stored.body, status=stored.status)
+
+
+# --- GET ---------------------------------------------------------------------------------
+
+
+async def list_batches(request: web.Request) -> web.StreamResponse:
+    settings = request.app[keys.SETTINGS]
+    page = query_int(request, "page", 1, 1)
+    limit = query_int(request, "limit", 20, 1, settings.page_limit_max)
+    status = request.query.get("status")
+    if status is not None and status not in _STATUSES:
+        raise ApiError(
+            422,
+            ErrorCode.VALIDATION_FAILED,
+            f"Query parameter 'status' must be one of {', '.join(_STATUSES)}",
+            {"parameter": "status", "value": status},
+        )
+    headers, total = await batches.page(request.app[keys.POOL], page, limit, status)
+    return web.json_response(
+        {
+            "data": [summary_view(h) | {"created_at": timestamp(h.created_at)} for h in headers],
+            "pagination": {"page": page, "limit": limit, "total": total},
+        }
+    )
+
+
+async def get_batch(request: web.Request) -> web.StreamResponse:
+    header = await _header_or_404(request, request.match_info["batch_id"])
+    return web.json_response(await operation_view(request, header, with_times=True))
+
+
+# --- PUT (retry) -------------------------------------------------------------------------
+
+
+class RetryRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    retry_indices: list[StrictInt]
+    ignore_constraints: StrictBool = False
+
+
+async def retry_batch(request: web.Request) -> web.StreamResponse:
+    settings = request.app[keys.SETTINGS]
+    batch_id = request.match_info["batch_id"]
+    payload = parse_json(await read_body(request, settings.max_body_bytes))
+    try:
+        retry = RetryRequest.model_validate(payload)
+    except ValidationError as exc:
+        raise ApiError(
+            422, ErrorCode.VALIDATION_FAILED, "Invalid retry request", validation_details(exc)
+        ) from exc
+    indices = retry.retry_indices
+    if not indices or len(set(indices)) != len(indices):
+        raise ApiError(
+            422,
+            ErrorCode.VALIDATION_FAILED,
+            "'retry_indices' must be a non-empty list of distinct indices",
+            {"field": "retry_indices"},
+        )
+    try:
+        plan = await batches.start_retry(
+            request.app[keys.POOL], batch_id, indices, retry.ignore_constraints
+        )
+    except batches.RetryRefused as refused:
+        if refused.reason == "missing":
+            raise ApiError(404, ErrorCode.NOT_FOUND, f"Batch insert {batch_id} not found") from None
+        if refused.reason == "processing":
+            raise ApiError(
+                409, ErrorCode.BATCH_PROCESSING, f"Batch insert {batch_id} is still processing"
+            ) from None
+        raise ApiError(
+            422,
+            ErrorCode.VALIDATION_FAILED,
+            "Only indices of failed records within the batch can be retried",
+            refused.details,
+        ) from None
+
+    ordered = sorted(indices)
+    try:
+        await publish_batch(
+            request.app[keys.PRODUCER],
+            batch_id,
+            plan.header.entity,
+            [plan.payloads[i] for i in ordered],
+            settings.chunk_size,
+            plan.header.options,
+            record_count=plan.header.record_count,
+            attempt=plan.header.attempt,
+            indices=ordered,
+        )
+    except DeliveryError as exc:
+        await batches.fail(request.app[keys.POOL], batch_id, f"retry not accepted: {exc}")
+        raise ApiError(
+            503, ErrorCode.SERVICE_UNAVAILABLE, "The broker did not accept the retry"
+        ) from exc
+
+    finished = await request.app[keys.WAITER].wait(batch_id, settings.sync_wait_seconds)
+    current = await batches.get(request.app[keys.POOL], batch_id)
+    assert current is not None
+    view = {
+        "id": current.id,
+        "status": current.status if finished else "processing",
+        "inserted_count": current.inserted_count,
+        "failed_count": current.failed_count,
+        "updated_at": timestamp(current.updated_at),
+    }
+    if not finished:
+        return web.json_response(view, status=202, headers={"Location": f"{BASE}/{batch_id}"})
+    return web.json_response(view)
+
+
+# --- DELETE ------------------------------------------------------------------------------
+
+
+async def delete_batch(request: web.Request) -> web.StreamResponse:
+    batch_id = request.match_info["batch_id"]
+    refused = await batches.delete(request.app[keys.POOL], batch_id)
+    if refused == "missing":
+        raise ApiError(404, ErrorCode.NOT_FOUND, f"Batch insert {batch_id} not found")
+    if refused == "processing":
+        raise ApiError(
+            409, ErrorCode.BATCH_PROCESSING, f"Batch insert {batch_id} is still processing"
+        )
+    return web.json_response({"message": f"Batch insert record {batch_id} deleted successfully"})
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get(BASE, list_batches)
+    app.router.add_post(BASE, create_batch)
+    app.router.add_get(BASE + "/{batch_id}", get_batch)
+    app.router.add_put(BASE + "/{batch_id}", retry_batch)
+    app.router.add_delete(BASE + "/{batch_id}", delete_batch)

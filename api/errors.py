@@ -1,0 +1,83 @@
+"""Request-level errors of the batch-inserts API and the middleware that renders them.
+
+Body: ``{"error": {"code", "message", "details"}}``. Other front doors keep their own
+formats (FOLIO's ``errors`` list, Gemini's ``status: error``) by registering a renderer
+for their path prefix.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from enum import StrEnum
+from typing import Any
+
+from aiohttp import web
+
+log = logging.getLogger(__name__)
+
+
+class ErrorCode(StrEnum):
+    INVALID_JSON = "invalid_json"
+    VALIDATION_FAILED = "validation_failed"
+    PAYLOAD_TOO_LARGE = "payload_too_large"
+    NOT_FOUND = "not_found"
+    METHOD_NOT_ALLOWED = "method_not_allowed"
+    BATCH_PROCESSING = "batch_processing"
+    IDEMPOTENCY_KEY_IN_FLIGHT = "idempotency_key_in_flight"
+    IDEMPOTENCY_KEY_REUSED = "idempotency_key_reused"
+    SERVICE_UNAVAILABLE = "service_unavailable"
+    INTERNAL_ERROR = "internal_error"
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, code: ErrorCode, message: str, details: Any = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.details = details
+
+
+def error_response(status: int, code: ErrorCode, message: str, details: Any = None) -> web.Response:
+    return web.json_response(
+        {"error": {"code": code.value, "message": message, "details": details}}, status=status
+    )
+
+
+_HTTP_CODES = {
+    404: ErrorCode.NOT_FOUND,
+    405: ErrorCode.METHOD_NOT_ALLOWED,
+    413: ErrorCode.PAYLOAD_TOO_LARGE,
+}
+
+# Front doors with their own error formats: path prefix -> renderer(status, message).
+ErrorRenderer = Callable[[int, str], web.StreamResponse]
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def error_middleware(renderers: dict[str, ErrorRenderer]) -> Any:
+    def render(
+        request: web.Request, status: int, code: ErrorCode, message: str
+    ) -> web.StreamResponse:
+        for prefix, renderer in renderers.items():
+            if request.path.startswith(prefix):
+                return renderer(status, message)
+        return error_response(status, code, message)
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except ApiError as exc:
+            return error_response(exc.status, exc.code, exc.message, exc.details)
+        except web.HTTPException as exc:
+            if exc.status < 400:
+                raise
+            code = _HTTP_CODES.get(exc.status, ErrorCode.VALIDATION_FAILED)
+            return render(request, exc.status, code, exc.reason)
+        except Exception:
+            log.exception("unhandled error on %s %s", request.method, request.path)
+            return render(request, 500, ErrorCode.INTERNAL_ERROR, "Internal server error")
+
+    return middleware

@@ -1,0 +1,17 @@
+"""Typed keys for what the application holds."""
+
+from __future__ import annotations
+
+import asyncpg
+from aiohttp import web
+
+from api.completion import CompletionWaiter
+from batchline.metrics import Metrics
+from batchline.settings import Settings
+from streams.producer import AsyncProducer
+
+SETTINGS = web.AppKey("settings", Settings)
+POOL = web.AppKey("pool", asyncpg.Pool)
+PRODUCER = web.AppKey("producer", AsyncProducer)
+WAITER = web.AppKey("waiter", CompletionWaiter)
+METRICS = web.AppKey("metrics", Metrics)

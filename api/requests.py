@@ -1,0 +1,61 @@
+"""Reading request bodies and query values, with the batch-inserts API's error codes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from api.errors import ApiError, ErrorCode
+
+
+async def read_body(request: web.Request, max_bytes: int) -> bytes:
+    if request.content_length is not None and request.content_length > max_bytes:
+        raise ApiError(
+            413,
+            ErrorCode.PAYLOAD_TOO_LARGE,
+            f"Request body is larger than {max_bytes} bytes",
+            {"limit_bytes": max_bytes},
+        )
+    try:
+        return await request.read()
+    except web.HTTPRequestEntityTooLarge as exc:
+        raise ApiError(
+            413,
+            ErrorCode.PAYLOAD_TOO_LARGE,
+            f"Request body is larger than {max_bytes} bytes",
+            {"limit_bytes": max_bytes},
+        ) from exc
+
+
+def parse_json(body: bytes) -> Any:
+    if not body.strip():
+        raise ApiError(400, ErrorCode.INVALID_JSON, "Request body is empty; JSON expected")
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise ApiError(
+            400, ErrorCode.INVALID_JSON, f"Request body is not valid JSON: {exc}"
+        ) from exc
+
+
+def query_int(
+    request: web.Request, name: str, default: int, minimum: int, maximum: int | None = None
+) -> int:
+    """An integer query value; above ``maximum`` is capped, anything else invalid is 422."""
+    raw = request.query.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        value = minimum - 1
+    if value < minimum:
+        raise ApiError(
+            422,
+            ErrorCode.VALIDATION_FAILED,
+            f"Query parameter '{name}' must be an integer >= {minimum}",
+            {"parameter": name, "value": raw},
+        )
+    return min(value, maximum) if maximum is not None else value

@@ -1,0 +1,1 @@
+"""batchline: bulk ingestion into PostgreSQL through Kafka, with per-record outcomes."""

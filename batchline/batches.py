@@ -1,0 +1,265 @@
+"""Batch operations in PostgreSQL: headers, projected results, retries, idempotency keys.
+
+Shared by every front door; the HTTP layer only maps these to status codes and bodies.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+from streams.envelopes import ChunkOptions
+
+
+@dataclass(frozen=True, slots=True)
+class BatchHeader:
+    id: str
+    entity: str
+    source: str
+    record_count: int
+    status: str
+    inserted_count: int
+    failed_count: int
+    attempt: int
+    options: ChunkOptions
+    failure_reason: str | None
+    created_at: datetime
+    completed_at: datetime | None
+    updated_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class RecordRow:
+    index: int
+    status: str
+    entity_id: str | None
+    error: str | None
+    details: Any
+
+
+_HEADER_COLUMNS = """id, entity, source, record_count, status, inserted_count, failed_count,
+    attempt, options, failure_reason, created_at, completed_at, updated_at"""
+
+
+def _header(row: asyncpg.Record) -> BatchHeader:
+    values = dict(row)
+    values["options"] = ChunkOptions.model_validate(values["options"] or {})
+    return BatchHeader(**values)
+
+
+async def create(
+    conn: asyncpg.Connection | asyncpg.Pool,
+    entity: str,
+    source: str,
+    record_count: int,
+    options: ChunkOptions,
+) -> BatchHeader:
+    row = await conn.fetchrow(
+        f"""INSERT INTO batch (entity, source, record_count, pending_count, options)
+            VALUES ($1, $2, $3, $3, $4) RETURNING {_HEADER_COLUMNS}""",
+        entity,
+        source,
+        record_count,
+        options.model_dump(),
+    )
+    assert row is not None
+    return _header(row)
+
+
+async def get(conn: asyncpg.Connection | asyncpg.Pool, batch_id: str) -> BatchHeader | None:
+    row = await conn.fetchrow(f"SELECT {_HEADER_COLUMNS} FROM batch WHERE id = $1", batch_id)
+    return _header(row) if row else None
+
+
+async def results(conn: asyncpg.Connection | asyncpg.Pool, batch_id: str) -> list[RecordRow]:
+    rows = await conn.fetch(
+        """SELECT record_index, status, entity_id, error, details FROM batch_result
+           WHERE batch_id = $1 ORDER BY record_index""",
+        batch_id,
+    )
+    return [RecordRow(*row.values()) for row in rows]
+
+
+async def page(
+    conn: asyncpg.Connection | asyncpg.Pool, page: int, limit: int, status: str | None
+) -> tuple[list[BatchHeader], int]:
+    rows = await conn.fetch(
+        f"""SELECT {_HEADER_COLUMNS}, count(*) OVER () AS total FROM batch
+            WHERE ($1::text IS NULL OR status = $1)
+            ORDER BY created_at DESC, id DESC LIMIT $2 OFFSET $3""",
+        status,
+        limit,
+        (page - 1) * limit,
+    )
+    if rows:
+        return [_header(dict_without(row, "total")) for row in rows], rows[0]["total"]
+    total = await conn.fetchval(
+        "SELECT count(*) FROM batch WHERE ($1::text IS NULL OR status = $1)", status
+    )
+    return [], int(total)
+
+
+def dict_without(row: asyncpg.Record, column: str) -> Any:
+    return {k: v for k, v in row.items() if k != column}
+
+
+async def delete(pool: asyncpg.Pool, batch_id: str) -> str | None:
+    """Remove the operation and its results (never the entity rows).
+
+    Returns None when deleted, else the reason not: ``missing`` or ``processing``.
+    """
+    async with pool.acquire() as conn, conn.transaction():
+        status = await conn.fetchval("SELECT status FROM batch WHERE id = $1 FOR UPDATE", batch_id)
+        if status is None:
+            return "missing"
+        if status == "processing":
+            return "processing"
+        await conn.execute("DELETE FROM record_ledger WHERE batch_id = $1", batch_id)
+        await conn.execute("DELETE FROM idempotency_key WHERE batch_id = $1", batch_id)
+        await conn.execute("DELETE FROM batch WHERE id = $1", batch_id)
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPlan:
+    header: BatchHeader
+    payloads: dict[int, Any]
+
+
+class RetryRefused(Exception):
+    def __init__(self, reason: str, details: Any = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.details = details
+
+
+async def start_retry(
+    pool: asyncpg.Pool, batch_id: str, indices: Sequence[int], ignore_constraints: bool
+) -> RetryPlan:
+    """Move the batch to a new attempt for ``indices`` and return their stored payloads.
+
+    Raises RetryRefused with reason ``missing``, ``processing`` or ``invalid_indices``.
+    """
+    async with pool.acquire() as conn, conn.transaction():
+        header_row = await conn.fetchrow(
+            f"SELECT {_HEADER_COLUMNS} FROM batch WHERE id = $1 FOR UPDATE", batch_id
+        )
+        if header_row is None:
+            raise RetryRefused("missing")
+        header = _header(header_row)
+        if header.status == "processing":
+            raise RetryRefused("processing")
+        out_of_range = [i for i in indices if not 0 <= i < header.record_count]
+        failed = {
+            row["record_index"]: row["payload"]
+            for row in await conn.fetch(
+                """SELECT l.record_index, l.payload FROM record_ledger l
+                   JOIN batch_result r USING (batch_id, record_index)
+                   WHERE l.batch_id = $1 AND l.record_index = ANY($2::int[])
+                     AND r.status = 'failed' AND l.status = 'failed'""",
+                batch_id,
+                list(indices),
+            )
+        }
+        not_failed = [i for i in indices if i not in failed and i not in out_of_range]
+        if out_of_range or not_failed:
+            raise RetryRefused(
+                "invalid_indices",
+                {"out_of_range": out_of_range, "not_failed": not_failed},
+            )
+        options = header.options.model_copy(update={"ignore_constraints": ignore_constraints})
+        row = await conn.fetchrow(
+            f"""UPDATE batch SET attempt = attempt + 1, status = 'processing',
+                    pending_count = $2, options = $3, updated_at = now(),
+                    completed_at = NULL, failure_reason = NULL, progressed_at = now()
+                WHERE id = $1 RETURNING {_HEADER_COLUMNS}""",
+            batch_id,
+            len(indices),
+            options.model_dump(),
+        )
+        assert row is not None
+        return RetryPlan(_header(row), failed)
+
+
+async def fail(pool: asyncpg.Pool, batch_id: str, reason: str) -> None:
+    await pool.execute(
+        """UPDATE batch SET status = 'failed', failure_reason = $2, completed_at = now()
+           WHERE id = $1 AND status = 'processing'""",
+        batch_id,
+        reason,
+    )
+
+
+async def fail_stale(pool: asyncpg.Pool, older_than_seconds: float) -> list[str]:
+    """Batches whose chunks stopped making progress (lost in a broker restart, say)."""
+    rows = await pool.fetch(
+        """UPDATE batch SET status = 'failed', completed_at = now(),
+               failure_reason = 'no progress for ' || $1::int || ' s: '
+                   || pending_count || ' records never reached the inserter'
+           WHERE status = 'processing'
+             AND progressed_at < now() - make_interval(secs => $1)
+           RETURNING id""",
+        older_than_seconds,
+    )
+    return [row["id"] for row in rows]
+
+
+# --- Idempotency keys --------------------------------------------------------------------
+
+
+def request_fingerprint(body: bytes) -> str:
+    return hashlib.sha256(body).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class StoredResponse:
+    request_hash: str
+    batch_id: str | None
+    status: int | None
+    body: Any
+
+
+async def claim_idempotency_key(
+    pool: asyncpg.Pool, key: str, fingerprint: str
+) -> StoredResponse | None:
+    """None when this request owns the key now; else what an earlier request stored."""
+    claimed = await pool.fetchval(
+        """INSERT INTO idempotency_key (key, request_hash) VALUES ($1, $2)
+           ON CONFLICT (key) DO NOTHING RETURNING key""",
+        key,
+        fingerprint,
+    )
+    if claimed is not None:
+        return None
+    row = await pool.fetchrow(
+        "SELECT request_hash, batch_id, response_status, response_body"
+        " FROM idempotency_key WHERE key = $1",
+        key,
+    )
+    if row is None:  # released between our insert and select: claim again
+        return await claim_idempotency_key(pool, key, fingerprint)
+    return StoredResponse(*row.values())
+
+
+async def store_idempotent_response(
+    pool: asyncpg.Pool, key: str, batch_id: str, status: int, body: Any
+) -> None:
+    await pool.execute(
+        """UPDATE idempotency_key SET batch_id = $2, response_status = $3, response_body = $4
+           WHERE key = $1""",
+        key,
+        batch_id,
+        status,
+        body,
+    )
+
+
+async def release_idempotency_key(pool: asyncpg.Pool, key: str) -> None:
+    await pool.execute(
+        "DELETE FROM idempotency_key WHERE key = $1 AND response_status IS NULL", key
+    )

@@ -1,0 +1,47 @@
+"""``batchline``: dev | api | worker | migrate."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Sequence
+
+from batchline import logs, runtime
+from batchline.settings import Settings
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="batchline", description="Bulk ingestion into PostgreSQL through Kafka."
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("dev", help="everything in one process, embedded services by default")
+    commands.add_parser("api", help="the HTTP front doors")
+    commands.add_parser("worker", help="the Faust agents (inserter, projector)")
+    commands.add_parser("migrate", help="apply database migrations")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    settings = Settings()
+    logs.configure(settings.log_level, settings.log_format)
+    try:
+        if args.command == "dev":
+            asyncio.run(runtime.dev_main(settings))
+        elif args.command == "api":
+            asyncio.run(runtime.api_main(settings))
+        elif args.command == "worker":
+            asyncio.run(runtime.worker_main(settings))
+        elif args.command == "migrate":
+            applied = asyncio.run(runtime.apply_migrations(settings))
+            print(f"applied: {', '.join(applied) or 'nothing (up to date)'}")
+    except RuntimeError as exc:
+        print(f"batchline: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,64 @@
+"""PostgreSQL connection pools and the line between transient and permanent failures."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import asyncpg
+import orjson
+
+
+def json_text(value: Any) -> str | None:
+    """A value as JSON text for a ``text[]`` parameter cast to jsonb in SQL.
+
+    asyncpg cannot tell a JSON array inside a ``jsonb[]`` parameter from another array
+    dimension, so arrays of documents travel as text.
+    """
+    return None if value is None else orjson.dumps(value).decode()
+
+
+async def _init_connection(conn: asyncpg.Connection) -> None:
+    for type_name in ("json", "jsonb"):
+        await conn.set_type_codec(
+            type_name,
+            encoder=lambda value: orjson.dumps(value).decode(),
+            decoder=orjson.loads,
+            schema="pg_catalog",
+        )
+
+
+async def create_pool(url: str, max_size: int = 10, min_size: int = 1) -> asyncpg.Pool:
+    pool: asyncpg.Pool = await asyncpg.create_pool(
+        url, min_size=min_size, max_size=max_size, init=_init_connection, command_timeout=60
+    )
+    return pool
+
+
+async def connect(url: str) -> asyncpg.Connection:
+    conn: asyncpg.Connection = await asyncpg.connect(url)
+    await _init_connection(conn)
+    return conn
+
+
+# SQLSTATE classes that mean "the database is not there right now", not "this data is bad":
+# 08 connection exception, 53 insufficient resources, 57 operator intervention (restart),
+# 40 transaction rollback (serialization failure, deadlock).
+_TRANSIENT_SQLSTATE_CLASSES = ("08", "53", "57", "40")
+
+
+def is_transient(exc: BaseException) -> bool:
+    """True when retrying later can succeed without changing the input."""
+    if isinstance(
+        exc,
+        OSError
+        | asyncio.TimeoutError
+        | asyncpg.InterfaceError
+        | asyncpg.PostgresConnectionError
+        | asyncpg.CannotConnectNowError,
+    ):
+        return True
+    if isinstance(exc, asyncpg.PostgresError):
+        sqlstate: Any = getattr(exc, "sqlstate", None)
+        return isinstance(sqlstate, str) and sqlstate[:2] in _TRANSIENT_SQLSTATE_CLASSES
+    return False

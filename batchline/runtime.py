@@ -1,0 +1,121 @@
+"""Running the parts: API, worker, both with embedded services (``dev``), migrations."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from api.app import create_app
+from batchline import db
+from batchline.embedded import EmbeddedKafka, EmbeddedPostgres, ensure_topics
+from batchline.metrics import Metrics
+from batchline.settings import Settings
+from consumers.app import run_worker, worker_resources
+from sql.migrator import migrate
+from streams.topics import core_topics
+
+log = logging.getLogger(__name__)
+
+
+def stop_on_signals() -> asyncio.Event:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    return stop
+
+
+async def apply_migrations(settings: Settings) -> list[str]:
+    conn = await db.connect(settings.require_database_url())
+    try:
+        return await migrate(conn)
+    finally:
+        await conn.close()
+
+
+async def create_topics(settings: Settings) -> None:
+    specs = core_topics(settings.ingest_partitions, settings.outcome_partitions)
+    await ensure_topics(
+        settings.require_bootstrap_servers(), {spec.name: spec.partitions for spec in specs}
+    )
+
+
+@contextlib.asynccontextmanager
+async def serving_api(settings: Settings, metrics: Metrics | None = None) -> AsyncIterator[str]:
+    """The API listening on the configured address; yields its base URL."""
+    runner = web.AppRunner(create_app(settings, metrics), access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, settings.http_host, settings.http_port)
+    await site.start()
+    try:
+        yield f"http://{settings.http_host}:{settings.http_port}"
+    finally:
+        await runner.cleanup()
+
+
+async def api_main(settings: Settings) -> None:
+    stop = stop_on_signals()
+    await create_topics(settings)
+    async with serving_api(settings) as url:
+        log.info("batchline API listening on %s", url)
+        await stop.wait()
+
+
+async def worker_main(settings: Settings) -> None:
+    stop = stop_on_signals()
+    await create_topics(settings)
+    metrics = Metrics()
+    async with worker_resources(settings, metrics) as resources:
+        if settings.worker_metrics_port is not None:
+            await _serve_worker_metrics(settings, metrics)
+        log.info("batchline worker consuming from %s", settings.kafka_bootstrap_servers)
+        await run_worker(resources, stop)
+
+
+async def _serve_worker_metrics(settings: Settings, metrics: Metrics) -> None:
+    async def handler(_request: web.Request) -> web.StreamResponse:
+        response = web.Response(body=metrics.render())
+        response.headers["Content-Type"] = "text/plain; version=0.0.4"
+        return response
+
+    app = web.Application()
+    app.router.add_get("/metrics", handler)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    assert settings.worker_metrics_port is not None
+    await web.TCPSite(runner, settings.http_host, settings.worker_metrics_port).start()
+
+
+@contextlib.asynccontextmanager
+async def embedded_services(settings: Settings) -> AsyncIterator[Settings]:
+    """Settings with embedded PostgreSQL and Kafka filled in where none is configured."""
+    async with contextlib.AsyncExitStack() as stack:
+        updates: dict[str, str] = {}
+        if not settings.database_url:
+            postgres = await stack.enter_async_context(EmbeddedPostgres(settings.data_dir))
+            updates["database_url"] = postgres.url
+            log.info("embedded PostgreSQL (data in %s)", postgres.pgdata)
+        if not settings.kafka_bootstrap_servers:
+            kafka = await stack.enter_async_context(EmbeddedKafka(settings.data_dir))
+            updates["kafka_bootstrap_servers"] = kafka.bootstrap_servers
+            log.info("embedded Kafka broker (Tansu, memory only) on %s", kafka.bootstrap_servers)
+        yield settings.model_copy(update=updates)
+
+
+async def dev_main(settings: Settings) -> None:
+    stop = stop_on_signals()
+    async with embedded_services(settings) as live:
+        applied = await apply_migrations(live)
+        if applied:
+            log.info("applied migrations: %s", ", ".join(applied))
+        await create_topics(live)
+        metrics = Metrics()
+        async with worker_resources(live, metrics) as resources, serving_api(live, metrics) as url:
+            log.info("batchline is up: %s  (Ctrl-C stops everything)", url)
+            print(f"batchline dev: API on {url}  docs {url}/docs", flush=True)
+            await run_worker(resources, stop)

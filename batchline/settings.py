@@ -1,0 +1,112 @@
+"""The one settings object. Every tunable is a ``BATCHLINE_`` environment variable."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Frozen configuration shared by the API, the workers and the CLI."""
+
+    model_config = SettingsConfigDict(env_prefix="BATCHLINE_", frozen=True, extra="ignore")
+
+    # Services. Left unset, `batchline dev` starts embedded ones.
+    database_url: str | None = Field(
+        default=None, description="PostgreSQL URL; unset under `dev` starts embedded pgserver."
+    )
+    kafka_bootstrap_servers: str | None = Field(
+        default=None, description="Kafka bootstrap servers; unset under `dev` starts Tansu."
+    )
+    data_dir: Path = Field(
+        default=Path(".batchline"), description="Where embedded services keep data and logs."
+    )
+
+    # HTTP front door.
+    http_host: str = Field(default="127.0.0.1", description="API listen address.")
+    http_port: int = Field(default=8080, description="API listen port.")
+    max_records_per_request: int = Field(
+        default=100_000, ge=1, description="Records in one POST; more answers 413."
+    )
+    max_body_bytes: int = Field(
+        default=64 * 1024 * 1024, ge=1024, description="Request body bytes; more answers 413."
+    )
+    sync_wait_seconds: float = Field(
+        default=10.0, ge=0, description="How long a POST/PUT waits for completion before 202."
+    )
+    page_limit_max: int = Field(default=100, ge=1, description="Largest `limit` for list calls.")
+
+    # Pipeline.
+    chunk_size: int = Field(default=1000, ge=1, description="Records per Kafka chunk envelope.")
+    ingest_partitions: int = Field(default=4, ge=1, description="Partitions of batchline.ingest.")
+    outcome_partitions: int = Field(default=4, ge=1, description="Partitions of outcomes.")
+    consumer_group: str = Field(default="batchline", description="Faust application id.")
+    max_processing_attempts: int = Field(
+        default=5, ge=1, description="Attempts for a failing chunk before it is dead-lettered."
+    )
+    retry_backoff_seconds: float = Field(
+        default=0.5, gt=0, description="First backoff between attempts; doubles, capped at 30 s."
+    )
+    stale_batch_seconds: float = Field(
+        default=300.0,
+        gt=0,
+        description="A processing batch with no progress for this long is marked failed.",
+    )
+    db_pool_max_size: int = Field(default=10, ge=1, description="asyncpg pool size per process.")
+    worker_metrics_port: int | None = Field(
+        default=None, description="Where a standalone worker serves /metrics; unset: none."
+    )
+
+    # Kafka client tuning (applied to both librdkafka and Faust/aiokafka).
+    kafka_session_timeout_ms: int = Field(
+        default=10_000, ge=1000, description="Consumer-group session timeout."
+    )
+    kafka_linger_ms: int = Field(default=5, ge=0, description="Producer linger.ms.")
+    kafka_compression: str = Field(
+        default="none",
+        pattern="^(none|gzip|lz4|zstd|snappy)$",
+        description="Producer compression; the worker's aiokafka needs lz4/zstd extras for those.",
+    )
+
+    log_level: str = Field(default="info", description="Log level.")
+    log_format: str = Field(default="text", pattern="^(text|json)$", description="text or json.")
+
+    # Domain events.
+    env: str = Field(default="folio", description="FOLIO environment name in event topics.")
+    default_tenant: str = Field(default="diku", description="Tenant when no X-Okapi-Tenant.")
+
+    def require_database_url(self) -> str:
+        if not self.database_url:
+            raise RuntimeError("BATCHLINE_DATABASE_URL is not set (use `batchline dev` to embed)")
+        return self.database_url
+
+    def require_bootstrap_servers(self) -> str:
+        if not self.kafka_bootstrap_servers:
+            raise RuntimeError(
+                "BATCHLINE_KAFKA_BOOTSTRAP_SERVERS is not set (use `batchline dev` to embed)"
+            )
+        return self.kafka_bootstrap_servers
+
+    def librdkafka_producer_config(self) -> dict[str, Any]:
+        """The one mapping from settings to librdkafka producer keys."""
+        return {
+            "bootstrap.servers": self.require_bootstrap_servers(),
+            "enable.idempotence": True,
+            "acks": "all",
+            "linger.ms": self.kafka_linger_ms,
+            "compression.type": self.kafka_compression,
+            "message.max.bytes": 16 * 1024 * 1024,
+            "queue.buffering.max.messages": 500_000,
+        }
+
+    def librdkafka_consumer_config(self, group_id: str) -> dict[str, Any]:
+        return {
+            "bootstrap.servers": self.require_bootstrap_servers(),
+            "group.id": group_id,
+            "session.timeout.ms": self.kafka_session_timeout_ms,
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+        }

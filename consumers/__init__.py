@@ -1,0 +1,1 @@
+"""The Faust agents and what they write: inserter (entities + ledger) and projector."""

@@ -1,0 +1,164 @@
+"""The Faust worker: agents ``inserter`` and ``projector`` and the periodic sweeps.
+
+Built by a factory around resources the caller owns (pool, producer), so nothing is global
+and tests can run a real worker in-process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+import faust
+
+from batchline import batches, db
+from batchline.metrics import Metrics
+from batchline.settings import Settings
+from consumers import outbox
+from consumers.inserter import Inserter
+from consumers.projector import BATCH_DONE_CHANNEL, Projector
+from consumers.writers.activity import ActivityWriter
+from consumers.writers.base import EntityWriter
+from streams import topics
+from streams.messages import ConsumedMessage
+from streams.producer import AsyncProducer
+
+log = logging.getLogger(__name__)
+
+# Outcomes are small; the projector applies up to this many in one statement.
+_PROJECTOR_BATCH = 5000
+_PROJECTOR_WINDOW_SECONDS = 0.02
+_SWEEP_SECONDS = 5.0
+_OUTBOX_GRACE_SECONDS = 30.0
+
+
+@dataclass
+class WorkerResources:
+    settings: Settings
+    pool: asyncpg.Pool
+    producer: AsyncProducer
+    metrics: Metrics
+    writers: Mapping[str, EntityWriter]
+
+
+def default_writers(settings: Settings) -> dict[str, EntityWriter]:
+    writer = ActivityWriter()
+    return {writer.entity: writer}
+
+
+@contextlib.asynccontextmanager
+async def worker_resources(
+    settings: Settings, metrics: Metrics | None = None
+) -> AsyncIterator[WorkerResources]:
+    pool = await db.create_pool(settings.require_database_url(), settings.db_pool_max_size)
+    producer = AsyncProducer(settings.librdkafka_producer_config())
+    try:
+        yield WorkerResources(
+            settings, pool, producer, metrics or Metrics(), default_writers(settings)
+        )
+    finally:
+        await producer.close()
+        await pool.close()
+
+
+def _consumed(event: faust.types.EventT[bytes]) -> ConsumedMessage:
+    message = event.message
+    headers: Any = message.headers or ()
+    if isinstance(headers, Mapping):
+        headers = list(headers.items())
+    return ConsumedMessage(
+        topic=message.topic,
+        partition=message.partition,
+        offset=message.offset,
+        key=message.key,
+        value=message.value,
+        headers=tuple((k, bytes(v) if v is not None else b"") for k, v in headers),
+        timestamp_ms=int(message.timestamp * 1000) if message.timestamp else None,
+    )
+
+
+def faust_broker_urls(bootstrap_servers: str) -> list[str]:
+    return [f"kafka://{server.strip()}" for server in bootstrap_servers.split(",") if server]
+
+
+def create_worker_app(resources: WorkerResources) -> faust.App:
+    settings = resources.settings
+    session_timeout = settings.kafka_session_timeout_ms / 1000
+    app = faust.App(
+        settings.consumer_group,
+        broker=faust_broker_urls(settings.require_bootstrap_servers()),
+        store="memory://",
+        web_enabled=False,
+        topic_allow_declare=False,
+        topic_disable_leader=True,
+        consumer_auto_offset_reset="earliest",
+        broker_session_timeout=session_timeout,
+        broker_heartbeat_interval=max(session_timeout / 5, 0.5),
+        broker_rebalance_timeout=session_timeout * 2,
+        broker_request_timeout=max(session_timeout * 3, 90.0),
+        broker_commit_every=1000,
+        broker_commit_interval=1.0,
+        value_serializer="raw",
+        key_serializer="raw",
+        datadir=str(settings.data_dir / "faust"),
+    )
+    inserter = Inserter(
+        resources.pool,
+        resources.producer,
+        resources.writers,
+        resources.metrics,
+        settings.max_processing_attempts,
+        settings.retry_backoff_seconds,
+    )
+    projector = Projector(resources.pool, resources.producer, settings.retry_backoff_seconds)
+
+    ingest_topic = app.topic(topics.INGEST, value_serializer="raw", key_serializer="raw")
+    outcome_topic = app.topic(topics.OUTCOMES, value_serializer="raw", key_serializer="raw")
+
+    async def insert_chunks(stream: faust.StreamT[bytes]) -> None:
+        # Faust acknowledges an event when the next one is requested, so returning from
+        # handle() (written, committed, outcomes flushed) is what lets the offset advance.
+        async for event in stream.events():
+            await inserter.handle(_consumed(event))
+
+    async def project_outcomes(stream: faust.StreamT[bytes]) -> None:
+        windows = stream.take_events(_PROJECTOR_BATCH, _PROJECTOR_WINDOW_SECONDS)  # type: ignore[attr-defined]
+        async for events in windows:
+            await projector.handle_many([_consumed(e) for e in events])
+
+    app.agent(ingest_topic, name="batchline.inserter")(insert_chunks)
+    app.agent(outcome_topic, name="batchline.projector")(project_outcomes)
+
+    async def sweep() -> None:
+        await _sweep(resources)
+
+    app.timer(_SWEEP_SECONDS, name="batchline.sweep")(sweep)
+    return app
+
+
+async def _sweep(resources: WorkerResources) -> None:
+    """Re-send domain events a crash left in the outbox; fail batches that stopped moving."""
+    try:
+        stale_events = await outbox.stale(resources.pool, _OUTBOX_GRACE_SECONDS, 1000)
+        await outbox.publish(resources.pool, resources.producer, stale_events)
+        failed = await batches.fail_stale(resources.pool, resources.settings.stale_batch_seconds)
+        for batch_id in failed:
+            log.warning("batch %s made no progress and was marked failed", batch_id)
+            await resources.pool.execute("SELECT pg_notify($1, $2)", BATCH_DONE_CHANNEL, batch_id)
+    except Exception as exc:  # noqa: BLE001 - a sweep runs again in a few seconds
+        log.warning("sweep failed: %s", exc)
+
+
+async def run_worker(resources: WorkerResources, stop: asyncio.Event) -> None:
+    """Run the agents until ``stop`` is set."""
+    app = create_worker_app(resources)
+    await app.start()
+    try:
+        await stop.wait()
+    finally:
+        await app.stop()

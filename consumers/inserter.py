@@ -1,0 +1,332 @@
+"""The inserter: one ingest chunk -> entity rows + ledger in ONE transaction -> outcome events.
+
+Per message: decode (or dead-letter), write with bounded retries for permanent errors and
+unbounded, paused retries for transient ones (the database restarting), then publish the
+outcomes and domain events and only then return, so Faust acknowledges the offset after
+the sink is flushed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+import asyncpg
+from pydantic import ValidationError
+
+from batchline.db import is_transient
+from batchline.metrics import Metrics
+from consumers import ledger, outbox
+from consumers.writers.base import ChunkRejected, EntityWriter, PendingRecord, RecordResult
+from streams import codec, topics
+from streams.deadletter import DeadLetter, Stage
+from streams.envelopes import IngestChunk
+from streams.events import DomainEvent, RecordError, RecordOutcome, RecordStatus, stable_event_id
+from streams.messages import ConsumedMessage
+from streams.producer import AsyncProducer, OutgoingMessage
+
+log = logging.getLogger(__name__)
+
+_MAX_BACKOFF_SECONDS = 30.0
+T = TypeVar("T")
+
+
+class UndeliverableMessage(Exception):
+    """A message that no retry can fix; it goes to the dead-letter topic."""
+
+    def __init__(self, stage: Stage, cause: BaseException) -> None:
+        super().__init__(str(cause))
+        self.stage = stage
+        self.cause = cause
+
+
+class UnknownEntity(Exception):
+    def __init__(self, entity: str) -> None:
+        super().__init__(f"no writer for entity {entity!r}")
+
+
+def decode_chunk(message: ConsumedMessage) -> IngestChunk:
+    if message.value is None:
+        raise UndeliverableMessage(Stage.DECODE, ValueError("message has no value"))
+    try:
+        return IngestChunk.model_validate_json(message.value)
+    except ValidationError as exc:
+        not_json = any(e["type"] == "json_invalid" for e in exc.errors())
+        raise UndeliverableMessage(Stage.DECODE if not_json else Stage.VALIDATE, exc) from exc
+
+
+def derived_batch_id(message: ConsumedMessage) -> str:
+    """For producers that leave the batch id to us: stable across redeliveries."""
+    return f"kafka-{message.partition}-{message.offset}"
+
+
+@dataclass
+class ChunkResult:
+    batch_id: str
+    outcomes: list[RecordOutcome]
+    events: list[outbox.StagedEvent] = field(default_factory=list)
+
+
+_ENSURE_HEADER = """
+INSERT INTO batch (id, entity, source, record_count, pending_count, attempt, options)
+VALUES ($1, $2, 'kafka', $3, $3, $4, $5)
+ON CONFLICT (id) DO NOTHING
+"""
+
+
+class Inserter:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        producer: AsyncProducer,
+        writers: Mapping[str, EntityWriter],
+        metrics: Metrics,
+        max_attempts: int,
+        backoff_seconds: float,
+    ) -> None:
+        self._pool = pool
+        self._producer = producer
+        self._writers = {name.lower(): writer for name, writer in writers.items()}
+        self._metrics = metrics
+        self._max_attempts = max_attempts
+        self._backoff = backoff_seconds
+
+    async def handle(self, message: ConsumedMessage) -> None:
+        """Process one ingest message completely; never raises for bad input."""
+        try:
+            chunk = decode_chunk(message)
+            writer = self._writers.get(chunk.entity.lower())
+            if writer is None:
+                raise UndeliverableMessage(Stage.ROUTE, UnknownEntity(chunk.entity))
+        except UndeliverableMessage as exc:
+            await self._dead_letter(DeadLetter.for_failure(message, exc.cause, exc.stage, 1))
+            return
+
+        batch_id = chunk.batch_id or derived_batch_id(message)
+        attempts = 0
+        first_failed_at: datetime | None = None
+        while True:
+            try:
+                result = await self._write_chunk(writer, chunk, batch_id)
+                break
+            except Exception as exc:
+                if is_transient(exc):
+                    log.warning("database unavailable, pausing partition: %s", exc)
+                    await asyncio.sleep(self._backoff_for(attempts + 1))
+                    continue
+                attempts += 1
+                first_failed_at = first_failed_at or datetime.now(UTC)
+                if attempts >= self._max_attempts:
+                    log.exception("chunk of batch %s dead-lettered", batch_id)
+                    letter = DeadLetter.for_failure(
+                        message, exc, Stage.PROCESS, attempts, first_failed_at
+                    )
+                    await self._dead_letter(letter)
+                    result = self._unprocessed(chunk, batch_id, letter)
+                    break
+                await asyncio.sleep(self._backoff_for(attempts))
+        await self._publish(result)
+
+    def _backoff_for(self, attempt: int) -> float:
+        return float(min(self._backoff * 2 ** (attempt - 1), _MAX_BACKOFF_SECONDS))
+
+    async def _write_chunk(
+        self, writer: EntityWriter, chunk: IngestChunk, batch_id: str
+    ) -> ChunkResult:
+        records = [
+            PendingRecord(index, raw)
+            for index, raw in zip(chunk.record_indices(), chunk.records, strict=True)
+        ]
+        async with self._pool.acquire() as conn, conn.transaction():
+            # REST batches have their header already; chunks produced straight to Kafka
+            # get theirs from the first chunk that arrives.
+            await conn.execute(
+                _ENSURE_HEADER,
+                batch_id,
+                chunk.entity.lower(),
+                chunk.total_records,
+                chunk.attempt,
+                chunk.options.model_dump(),
+            )
+            done = await ledger.fetch_done(
+                conn, batch_id, [r.index for r in records], chunk.attempt
+            )
+            todo = [r for r in records if r.index not in done]
+            results: list[RecordResult] = []
+            if todo:
+                results = await self._write_records(conn, writer, chunk, todo)
+                await ledger.record(
+                    conn, batch_id, chunk.attempt, results, {r.index: r.raw for r in todo}
+                )
+            events = self._domain_events(writer, chunk, batch_id, results)
+            await outbox.stage(conn, events)
+
+        self._count(chunk.entity, results)
+        outcomes = [
+            self._outcome(chunk, batch_id, attempt, replayed) for attempt, replayed in done.values()
+        ] + [self._outcome(chunk, batch_id, chunk.attempt, r) for r in results]
+        outcomes.sort(key=lambda o: o.index)
+        if done:
+            # A redelivery: events staged by the first run may not have been sent.
+            replay_ids = [
+                stable_event_id(batch_id, index, attempt)
+                for index, (attempt, r) in done.items()
+                if r.status is not RecordStatus.FAILED
+            ]
+            events += await outbox.pending(self._pool, replay_ids)
+        return ChunkResult(batch_id, outcomes, events)
+
+    async def _write_records(
+        self,
+        conn: asyncpg.Connection,
+        writer: EntityWriter,
+        chunk: IngestChunk,
+        records: Sequence[PendingRecord],
+    ) -> list[RecordResult]:
+        try:
+            async with conn.transaction():
+                return await writer.write(conn, chunk, records)
+        except ChunkRejected as rejected:
+            return rejected.results
+        except asyncpg.PostgresError as exc:
+            if is_transient(exc):
+                raise
+            if chunk.options.atomic:
+                return [
+                    RecordResult.failed(r.index, RecordError.DATABASE_ERROR, _db_error(exc))
+                    for r in records
+                ]
+            log.info("chunk failed as a whole (%s); falling back to row by row", exc)
+        return await self._write_row_by_row(conn, writer, chunk, records)
+
+    async def _write_row_by_row(
+        self,
+        conn: asyncpg.Connection,
+        writer: EntityWriter,
+        chunk: IngestChunk,
+        records: Sequence[PendingRecord],
+    ) -> list[RecordResult]:
+        results: list[RecordResult] = []
+        for record in records:
+            try:
+                async with conn.transaction():
+                    results += await writer.write(conn, chunk, [record])
+            except asyncpg.PostgresError as exc:
+                if is_transient(exc):
+                    raise
+                results.append(
+                    RecordResult.failed(record.index, RecordError.DATABASE_ERROR, _db_error(exc))
+                )
+        return results
+
+    def _domain_events(
+        self,
+        writer: EntityWriter,
+        chunk: IngestChunk,
+        batch_id: str,
+        results: Sequence[RecordResult],
+    ) -> list[outbox.StagedEvent]:
+        if not chunk.options.publish_events:
+            return []
+        route = writer.event_route(chunk)
+        now_ms = int(time.time() * 1000)
+        staged = []
+        for result in results:
+            if result.status is RecordStatus.FAILED or result.entity_id is None:
+                continue
+            event_id = stable_event_id(batch_id, result.index, chunk.attempt)
+            event = DomainEvent(
+                eventId=event_id,
+                eventTs=now_ms,
+                type="UPDATE" if result.status is RecordStatus.UPDATED else "CREATE",
+                entity=writer.entity,
+                tenant=chunk.options.tenant,
+                old=result.old if result.status is RecordStatus.UPDATED else None,
+                new=result.new,
+            )
+            message = OutgoingMessage(
+                route.topic,
+                codec.dumps(event.model_dump(exclude_none=True)),
+                result.entity_id.encode(),
+                route.headers,
+            )
+            staged.append(outbox.StagedEvent(event_id, batch_id, message))
+        return staged
+
+    def _outcome(
+        self, chunk: IngestChunk, batch_id: str, attempt: int, result: RecordResult
+    ) -> RecordOutcome:
+        return RecordOutcome(
+            batch_id=batch_id,
+            index=result.index,
+            attempt=attempt,
+            status=result.status,
+            entity=chunk.entity.lower(),
+            id=result.entity_id,
+            error=result.error,
+            details=result.details,
+            record_count=chunk.total_records,
+        )
+
+    def _unprocessed(self, chunk: IngestChunk, batch_id: str, letter: DeadLetter) -> ChunkResult:
+        """Every record of a dead-lettered chunk still gets an outcome: failed, and why."""
+        details = {"dead_letter": letter.error_class, "message": letter.error_message}
+        results = [
+            RecordResult.failed(index, RecordError.PROCESSING_FAILED, details)
+            for index in chunk.record_indices()
+        ]
+        self._count(chunk.entity, results)
+        return ChunkResult(
+            batch_id, [self._outcome(chunk, batch_id, chunk.attempt, r) for r in results]
+        )
+
+    def _count(self, entity: str, results: Sequence[RecordResult]) -> None:
+        for result in results:
+            if result.status is RecordStatus.FAILED:
+                error = result.error.value if result.error else "unknown"
+                self._metrics.records_failed.labels(entity, error).inc()
+            else:
+                self._metrics.records_written.labels(entity, result.status.value).inc()
+
+    async def _publish(self, result: ChunkResult) -> None:
+        key = result.batch_id.encode()
+        messages = [
+            OutgoingMessage(topics.OUTCOMES, codec.dumps(o.model_dump(mode="json")), key)
+            for o in result.outcomes
+        ]
+        await self._until_done(lambda: self._producer.send_many(messages), "outcomes")
+        await self._until_done(
+            lambda: outbox.publish(self._pool, self._producer, result.events), "domain events"
+        )
+
+    async def _dead_letter(self, letter: DeadLetter) -> None:
+        self._metrics.dead_letters.labels(letter.stage.value).inc()
+        log.warning(
+            "dead-lettering %s[%s]@%s at stage %s: %s",
+            letter.source_topic,
+            letter.source_partition,
+            letter.source_offset,
+            letter.stage.value,
+            letter.error_message[:200],
+        )
+        await self._until_done(lambda: self._producer.send_many([letter.to_message()]), "dlq")
+
+    async def _until_done(self, action: Callable[[], Awaitable[T]], what: str) -> T:
+        """Sending after commit must not give up: the offset is acknowledged only afterwards."""
+        attempt = 0
+        while True:
+            try:
+                return await action()
+            except Exception as exc:  # noqa: BLE001 - broker or database away: wait, retry
+                attempt += 1
+                log.warning("sending %s failed (attempt %d): %s", what, attempt, exc)
+                await asyncio.sleep(self._backoff_for(attempt))
+
+
+def _db_error(exc: asyncpg.PostgresError) -> dict[str, Any]:
+    return {"sqlstate": getattr(exc, "sqlstate", None), "message": str(exc)}

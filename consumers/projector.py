@@ -1,0 +1,122 @@
+"""The projector: outcome events -> batch_result rows and batch counts, set-based.
+
+Outcomes of one batch share a key, so one projector partition sees them in order. A
+re-sent outcome of the same attempt changes nothing; a retry's outcome (higher attempt)
+replaces the earlier one and moves the counts by the difference.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+
+import asyncpg
+from pydantic import ValidationError
+
+from batchline.db import is_transient, json_text
+from streams.deadletter import DeadLetter, Stage
+from streams.events import RecordOutcome
+from streams.messages import ConsumedMessage
+from streams.producer import AsyncProducer
+
+log = logging.getLogger(__name__)
+
+BATCH_DONE_CHANNEL = "batchline_batch_done"
+
+_PROJECT = """
+WITH incoming AS (
+    SELECT DISTINCT ON (batch_id, record_index) *
+    FROM unnest($1::text[], $2::int[], $3::int[], $4::text[], $5::text[], $6::text[], $7::text[])
+         AS t(batch_id, record_index, attempt, status, entity_id, error, details)
+    ORDER BY batch_id, record_index, attempt DESC
+), known AS (
+    SELECT i.* FROM incoming i JOIN batch b ON b.id = i.batch_id
+), previous AS (
+    SELECT r.batch_id, r.record_index, r.attempt, r.status
+    FROM batch_result r JOIN known k USING (batch_id, record_index)
+), written AS (
+    INSERT INTO batch_result AS r
+        (batch_id, record_index, attempt, status, entity_id, error, details)
+    SELECT batch_id, record_index, attempt, status, entity_id, error, details::jsonb FROM known
+    ON CONFLICT (batch_id, record_index) DO UPDATE
+    SET attempt = EXCLUDED.attempt, status = EXCLUDED.status, entity_id = EXCLUDED.entity_id,
+        error = EXCLUDED.error, details = EXCLUDED.details
+    WHERE r.attempt <= EXCLUDED.attempt
+    RETURNING batch_id, record_index, attempt, status
+), delta AS (
+    SELECT w.batch_id,
+           sum((w.status <> 'failed')::int - coalesce((p.status <> 'failed')::int, 0)) AS ok,
+           sum((w.status = 'failed')::int - coalesce((p.status = 'failed')::int, 0)) AS failed,
+           sum((p.batch_id IS NULL OR p.attempt < w.attempt)::int) AS finished
+    FROM written w LEFT JOIN previous p USING (batch_id, record_index)
+    GROUP BY w.batch_id
+)
+UPDATE batch b
+SET inserted_count = b.inserted_count + d.ok,
+    failed_count = b.failed_count + d.failed,
+    pending_count = greatest(b.pending_count - d.finished, 0),
+    status = CASE WHEN b.pending_count - d.finished <= 0 THEN 'completed' ELSE b.status END,
+    completed_at = CASE WHEN b.pending_count - d.finished <= 0 AND b.pending_count > 0
+                        THEN now() ELSE b.completed_at END,
+    failure_reason = CASE WHEN b.pending_count - d.finished <= 0 THEN NULL
+                          ELSE b.failure_reason END,
+    progressed_at = now()
+FROM delta d
+WHERE b.id = d.batch_id
+RETURNING b.id, b.status
+"""
+
+
+async def project(conn: asyncpg.Connection, outcomes: Sequence[RecordOutcome]) -> list[str]:
+    """Apply outcomes; returns the ids of batches that are now completed."""
+    async with conn.transaction():
+        rows = await conn.fetch(
+            _PROJECT,
+            [o.batch_id for o in outcomes],
+            [o.index for o in outcomes],
+            [o.attempt for o in outcomes],
+            [o.status.value for o in outcomes],
+            [o.id for o in outcomes],
+            [o.error.value if o.error else None for o in outcomes],
+            [json_text(o.details) for o in outcomes],
+        )
+        completed = [row["id"] for row in rows if row["status"] == "completed"]
+        if completed:
+            # Delivered at commit: API instances waiting on these batches answer at once.
+            await conn.execute(
+                "SELECT pg_notify($1, id) FROM unnest($2::text[]) AS id",
+                BATCH_DONE_CHANNEL,
+                completed,
+            )
+    return completed
+
+
+class Projector:
+    def __init__(self, pool: asyncpg.Pool, producer: AsyncProducer, backoff_seconds: float) -> None:
+        self._pool = pool
+        self._producer = producer
+        self._backoff = backoff_seconds
+
+    async def handle_many(self, messages: Sequence[ConsumedMessage]) -> None:
+        outcomes: list[RecordOutcome] = []
+        for message in messages:
+            try:
+                outcomes.append(RecordOutcome.model_validate_json(message.value or b""))
+            except ValidationError as exc:
+                letter = DeadLetter.for_failure(message, exc, Stage.VALIDATE, 1)
+                await self._producer.send_many([letter.to_message()])
+        if not outcomes:
+            return
+        delay = self._backoff
+        while True:
+            try:
+                async with self._pool.acquire() as conn:
+                    await project(conn, outcomes)
+                return
+            except Exception as exc:
+                if not is_transient(exc):
+                    raise
+                log.warning("database unavailable, projector pausing: %s", exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)

@@ -1,0 +1,139 @@
+"""Activities: one ``INSERT … SELECT FROM unnest … ON CONFLICT … RETURNING`` per chunk."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import date
+from typing import Annotated, Any
+
+import asyncpg
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError
+
+from consumers.writers.base import EventRoute, PendingRecord, RecordResult, validation_details
+from streams import topics
+from streams.envelopes import ACTIVITY_ENTITY, IngestChunk
+from streams.events import RecordError, RecordStatus
+
+Identifier = Annotated[StrictStr, Field(min_length=1, max_length=200)]
+
+
+class Activity(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    coordinator_id: Identifier
+    mentor_id: Identifier
+    activity_type: Identifier
+    activity_date: date
+    duration_minutes: Annotated[StrictInt, Field(ge=1, le=1440)]
+
+    @property
+    def natural_key(self) -> tuple[str, str, str, date]:
+        return (self.coordinator_id, self.mentor_id, self.activity_type, self.activity_date)
+
+
+_COLUMNS = "id, coordinator_id, mentor_id, activity_type, activity_date, duration_minutes"
+
+_INSERT = f"""
+INSERT INTO activity (coordinator_id, mentor_id, activity_type, activity_date, duration_minutes)
+SELECT c, m, t, d, n
+FROM unnest($1::text[], $2::text[], $3::text[], $4::date[], $5::int[])
+     WITH ORDINALITY AS input(c, m, t, d, n, position)
+WHERE NOT EXISTS (  -- skips known conflicts before an id is drawn, so ids stay dense
+    SELECT 1 FROM activity a
+    WHERE (a.coordinator_id, a.mentor_id, a.activity_type, a.activity_date) = (c, m, t, d)
+)
+ORDER BY position
+ON CONFLICT ON CONSTRAINT activity_natural_key DO NOTHING
+RETURNING {_COLUMNS}
+"""
+
+# Retried with ignore_constraints: the existing row takes the retried values.
+_UPSERT = f"""
+WITH input AS (
+    SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::date[], $5::int[])
+         WITH ORDINALITY AS input(c, m, t, d, n, position)
+), previous AS (
+    SELECT a.* FROM activity a
+    JOIN input i ON (a.coordinator_id, a.mentor_id, a.activity_type, a.activity_date)
+                  = (i.c, i.m, i.t, i.d)
+)
+INSERT INTO activity AS a
+    (coordinator_id, mentor_id, activity_type, activity_date, duration_minutes)
+SELECT c, m, t, d, n FROM input ORDER BY position
+ON CONFLICT ON CONSTRAINT activity_natural_key
+DO UPDATE SET duration_minutes = EXCLUDED.duration_minutes, updated_at = now()
+RETURNING {", ".join("a." + c.strip() for c in _COLUMNS.split(","))},
+          (SELECT to_jsonb(p) - 'created_at' - 'updated_at' FROM previous p WHERE p.id = a.id)
+              AS previous
+"""
+
+
+def _row_dict(row: asyncpg.Record) -> dict[str, Any]:
+    return {
+        "id": row["id"],
+        "coordinator_id": row["coordinator_id"],
+        "mentor_id": row["mentor_id"],
+        "activity_type": row["activity_type"],
+        "activity_date": row["activity_date"].isoformat(),
+        "duration_minutes": row["duration_minutes"],
+    }
+
+
+class ActivityWriter:
+    entity = ACTIVITY_ENTITY
+
+    def event_route(self, chunk: IngestChunk) -> EventRoute:
+        return EventRoute(topics.ACTIVITY_EVENTS)
+
+    async def write(
+        self, conn: asyncpg.Connection, chunk: IngestChunk, records: Sequence[PendingRecord]
+    ) -> list[RecordResult]:
+        results: dict[int, RecordResult] = {}
+        accepted: dict[tuple[str, str, str, date], tuple[int, Activity]] = {}
+        for record in records:
+            try:
+                activity = Activity.model_validate(record.raw)
+            except ValidationError as exc:
+                results[record.index] = RecordResult.failed(
+                    record.index, RecordError.VALIDATION_ERROR, validation_details(exc)
+                )
+                continue
+            if activity.natural_key in accepted:
+                # The first record with a key wins; later ones in the same chunk fail.
+                results[record.index] = RecordResult.failed(
+                    record.index, RecordError.UNIQUE_CONSTRAINT_VIOLATION
+                )
+                continue
+            accepted[activity.natural_key] = (record.index, activity)
+
+        if accepted:
+            rows = list(accepted.values())
+            statement = _UPSERT if chunk.options.ignore_constraints else _INSERT
+            returned = await conn.fetch(
+                statement,
+                [a.coordinator_id for _, a in rows],
+                [a.mentor_id for _, a in rows],
+                [a.activity_type for _, a in rows],
+                [a.activity_date for _, a in rows],
+                [a.duration_minutes for _, a in rows],
+            )
+            for row in returned:
+                key = (
+                    row["coordinator_id"],
+                    row["mentor_id"],
+                    row["activity_type"],
+                    row["activity_date"],
+                )
+                index, _ = accepted.pop(key)
+                previous = row["previous"] if chunk.options.ignore_constraints else None
+                results[index] = RecordResult(
+                    index=index,
+                    status=RecordStatus.UPDATED if previous else RecordStatus.INSERTED,
+                    entity_id=row["id"],
+                    old=previous,
+                    new=_row_dict(row),
+                )
+            # Whatever did not come back hit an existing row.
+            for index, _ in accepted.values():
+                results[index] = RecordResult.failed(index, RecordError.UNIQUE_CONSTRAINT_VIOLATION)
+        return [results[record.index] for record in records]

@@ -1,0 +1,75 @@
+"""What every entity writer provides to the inserter."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import asyncpg
+from pydantic import ValidationError
+
+from streams.envelopes import IngestChunk
+from streams.events import RecordError, RecordStatus
+
+
+@dataclass(frozen=True, slots=True)
+class PendingRecord:
+    index: int
+    raw: Any
+
+
+@dataclass(slots=True)
+class RecordResult:
+    index: int
+    status: RecordStatus
+    entity_id: str | None = None
+    error: RecordError | None = None
+    details: Any = None
+    old: dict[str, Any] | None = None
+    new: dict[str, Any] | None = None
+
+    @classmethod
+    def failed(cls, index: int, error: RecordError, details: Any = None) -> RecordResult:
+        return cls(index=index, status=RecordStatus.FAILED, error=error, details=details)
+
+
+@dataclass(frozen=True, slots=True)
+class EventRoute:
+    topic: str
+    headers: tuple[tuple[str, bytes], ...] = ()
+
+
+class ChunkRejected(Exception):
+    """The chunk as a whole cannot be written (e.g. an all-or-nothing list with a bad record).
+
+    Carries the per-record results to report instead; nothing of the chunk is stored.
+    """
+
+    def __init__(self, results: list[RecordResult]) -> None:
+        super().__init__(f"{len(results)} records rejected")
+        self.results = results
+
+
+class EntityWriter(Protocol):
+    entity: str
+
+    def event_route(self, chunk: IngestChunk) -> EventRoute: ...
+
+    async def write(
+        self, conn: asyncpg.Connection, chunk: IngestChunk, records: Sequence[PendingRecord]
+    ) -> list[RecordResult]:
+        """Write ``records`` inside the caller's transaction; one result per record."""
+        ...
+
+
+def validation_details(error: ValidationError) -> list[dict[str, Any]]:
+    """pydantic errors as the per-record ``details`` clients see."""
+    return [
+        {
+            "field": ".".join(str(part) for part in item["loc"]) or None,
+            "message": item["msg"],
+            "type": item["type"],
+        }
+        for item in error.errors(include_url=False, include_context=False, include_input=False)
+    ]

@@ -1,0 +1,1 @@
+"""Versioned schema: numbered SQL files applied in order by ``sql.migrator``."""

@@ -1,0 +1,69 @@
+"""The ingest envelope: one Kafka message on ``batchline.ingest`` carries a chunk of records.
+
+Any Kafka client may produce these directly; the JSON Schema in ``streams/schemas`` is
+generated from this model.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+ACTIVITY_ENTITY = "activity"
+INSTANCE_ENTITY = "instance"
+
+
+class ChunkOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    ignore_constraints: bool = Field(
+        default=False, description="Resolve a unique conflict by updating the existing row."
+    )
+    publish_events: bool = Field(default=False, description="Publish domain events after commit.")
+    tenant: str | None = Field(default=None, description="Tenant for FOLIO-style domain events.")
+    atomic: bool = Field(
+        default=False, description="All records in one transaction: every one succeeds or none."
+    )
+
+
+class IngestChunk(BaseModel):
+    """A slice of one batch. Chunks of a batch share ``batch_id`` and the Kafka key."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    schema_version: Literal[1] = 1
+    entity: str = Field(min_length=1, description="`activity`, `instance` or a YAML entity name.")
+    batch_id: str | None = Field(
+        default=None,
+        max_length=200,
+        description="Omit to have one derived from topic, partition and offset.",
+    )
+    attempt: int = Field(default=0, ge=0, description="0 for the first run, +1 per retry.")
+    record_count: int | None = Field(
+        default=None, ge=1, description="Records in the whole batch; omit when this chunk is all."
+    )
+    first_index: int = Field(default=0, ge=0, description="Batch index of records[0].")
+    indices: list[int] | None = Field(
+        default=None, description="Explicit batch indices (retries); default consecutive."
+    )
+    records: list[Any] = Field(min_length=1, description="The records, validated per entity.")
+    options: ChunkOptions = Field(default_factory=ChunkOptions)
+
+    @model_validator(mode="after")
+    def _indices_match_records(self) -> IngestChunk:
+        if self.indices is not None and len(self.indices) != len(self.records):
+            raise ValueError("indices must have one entry per record")
+        total = self.total_records
+        if max(self.record_indices()) >= total:
+            raise ValueError("a record index is beyond record_count")
+        return self
+
+    @property
+    def total_records(self) -> int:
+        return self.record_count if self.record_count is not None else len(self.records)
+
+    def record_indices(self) -> list[int]:
+        if self.indices is not None:
+            return self.indices
+        return list(range(self.first_index, self.first_index + len(self.records)))
