@@ -31,5 +31,5 @@ def configure(level: str, fmt: str) -> None:
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     # Faust and aiokafka are chatty at INFO about every rebalance step.
-    for noisy in ("aiokafka", "faust", "mode"):
+    for noisy in ("aiokafka", "faust", "mode", "consumers.transport"):
         logging.getLogger(noisy).setLevel(max(root.level, logging.WARNING))

@@ -65,6 +65,11 @@ class Settings(BaseSettings):
         default=10_000, ge=1000, description="Consumer-group session timeout."
     )
     kafka_linger_ms: int = Field(default=5, ge=0, description="Producer linger.ms.")
+    kafka_fetch_max_wait_ms: int = Field(
+        default=10,
+        ge=1,
+        description="Longest a consumer fetch waits for data; bounds per-hop latency.",
+    )
     kafka_compression: str = Field(
         default="none",
         pattern="^(none|gzip|lz4|zstd|snappy)$",

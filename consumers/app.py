@@ -22,6 +22,7 @@ from batchline.settings import Settings
 from consumers import outbox
 from consumers.inserter import Inserter
 from consumers.projector import BATCH_DONE_CHANNEL, Projector
+from consumers.transport import app_class
 from consumers.writers.activity import ActivityWriter
 from consumers.writers.base import EntityWriter
 from streams import topics
@@ -89,7 +90,7 @@ def faust_broker_urls(bootstrap_servers: str) -> list[str]:
 def create_worker_app(resources: WorkerResources) -> faust.App:
     settings = resources.settings
     session_timeout = settings.kafka_session_timeout_ms / 1000
-    app = faust.App(
+    app = app_class(settings.kafka_fetch_max_wait_ms)(
         settings.consumer_group,
         broker=faust_broker_urls(settings.require_bootstrap_servers()),
         store="memory://",

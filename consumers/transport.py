@@ -1,0 +1,47 @@
+"""Faust's aiokafka transport with a configurable fetch wait.
+
+faust-streaming 0.15.3 hard-codes ``fetch_max_wait_ms=1500`` for worker consumers. A broker
+that holds every fetch for the full wait (Tansu does) then adds up to 1.5 s per hop, twice
+per batch (ingest, outcomes). We set aiokafka's value before the consumer starts; it is
+read once, when aiokafka builds its fetcher.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import faust
+from faust.transport.drivers import aiokafka as faust_aiokafka
+
+
+class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):  # type: ignore[misc]
+    fetch_max_wait_ms = 500
+
+    def _create_worker_consumer(self, transport: Any) -> Any:
+        consumer = super()._create_worker_consumer(transport)
+        consumer._fetch_max_wait_ms = self.fetch_max_wait_ms  # noqa: SLF001
+        return consumer
+
+
+def app_class(fetch_max_wait_ms: int) -> type[faust.App]:
+    """A Faust App class whose worker consumers wait at most ``fetch_max_wait_ms``."""
+
+    class ConsumerThread(_ConsumerThread):
+        pass
+
+    ConsumerThread.fetch_max_wait_ms = fetch_max_wait_ms
+
+    class Consumer(faust_aiokafka.Consumer):  # type: ignore[misc]
+        def _new_consumer_thread(self) -> Any:
+            return ConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
+    class Transport(faust_aiokafka.Transport):  # type: ignore[misc]
+        pass
+
+    Transport.Consumer = Consumer
+
+    class App(faust.App):  # type: ignore[misc]
+        def _new_transport(self) -> Any:
+            return Transport(self.conf.broker_consumer, self)
+
+    return App
