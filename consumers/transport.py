@@ -14,12 +14,12 @@ import faust
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
 
-class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):  # type: ignore[misc]
+class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
     fetch_max_wait_ms = 500
 
     def _create_worker_consumer(self, transport: Any) -> Any:
         consumer = super()._create_worker_consumer(transport)
-        consumer._fetch_max_wait_ms = self.fetch_max_wait_ms  # noqa: SLF001
+        consumer._fetch_max_wait_ms = self.fetch_max_wait_ms
         return consumer
 
 
@@ -31,16 +31,16 @@ def app_class(fetch_max_wait_ms: int) -> type[faust.App]:
 
     ConsumerThread.fetch_max_wait_ms = fetch_max_wait_ms
 
-    class Consumer(faust_aiokafka.Consumer):  # type: ignore[misc]
+    class Consumer(faust_aiokafka.Consumer):
         def _new_consumer_thread(self) -> Any:
             return ConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
-    class Transport(faust_aiokafka.Transport):  # type: ignore[misc]
+    class Transport(faust_aiokafka.Transport):
         pass
 
     Transport.Consumer = Consumer
 
-    class App(faust.App):  # type: ignore[misc]
+    class App(faust.App):
         def _new_transport(self) -> Any:
             return Transport(self.conf.broker_consumer, self)
 
