@@ -1,0 +1,28 @@
+"""Building activity records and reading back what the API answers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import aiohttp
+
+BASE = "/api/v1/batch-inserts"
+
+
+def activity(tag: str, n: int, **overrides: Any) -> dict[str, Any]:
+    record: dict[str, Any] = {
+        "coordinator_id": f"coord-{tag}",
+        "mentor_id": f"mentor-{n}",
+        "activity_type": "group_workshop",
+        "activity_date": "2026-03-28",
+        "duration_minutes": 120,
+    }
+    record.update(overrides)
+    return record
+
+
+async def post_batch(
+    http: aiohttp.ClientSession, records: list[Any], **kwargs: Any
+) -> tuple[int, dict[str, Any]]:
+    async with http.post(BASE, json={"activities": records}, **kwargs) as response:
+        return response.status, await response.json()

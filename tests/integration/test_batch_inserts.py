@@ -1,0 +1,295 @@
+"""Front door 1 over real HTTP, Kafka and PostgreSQL: the seed's five endpoints."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import re
+
+import aiohttp
+import asyncpg
+
+from tests.integration.activities import BASE, activity, post_batch
+
+ACTIVITY_ID = re.compile(r"^pa-\d{3,}$")
+BATCH_ID = re.compile(r"^batch-\d{3,}$")
+
+
+async def test_seed_post_answers_201_with_the_seed_shape(
+    http: aiohttp.ClientSession, tag: str
+) -> None:
+    status, body = await post_batch(http, [activity(tag, 17), activity(tag, 18)])
+
+    assert status == 201
+    assert set(body) == {
+        "id",
+        "record_count",
+        "status",
+        "inserted_count",
+        "failed_count",
+        "results",
+    }
+    assert BATCH_ID.match(body["id"])
+    assert body["record_count"] == 2
+    assert body["status"] == "completed"
+    assert (body["inserted_count"], body["failed_count"]) == (2, 0)
+    assert [set(r) for r in body["results"]] == [{"index", "activity_id", "status"}] * 2
+    assert [r["index"] for r in body["results"]] == [0, 1]
+    assert all(
+        r["status"] == "success" and ACTIVITY_ID.match(r["activity_id"]) for r in body["results"]
+    )
+
+
+async def test_conflicts_in_batch_duplicates_and_invalid_records_fail_per_record(
+    http: aiohttp.ClientSession, pg: asyncpg.Connection, tag: str
+) -> None:
+    await post_batch(http, [activity(tag, 1)])
+    records = [
+        activity(tag, 0),
+        activity(tag, 1),  # exists from the first batch
+        activity(tag, 0, duration_minutes=30),  # same natural key as index 0
+        activity(tag, 3, duration_minutes=0, mentor_id=7),
+        activity(tag, 4),
+    ]
+
+    status, body = await post_batch(http, records)
+
+    assert status == 201
+    assert (body["inserted_count"], body["failed_count"]) == (2, 3)
+    results = body["results"]
+    assert results[0]["status"] == "success"
+    assert results[1] == {
+        "index": 1,
+        "activity_id": None,
+        "status": "failed",
+        "error": "unique_constraint_violation",
+    }
+    assert results[2] == {
+        "index": 2,
+        "activity_id": None,
+        "status": "failed",
+        "error": "unique_constraint_violation",
+    }
+    assert results[3]["error"] == "validation_error"
+    assert {d["field"] for d in results[3]["details"]} == {"duration_minutes", "mentor_id"}
+    assert results[4]["status"] == "success"
+    stored = await pg.fetchval(
+        "SELECT count(*) FROM activity WHERE coordinator_id = $1", f"coord-{tag}"
+    )
+    assert stored == 3
+
+
+async def test_get_returns_the_operation_with_results_and_times(
+    http: aiohttp.ClientSession, tag: str
+) -> None:
+    _, created = await post_batch(http, [activity(tag, 1), activity(tag, 1)])
+
+    async with http.get(f"{BASE}/{created['id']}") as response:
+        assert response.status == 200
+        body = await response.json()
+
+    assert body["id"] == created["id"]
+    assert body["results"] == created["results"]
+    assert re.match(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$", body["created_at"])
+    assert body["completed_at"] >= body["created_at"]
+    assert "updated_at" not in body
+
+
+async def test_list_is_newest_first_paginated_and_filterable(
+    http: aiohttp.ClientSession, tag: str
+) -> None:
+    ids = [(await post_batch(http, [activity(tag, n)]))[1]["id"] for n in range(3)]
+
+    async with http.get(BASE, params={"page": "1", "limit": "2"}) as response:
+        assert response.status == 200
+        page_one = await response.json()
+    async with http.get(BASE, params={"page": "2", "limit": "2"}) as response:
+        page_two = await response.json()
+    async with http.get(BASE, params={"limit": "100000", "status": "completed"}) as response:
+        capped = await response.json()
+
+    assert [b["id"] for b in page_one["data"]] == [ids[2], ids[1]]
+    assert page_two["data"][0]["id"] == ids[0]
+    assert page_one["pagination"]["limit"] == 2
+    assert page_one["pagination"]["total"] >= 3
+    assert set(page_one["data"][0]) == {
+        "id",
+        "record_count",
+        "status",
+        "inserted_count",
+        "failed_count",
+        "created_at",
+    }
+    assert capped["pagination"]["limit"] == 100
+    assert all(b["status"] == "completed" for b in capped["data"])
+
+
+async def test_bad_list_parameters_are_422(http: aiohttp.ClientSession) -> None:
+    for params in ({"page": "0"}, {"page": "x"}, {"limit": "-1"}, {"status": "done"}):
+        async with http.get(BASE, params=params) as response:
+            assert response.status == 422, params
+            body = await response.json()
+            assert body["error"]["code"] == "validation_failed"
+
+
+async def test_request_level_errors_have_json_bodies(http: aiohttp.ClientSession) -> None:
+    cases = [
+        (b"{not json", 400, "invalid_json"),
+        (b"", 400, "invalid_json"),
+        (b"[]", 422, "validation_failed"),
+        (b'{"activities": []}', 422, "validation_failed"),
+        (b'{"activities": {"a": 1}}', 422, "validation_failed"),
+        (b'{"records": [{}]}', 422, "validation_failed"),
+        (b'{"activities": [{}], "extra": 1}', 422, "validation_failed"),
+    ]
+    for payload, status, code in cases:
+        async with http.post(
+            BASE, data=payload, headers={"Content-Type": "application/json"}
+        ) as response:
+            assert response.status == status, payload
+            body = await response.json()
+            assert body["error"]["code"] == code
+            assert body["error"]["message"]
+            assert "details" in body["error"]
+
+
+async def test_too_many_records_or_bytes_is_413(http: aiohttp.ClientSession, tag: str) -> None:
+    status, body = await post_batch(http, [activity(tag, n) for n in range(6001)])
+    assert status == 413
+    assert body["error"]["code"] == "payload_too_large"
+
+    huge = b'{"activities": [' + b'"' + b"x" * (3 * 1024 * 1024) + b'"]}'
+    async with http.post(BASE, data=io.BytesIO(huge)) as response:
+        assert response.status == 413
+        assert (await response.json())["error"]["code"] == "payload_too_large"
+
+
+async def test_unknown_ids_are_404(http: aiohttp.ClientSession) -> None:
+    for method, body in (("GET", None), ("PUT", {"retry_indices": [0]}), ("DELETE", None)):
+        async with http.request(method, f"{BASE}/batch-999999999", json=body) as response:
+            assert response.status == 404, method
+            assert (await response.json())["error"]["code"] == "not_found"
+
+
+async def test_retry_without_ignore_constraints_fails_again(
+    http: aiohttp.ClientSession, tag: str
+) -> None:
+    await post_batch(http, [activity(tag, 1)])
+    _, created = await post_batch(http, [activity(tag, 0), activity(tag, 1)])
+
+    async with http.put(
+        f"{BASE}/{created['id']}", json={"retry_indices": [1], "ignore_constraints": False}
+    ) as response:
+        assert response.status == 200
+        body = await response.json()
+
+    assert body["id"] == created["id"]
+    assert body["status"] == "completed"
+    assert (body["inserted_count"], body["failed_count"]) == (1, 1)
+    assert set(body) == {"id", "status", "inserted_count", "failed_count", "updated_at"}
+
+
+async def test_retry_with_ignore_constraints_takes_over_the_existing_row(
+    http: aiohttp.ClientSession, pg: asyncpg.Connection, tag: str
+) -> None:
+    _, first = await post_batch(http, [activity(tag, 1, duration_minutes=60)])
+    existing_id = first["results"][0]["activity_id"]
+    _, created = await post_batch(
+        http, [activity(tag, 0), activity(tag, 1, duration_minutes=90), activity(tag, 2)]
+    )
+    assert created["results"][1]["error"] == "unique_constraint_violation"
+
+    async with http.put(
+        f"{BASE}/{created['id']}", json={"retry_indices": [1], "ignore_constraints": True}
+    ) as response:
+        assert response.status == 200
+        body = await response.json()
+    async with http.get(f"{BASE}/{created['id']}") as response:
+        detail = await response.json()
+
+    assert (body["inserted_count"], body["failed_count"]) == (3, 0)
+    assert body["updated_at"]
+    assert detail["results"][1] == {"index": 1, "activity_id": existing_id, "status": "success"}
+    assert "updated_at" in detail
+    duration = await pg.fetchval("SELECT duration_minutes FROM activity WHERE id = $1", existing_id)
+    assert duration == 90
+
+
+async def test_retry_of_indices_that_did_not_fail_or_do_not_exist_is_422(
+    http: aiohttp.ClientSession, tag: str
+) -> None:
+    _, created = await post_batch(http, [activity(tag, 0)])
+    for request in (
+        {"retry_indices": [0]},
+        {"retry_indices": [5]},
+        {"retry_indices": []},
+        {"retry_indices": ["0"]},
+        {"retry_indices": [0], "ignore_constraints": 1},
+    ):
+        async with http.put(f"{BASE}/{created['id']}", json=request) as response:
+            assert response.status == 422, request
+            assert (await response.json())["error"]["code"] == "validation_failed"
+
+
+async def test_retry_and_delete_of_a_processing_batch_are_409(
+    http: aiohttp.ClientSession, pg: asyncpg.Connection
+) -> None:
+    batch_id = await pg.fetchval(
+        "INSERT INTO batch (entity, source, record_count, pending_count)"
+        " VALUES ('activity', 'rest', 1, 1) RETURNING id"
+    )
+    async with http.put(f"{BASE}/{batch_id}", json={"retry_indices": [0]}) as response:
+        assert response.status == 409
+        assert (await response.json())["error"]["code"] == "batch_processing"
+    async with http.delete(f"{BASE}/{batch_id}") as response:
+        assert response.status == 409
+    await pg.execute("DELETE FROM batch WHERE id = $1", batch_id)
+
+
+async def test_delete_removes_the_operation_but_not_the_activities(
+    http: aiohttp.ClientSession, pg: asyncpg.Connection, tag: str
+) -> None:
+    _, created = await post_batch(http, [activity(tag, 0)])
+
+    async with http.delete(f"{BASE}/{created['id']}") as response:
+        assert response.status == 200
+        assert await response.json() == {
+            "message": f"Batch insert record {created['id']} deleted successfully"
+        }
+    async with http.get(f"{BASE}/{created['id']}") as response:
+        assert response.status == 404
+    assert (
+        await pg.fetchval("SELECT count(*) FROM activity WHERE coordinator_id = $1", f"coord-{tag}")
+        == 1
+    )
+    assert (
+        await pg.fetchval("SELECT count(*) FROM batch_result WHERE batch_id = $1", created["id"])
+        == 0
+    )
+
+
+async def test_two_batches_in_parallel_both_complete(http: aiohttp.ClientSession, tag: str) -> None:
+    (s1, b1), (s2, b2) = await asyncio.gather(
+        post_batch(http, [activity(tag, n) for n in range(50)]),
+        post_batch(http, [activity(tag, n) for n in range(50, 100)]),
+    )
+    assert (s1, s2) == (201, 201)
+    assert b1["inserted_count"] == b2["inserted_count"] == 50
+    ids = {r["activity_id"] for r in b1["results"] + b2["results"]}
+    assert len(ids) == 100
+
+
+async def test_batch_larger_than_one_chunk_comes_back_complete_and_ordered(
+    http: aiohttp.ClientSession, pg: asyncpg.Connection, tag: str
+) -> None:
+    records = [activity(tag, n) for n in range(5000)]
+
+    status, body = await post_batch(http, records)
+
+    assert status == 201
+    assert body["inserted_count"] == 5000
+    assert [r["index"] for r in body["results"]] == list(range(5000))
+    assert (
+        await pg.fetchval("SELECT count(*) FROM activity WHERE coordinator_id = $1", f"coord-{tag}")
+        == 5000
+    )

@@ -1,0 +1,162 @@
+"""Idempotency keys, duplicate deliveries, the 202 path, stale batches."""
+
+from __future__ import annotations
+
+import asyncio
+
+import aiohttp
+import asyncpg
+import orjson
+from confluent_kafka import Producer
+
+from batchline import batches
+from batchline.embedded import free_port
+from batchline.runtime import serving_api
+from batchline.settings import Settings
+from consumers.app import WorkerResources
+from streams import topics
+from tests.integration.activities import BASE, activity, post_batch
+
+
+async def test_same_idempotency_key_and_body_answers_the_stored_response_once(
+    http: aiohttp.ClientSession, pg: asyncpg.Connection, tag: str
+) -> None:
+    headers = {"Idempotency-Key": f"key-{tag}"}
+    records = [activity(tag, 0), activity(tag, 1)]
+
+    first = await post_batch(http, records, headers=headers)
+    second = await post_batch(http, records, headers=headers)
+
+    assert first == second
+    assert first[0] == 201
+    assert (
+        await pg.fetchval("SELECT count(*) FROM activity WHERE coordinator_id = $1", f"coord-{tag}")
+        == 2
+    )
+    assert (
+        await pg.fetchval(
+            "SELECT count(*) FROM batch_result r JOIN activity a ON a.id = r.entity_id"
+            " WHERE a.coordinator_id = $1",
+            f"coord-{tag}",
+        )
+        == 2
+    )
+
+
+async def test_same_idempotency_key_with_another_body_is_422(
+    http: aiohttp.ClientSession, tag: str
+) -> None:
+    headers = {"Idempotency-Key": f"key-{tag}"}
+    await post_batch(http, [activity(tag, 0)], headers=headers)
+
+    status, body = await post_batch(http, [activity(tag, 1)], headers=headers)
+
+    assert status == 422
+    assert body["error"]["code"] == "idempotency_key_reused"
+
+
+async def test_idempotency_key_still_in_flight_is_409(
+    http: aiohttp.ClientSession, pg: asyncpg.Connection, tag: str
+) -> None:
+    payload = orjson.dumps({"activities": [activity(tag, 0)]})
+    await pg.execute(
+        "INSERT INTO idempotency_key (key, request_hash) VALUES ($1, $2)",
+        f"key-{tag}",
+        batches.request_fingerprint(payload),
+    )
+
+    async with http.post(BASE, data=payload, headers={"Idempotency-Key": f"key-{tag}"}) as r:
+        assert r.status == 409
+        assert (await r.json())["error"]["code"] == "idempotency_key_in_flight"
+
+
+async def test_a_chunk_delivered_twice_is_written_once_and_reported_as_success(
+    http: aiohttp.ClientSession, pg: asyncpg.Connection, settings: Settings, tag: str
+) -> None:
+    batch_id = f"redelivered-{tag}"
+    envelope = orjson.dumps(
+        {
+            "entity": "activity",
+            "batch_id": batch_id,
+            "records": [activity(tag, 0), activity(tag, 1)],
+        }
+    )
+    producer = Producer({"bootstrap.servers": settings.kafka_bootstrap_servers})
+    for _ in range(2):
+        producer.produce(topics.INGEST, envelope, key=batch_id.encode())
+    assert producer.flush(10) == 0
+    del producer
+
+    body = await _completed(http, batch_id)
+
+    assert (body["inserted_count"], body["failed_count"]) == (2, 0)
+    assert [r["status"] for r in body["results"]] == ["success", "success"]
+    assert (
+        await pg.fetchval("SELECT count(*) FROM activity WHERE coordinator_id = $1", f"coord-{tag}")
+        == 2
+    )
+    # Both deliveries were processed before we looked: the ledger holds one row per record.
+    await asyncio.sleep(1)
+    again = await _completed(http, batch_id)
+    assert again["results"] == body["results"]
+
+
+async def _completed(http: aiohttp.ClientSession, batch_id: str) -> dict[str, object]:
+    for _ in range(300):
+        async with http.get(f"{BASE}/{batch_id}") as response:
+            if response.status == 200:
+                body: dict[str, object] = await response.json()
+                if body["status"] == "completed":
+                    return body
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"batch {batch_id} did not complete")
+
+
+async def test_answer_is_202_with_location_when_the_wait_limit_passes(
+    settings: Settings, worker: WorkerResources, tag: str
+) -> None:
+    impatient = settings.model_copy(update={"sync_wait_seconds": 0, "http_port": free_port()})
+    async with serving_api(impatient) as url, aiohttp.ClientSession(base_url=url) as http:
+        status, body = await post_batch(http, [activity(tag, 0)])
+        assert status == 202
+        assert body["status"] == "processing"
+        async with http.post(BASE, json={"activities": [activity(tag, 1)]}) as response:
+            assert response.headers["Location"] == f"{BASE}/{(await response.json())['id']}"
+        done = await _completed(http, body["id"])
+        assert done["inserted_count"] == 1
+
+
+async def test_a_batch_that_stops_moving_is_marked_failed_with_a_reason(
+    worker: WorkerResources, pg: asyncpg.Connection
+) -> None:
+    batch_id = await pg.fetchval(
+        "INSERT INTO batch (entity, source, record_count, pending_count, progressed_at)"
+        " VALUES ('activity', 'rest', 3, 3, now() - interval '1 hour') RETURNING id"
+    )
+
+    failed = await batches.fail_stale(worker.pool, 60)
+
+    assert batch_id in failed
+    row = await pg.fetchrow("SELECT status, failure_reason FROM batch WHERE id = $1", batch_id)
+    assert row["status"] == "failed"
+    assert "3 records never reached the inserter" in row["failure_reason"]
+
+
+async def test_operations_endpoints(http: aiohttp.ClientSession, tag: str) -> None:
+    await post_batch(http, [activity(tag, 0)])
+    async with http.get("/health") as response:
+        assert (response.status, await response.json()) == (200, {"status": "ok"})
+    async with http.get("/ready") as response:
+        body = await response.json()
+        assert response.status == 200
+        assert body["checks"] == {"database": "ok", "broker": "ok"}
+    async with http.get("/metrics") as response:
+        text = await response.text()
+        assert 'batchline_records_accepted_total{front_door="batch-inserts"}' in text
+        assert "batchline_batch_latency_seconds_bucket" in text
+        assert 'batchline_records_written_total{entity="activity",status="inserted"}' in text
+    async with http.get("/openapi.json") as response:
+        spec = await response.json()
+        assert spec["openapi"].startswith("3.")
+        assert {"get", "post"} <= set(spec["paths"]["/api/v1/batch-inserts"])
+        assert {"get", "put", "delete"} <= set(spec["paths"]["/api/v1/batch-inserts/{batch_id}"])

@@ -1,0 +1,35 @@
+"""The deployment files stay valid."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_compose_runs_kafka_postgres_api_and_workers() -> None:
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    services = compose["services"]
+    assert {"kafka", "postgres", "minio", "migrate", "api", "worker"} <= set(services)
+    assert services["kafka"]["environment"]["KAFKA_PROCESS_ROLES"] == "broker,controller"
+
+
+@pytest.mark.skipif(
+    shutil.which("docker-compose") is None and shutil.which("docker") is None,
+    reason="neither docker-compose nor the docker CLI is installed",
+)
+def test_compose_file_is_accepted_by_compose() -> None:
+    command = (
+        ["docker-compose", "-f", "docker-compose.yml", "config", "-q"]
+        if shutil.which("docker-compose")
+        else ["docker", "compose", "-f", "docker-compose.yml", "config", "-q"]
+    )
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=False)
+    if "is not a docker command" in result.stderr:
+        pytest.skip("the docker compose plugin is not installed")
+    assert result.returncode == 0, result.stderr

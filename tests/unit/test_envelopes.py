@@ -1,0 +1,64 @@
+"""The ingest envelope contract and how the front door chunks a batch."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from streams.envelopes import ChunkOptions, IngestChunk
+from streams.publisher import chunk_messages
+from streams.topics import INGEST
+
+
+def test_a_batch_is_split_into_valid_envelopes_with_consecutive_indices() -> None:
+    records = [{"n": n} for n in range(2500)]
+
+    messages = list(chunk_messages("batch-007", "activity", records, 1000, ChunkOptions()))
+
+    chunks = [IngestChunk.model_validate_json(m.value or b"") for m in messages]
+    assert [m.topic for m in messages] == [INGEST] * 3
+    assert {m.key for m in messages} == {b"batch-007"}
+    assert [len(c.records) for c in chunks] == [1000, 1000, 500]
+    indices = [i for c in chunks for i in c.record_indices()]
+    assert indices == list(range(2500))
+    assert all(c.total_records == 2500 for c in chunks)
+
+
+def test_a_retry_carries_explicit_indices_and_its_attempt() -> None:
+    messages = list(
+        chunk_messages(
+            "batch-001",
+            "activity",
+            [{"a": 1}, {"a": 2}],
+            1,
+            ChunkOptions(ignore_constraints=True),
+            record_count=10,
+            attempt=2,
+            indices=[3, 7],
+        )
+    )
+
+    chunks = [IngestChunk.model_validate_json(m.value or b"") for m in messages]
+    assert [c.record_indices() for c in chunks] == [[3], [7]]
+    assert all(c.attempt == 2 and c.options.ignore_constraints for c in chunks)
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        b'{"entity": "activity", "records": []}',
+        b'{"entity": "activity", "records": [1], "unknown": true}',
+        b'{"entity": "activity", "records": [1, 2], "indices": [0]}',
+        b'{"entity": "activity", "records": [1], "record_count": 1, "first_index": 1}',
+        b'{"records": [1]}',
+    ],
+)
+def test_malformed_envelopes_are_rejected(payload: bytes) -> None:
+    with pytest.raises(ValidationError):
+        IngestChunk.model_validate_json(payload)
+
+
+def test_a_chunk_without_record_count_is_the_whole_batch() -> None:
+    chunk = IngestChunk.model_validate_json(b'{"entity": "activity", "records": [{}, {}]}')
+    assert chunk.total_records == 2
+    assert chunk.batch_id is None
