@@ -103,6 +103,11 @@ class Inserter:
             writer = self._writers.get(chunk.entity.lower())
             if writer is None:
                 raise UndeliverableMessage(Stage.ROUTE, UnknownEntity(chunk.entity))
+            if chunk.operation not in writer.operations:
+                raise UndeliverableMessage(
+                    Stage.ROUTE,
+                    ValueError(f"entity {chunk.entity!r} does not take {chunk.operation!r}"),
+                )
         except UndeliverableMessage as exc:
             await self._dead_letter(DeadLetter.for_failure(message, exc.cause, exc.stage, 1))
             return

@@ -33,6 +33,11 @@ class IngestChunk(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     schema_version: Literal[1] = 1
+    operation: Literal["insert", "upsert", "update", "patch", "delete"] = Field(
+        default="insert",
+        description="insert: new records; upsert: insert or replace by key; update/patch/"
+        "delete: change existing records by key. Which ones an entity takes is its writer's.",
+    )
     entity: str = Field(min_length=1, description="`activity`, `instance` or a YAML entity name.")
     batch_id: str | None = Field(
         default=None,

@@ -20,6 +20,7 @@ def chunk_messages(
     record_count: int | None = None,
     attempt: int = 0,
     indices: Sequence[int] | None = None,
+    operation: str = "insert",
 ) -> Iterator[OutgoingMessage]:
     """Envelopes for ``records``: consecutive indices, or the explicit ``indices`` of a retry.
 
@@ -32,6 +33,7 @@ def chunk_messages(
     for start in range(0, len(records), chunk_size):
         envelope: dict[str, Any] = {
             "schema_version": 1,
+            "operation": operation,
             "entity": entity,
             "batch_id": batch_id,
             "attempt": attempt,
@@ -56,6 +58,7 @@ async def publish_batch(
     record_count: int | None = None,
     attempt: int = 0,
     indices: Sequence[int] | None = None,
+    operation: str = "insert",
 ) -> None:
     await producer.send_many(
         chunk_messages(
@@ -67,5 +70,6 @@ async def publish_batch(
             record_count=record_count,
             attempt=attempt,
             indices=indices,
+            operation=operation,
         )
     )

@@ -85,6 +85,8 @@ class ActivityWriter:
     def event_route(self, chunk: IngestChunk) -> EventRoute:
         return EventRoute(topics.ACTIVITY_EVENTS)
 
+    operations = frozenset({"insert"})
+
     async def write(
         self, conn: asyncpg.Connection, chunk: IngestChunk, records: Sequence[PendingRecord]
     ) -> list[RecordResult]:

@@ -53,6 +53,8 @@ class ChunkRejected(Exception):
 
 class EntityWriter(Protocol):
     entity: str
+    # Envelope operations this writer takes; others are dead-lettered at the route stage.
+    operations: frozenset[str]
 
     def event_route(self, chunk: IngestChunk) -> EventRoute: ...
 
