@@ -7,6 +7,7 @@ import contextlib
 import logging
 import signal
 from collections.abc import AsyncIterator
+from typing import Any
 
 from aiohttp import web
 
@@ -20,6 +21,8 @@ from sql.migrator import migrate
 from streams.topics import core_topics
 
 log = logging.getLogger(__name__)
+
+EMBEDDED_SESSION_TIMEOUT_MS = 2000
 
 
 def stop_on_signals() -> asyncio.Event:
@@ -95,7 +98,7 @@ async def _serve_worker_metrics(settings: Settings, metrics: Metrics) -> None:
 async def embedded_services(settings: Settings) -> AsyncIterator[Settings]:
     """Settings with embedded PostgreSQL and Kafka filled in where none is configured."""
     async with contextlib.AsyncExitStack() as stack:
-        updates: dict[str, str] = {}
+        updates: dict[str, Any] = {}
         if not settings.database_url:
             postgres = await stack.enter_async_context(EmbeddedPostgres(settings.data_dir))
             updates["database_url"] = postgres.url
@@ -103,6 +106,10 @@ async def embedded_services(settings: Settings) -> AsyncIterator[Settings]:
         if not settings.kafka_bootstrap_servers:
             kafka = await stack.enter_async_context(EmbeddedKafka(settings.data_dir))
             updates["kafka_bootstrap_servers"] = kafka.bootstrap_servers
+            if "kafka_session_timeout_ms" not in settings.model_fields_set:
+                # Tansu takes half the session timeout to form a group and enforces no
+                # minimum, so a short one makes start-up take a second instead of five.
+                updates["kafka_session_timeout_ms"] = EMBEDDED_SESSION_TIMEOUT_MS
             log.info("embedded Kafka broker (Tansu, memory only) on %s", kafka.bootstrap_servers)
         yield settings.model_copy(update=updates)
 

@@ -22,7 +22,7 @@ from batchline.settings import Settings
 from consumers import outbox
 from consumers.inserter import Inserter
 from consumers.projector import BATCH_DONE_CHANNEL, Projector
-from consumers.transport import app_class
+from consumers.transport import TablelessTableManager, app_class
 from consumers.writers.activity import ActivityWriter
 from consumers.writers.base import EntityWriter
 from streams import topics
@@ -99,7 +99,7 @@ def create_worker_app(resources: WorkerResources) -> faust.App:
         topic_disable_leader=True,
         consumer_auto_offset_reset="earliest",
         broker_session_timeout=session_timeout,
-        broker_heartbeat_interval=max(session_timeout / 5, 0.5),
+        broker_heartbeat_interval=max(session_timeout / 5, 0.2),
         broker_rebalance_timeout=session_timeout * 2,
         broker_request_timeout=max(session_timeout * 3, 90.0),
         broker_commit_every=1000,
@@ -107,6 +107,7 @@ def create_worker_app(resources: WorkerResources) -> faust.App:
         value_serializer="raw",
         key_serializer="raw",
         datadir=str(settings.data_dir / "faust"),
+        TableManager=TablelessTableManager,
     )
     inserter = Inserter(
         resources.pool,
