@@ -6,12 +6,14 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, StrictBool, StrictInt, ValidationError
 
 from api import keys
 from api.errors import ApiError, ErrorCode
 from api.requests import parse_json, query_int, read_body
+from api.responses import json_response
 from batchline import batches
 from consumers.writers.base import validation_details
 from streams.envelopes import ACTIVITY_ENTITY, ChunkOptions
@@ -32,19 +34,6 @@ def _id_field(entity: str) -> str:
     return f"{entity.removeprefix('entity:')}_id"
 
 
-def result_view(entity: str, row: batches.RecordRow) -> dict[str, Any]:
-    view: dict[str, Any] = {
-        "index": row.index,
-        _id_field(entity): row.entity_id,
-        "status": "failed" if row.status == "failed" else "success",
-    }
-    if row.status == "failed":
-        view["error"] = row.error
-        if row.details is not None:
-            view["details"] = row.details
-    return view
-
-
 def summary_view(header: batches.BatchHeader) -> dict[str, Any]:
     return {
         "id": header.id,
@@ -59,8 +48,10 @@ async def operation_view(
     request: web.Request, header: batches.BatchHeader, *, with_times: bool
 ) -> dict[str, Any]:
     view = summary_view(header)
-    rows = await batches.results(request.app[keys.POOL], header.id)
-    view["results"] = [result_view(header.entity, row) for row in rows]
+    results = await batches.results_json(
+        request.app[keys.POOL], header.id, _id_field(header.entity)
+    )
+    view["results"] = orjson.Fragment(results)
     if header.failure_reason:
         view["failure_reason"] = header.failure_reason
     if with_times:
@@ -74,7 +65,7 @@ async def operation_view(
 def processing_response(header: batches.BatchHeader) -> web.Response:
     location = f"{BASE}/{header.id}"
     body = summary_view(header) | {"status": "processing"}
-    return web.json_response(body, status=202, headers={"Location": location})
+    return json_response(body, status=202, headers={"Location": location})
 
 
 async def _header_or_404(request: web.Request, batch_id: str) -> batches.BatchHeader:
@@ -178,7 +169,7 @@ async def create_batch(request: web.Request) -> web.StreamResponse:
     if idempotency_key is not None:
         await batches.store_idempotent_response(pool, idempotency_key, header.id, status, view)
     headers = {"Location": f"{BASE}/{header.id}"} if status == 202 else None
-    return web.json_response(view, status=status, headers=headers)
+    return json_response(view, status=status, headers=headers)
 
 
 async def _answer_when_done(
@@ -212,13 +203,13 @@ async def _replay_stored(
     if stored.status == 202:
         current = await batches.get(request.app[keys.POOL], stored.batch_id)
         if current is not None and current.status != "processing":
-            return web.json_response(
+            return json_response(
                 await operation_view(request, current, with_times=False), status=201
             )
-        return web.json_response(
+        return json_response(
             stored.body, status=202, headers={"Location": f"{BASE}/{stored.batch_id}"}
         )
-    return web.json_response(stored.body, status=stored.status)
+    return json_response(stored.body, status=stored.status)
 
 
 # --- GET ---------------------------------------------------------------------------------
@@ -237,7 +228,7 @@ async def list_batches(request: web.Request) -> web.StreamResponse:
             {"parameter": "status", "value": status},
         )
     headers, total = await batches.page(request.app[keys.POOL], page, limit, status)
-    return web.json_response(
+    return json_response(
         {
             "data": [summary_view(h) | {"created_at": timestamp(h.created_at)} for h in headers],
             "pagination": {"page": page, "limit": limit, "total": total},
@@ -247,7 +238,7 @@ async def list_batches(request: web.Request) -> web.StreamResponse:
 
 async def get_batch(request: web.Request) -> web.StreamResponse:
     header = await _header_or_404(request, request.match_info["batch_id"])
-    return web.json_response(await operation_view(request, header, with_times=True))
+    return json_response(await operation_view(request, header, with_times=True))
 
 
 # --- PUT (retry) -------------------------------------------------------------------------
@@ -326,8 +317,8 @@ async def retry_batch(request: web.Request) -> web.StreamResponse:
         "updated_at": timestamp(current.updated_at),
     }
     if not finished:
-        return web.json_response(view, status=202, headers={"Location": f"{BASE}/{batch_id}"})
-    return web.json_response(view)
+        return json_response(view, status=202, headers={"Location": f"{BASE}/{batch_id}"})
+    return json_response(view)
 
 
 # --- DELETE ------------------------------------------------------------------------------
@@ -342,7 +333,7 @@ async def delete_batch(request: web.Request) -> web.StreamResponse:
         raise ApiError(
             409, ErrorCode.BATCH_PROCESSING, f"Batch insert {batch_id} is still processing"
         )
-    return web.json_response({"message": f"Batch insert record {batch_id} deleted successfully"})
+    return json_response({"message": f"Batch insert record {batch_id} deleted successfully"})
 
 
 def add_routes(app: web.Application) -> None:

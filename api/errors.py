@@ -14,6 +14,8 @@ from typing import Any
 
 from aiohttp import web
 
+from api.responses import json_response
+
 log = logging.getLogger(__name__)
 
 
@@ -40,7 +42,7 @@ class ApiError(Exception):
 
 
 def error_response(status: int, code: ErrorCode, message: str, details: Any = None) -> web.Response:
-    return web.json_response(
+    return json_response(
         {"error": {"code": code.value, "message": message, "details": details}}, status=status
     )
 

@@ -9,6 +9,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from api import keys
 from api.openapi import openapi_document
+from api.responses import json_response
 
 _DOCS_PAGE = """<!doctype html>
 <html><head><title>batchline API</title><meta charset="utf-8">
@@ -20,7 +21,7 @@ _DOCS_PAGE = """<!doctype html>
 
 
 async def health(_request: web.Request) -> web.StreamResponse:
-    return web.json_response({"status": "ok"})
+    return json_response({"status": "ok"})
 
 
 async def ready(request: web.Request) -> web.StreamResponse:
@@ -36,7 +37,7 @@ async def ready(request: web.Request) -> web.StreamResponse:
     except Exception as exc:  # noqa: BLE001 - any failure means "not ready"
         checks["broker"] = f"unavailable: {exc}"
     ok = all(value == "ok" for value in checks.values())
-    return web.json_response(
+    return json_response(
         {"status": "ready" if ok else "unavailable", "checks": checks}, status=200 if ok else 503
     )
 
@@ -49,7 +50,7 @@ async def metrics(request: web.Request) -> web.StreamResponse:
 
 
 async def openapi(request: web.Request) -> web.StreamResponse:
-    return web.json_response(openapi_document(request.app))
+    return json_response(openapi_document(request.app))
 
 
 async def docs(_request: web.Request) -> web.StreamResponse:

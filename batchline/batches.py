@@ -33,15 +33,6 @@ class BatchHeader:
     updated_at: datetime | None
 
 
-@dataclass(frozen=True, slots=True)
-class RecordRow:
-    index: int
-    status: str
-    entity_id: str | None
-    error: str | None
-    details: Any
-
-
 _HEADER_COLUMNS = """id, entity, source, record_count, status, inserted_count, failed_count,
     attempt, options, failure_reason, created_at, completed_at, updated_at"""
 
@@ -76,13 +67,29 @@ async def get(conn: asyncpg.Connection | asyncpg.Pool, batch_id: str) -> BatchHe
     return _header(row) if row else None
 
 
-async def results(conn: asyncpg.Connection | asyncpg.Pool, batch_id: str) -> list[RecordRow]:
-    rows = await conn.fetch(
-        """SELECT record_index, status, entity_id, error, details FROM batch_result
-           WHERE batch_id = $1 ORDER BY record_index""",
-        batch_id,
-    )
-    return [RecordRow(*row.values()) for row in rows]
+# Built by PostgreSQL: for a large batch, one JSON text beats a Python object per record.
+_RESULTS_JSON = """
+SELECT coalesce(json_agg(
+    CASE
+        WHEN status <> 'failed' THEN
+            json_build_object('index', record_index, $2::text, entity_id, 'status', 'success')
+        WHEN details IS NULL THEN
+            json_build_object('index', record_index, $2::text, entity_id, 'status', 'failed',
+                              'error', error)
+        ELSE
+            json_build_object('index', record_index, $2::text, entity_id, 'status', 'failed',
+                              'error', error, 'details', details)
+    END ORDER BY record_index), '[]')::text
+FROM batch_result WHERE batch_id = $1
+"""
+
+
+async def results_json(
+    conn: asyncpg.Connection | asyncpg.Pool, batch_id: str, id_field: str
+) -> str:
+    """The per-record results of a batch as the API shows them, as JSON text."""
+    text: str = await conn.fetchval(_RESULTS_JSON, batch_id, id_field)
+    return text
 
 
 async def page(

@@ -144,7 +144,8 @@ async def rest_throughput(url: str, records: int, batch: int, clients: int) -> f
                 ) as response:
                     if response.status not in (201, 202):
                         raise RuntimeError(await response.text())
-                    batch_ids.append((await response.json())["id"])
+                    if response.status == 202:  # 201 already read back as completed
+                        batch_ids.append((await response.json())["id"])
 
         started = time.perf_counter()
         await asyncio.gather(*(client() for _ in range(clients)))

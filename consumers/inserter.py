@@ -26,7 +26,13 @@ from consumers.writers.base import ChunkRejected, EntityWriter, PendingRecord, R
 from streams import codec, topics
 from streams.deadletter import DeadLetter, Stage
 from streams.envelopes import IngestChunk
-from streams.events import DomainEvent, RecordError, RecordOutcome, RecordStatus, stable_event_id
+from streams.events import (
+    DomainEvent,
+    RecordError,
+    RecordStatus,
+    encode_outcome,
+    stable_event_id,
+)
 from streams.messages import ConsumedMessage
 from streams.producer import AsyncProducer, OutgoingMessage
 
@@ -68,7 +74,8 @@ def derived_batch_id(message: ConsumedMessage) -> str:
 @dataclass
 class ChunkResult:
     batch_id: str
-    outcomes: list[RecordOutcome]
+    # Encoded RecordOutcome values, in record-index order.
+    outcomes: list[bytes]
     events: list[outbox.StagedEvent] = field(default_factory=list)
 
 
@@ -172,10 +179,10 @@ class Inserter:
             await outbox.stage(conn, events)
 
         self._count(chunk.entity, results)
-        outcomes = [
-            self._outcome(chunk, batch_id, attempt, replayed) for attempt, replayed in done.values()
-        ] + [self._outcome(chunk, batch_id, chunk.attempt, r) for r in results]
-        outcomes.sort(key=lambda o: o.index)
+        ordered = sorted(
+            [*done.values(), *((chunk.attempt, r) for r in results)], key=lambda pair: pair[1].index
+        )
+        outcomes = [self._outcome(chunk, batch_id, attempt, r) for attempt, r in ordered]
         if done:
             # A redelivery: events staged by the first run may not have been sent.
             replay_ids = [
@@ -265,17 +272,17 @@ class Inserter:
 
     def _outcome(
         self, chunk: IngestChunk, batch_id: str, attempt: int, result: RecordResult
-    ) -> RecordOutcome:
-        return RecordOutcome(
-            batch_id=batch_id,
-            index=result.index,
-            attempt=attempt,
-            status=result.status,
-            entity=chunk.entity.lower(),
-            id=result.entity_id,
-            error=result.error,
-            details=result.details,
-            record_count=chunk.total_records,
+    ) -> bytes:
+        return encode_outcome(
+            batch_id,
+            result.index,
+            attempt,
+            result.status,
+            chunk.entity.lower(),
+            result.entity_id,
+            result.error,
+            result.details,
+            chunk.total_records,
         )
 
     def _unprocessed(self, chunk: IngestChunk, batch_id: str, letter: DeadLetter) -> ChunkResult:
@@ -300,10 +307,7 @@ class Inserter:
 
     async def _publish(self, result: ChunkResult) -> None:
         key = result.batch_id.encode()
-        messages = [
-            OutgoingMessage(topics.OUTCOMES, codec.dumps(o.model_dump(mode="json")), key)
-            for o in result.outcomes
-        ]
+        messages = [OutgoingMessage(topics.OUTCOMES, value, key) for value in result.outcomes]
         await self._until_done(lambda: self._producer.send_many(messages), "outcomes")
         await self._until_done(
             lambda: outbox.publish(self._pool, self._producer, result.events), "domain events"

@@ -8,6 +8,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from streams import codec
+
 
 class RecordStatus(StrEnum):
     INSERTED = "inserted"
@@ -41,6 +43,34 @@ class RecordOutcome(BaseModel):
     error: RecordError | None = None
     details: Any = None
     record_count: int = Field(ge=1, description="Records in the whole batch.")
+
+
+def encode_outcome(
+    batch_id: str,
+    index: int,
+    attempt: int,
+    status: RecordStatus,
+    entity: str,
+    entity_id: str | None,
+    error: RecordError | None,
+    details: Any,
+    record_count: int,
+) -> bytes:
+    """A RecordOutcome's wire form, without building the model: the inserter's hot path
+    emits one per record. tests/unit pins it to the model."""
+    return codec.dumps(
+        {
+            "batch_id": batch_id,
+            "index": index,
+            "attempt": attempt,
+            "status": status.value,
+            "entity": entity,
+            "id": entity_id,
+            "error": error.value if error is not None else None,
+            "details": details,
+            "record_count": record_count,
+        }
+    )
 
 
 class DomainEvent(BaseModel):
