@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -298,12 +299,12 @@ class Inserter:
         )
 
     def _count(self, entity: str, results: Sequence[RecordResult]) -> None:
-        for result in results:
-            if result.status is RecordStatus.FAILED:
-                error = result.error.value if result.error else "unknown"
-                self._metrics.records_failed.labels(entity, error).inc()
+        tally = Counter((r.status, r.error.value if r.error else "unknown") for r in results)
+        for (status, error), count in tally.items():
+            if status is RecordStatus.FAILED:
+                self._metrics.records_failed.labels(entity, error).inc(count)
             else:
-                self._metrics.records_written.labels(entity, result.status.value).inc()
+                self._metrics.records_written.labels(entity, status.value).inc(count)
 
     async def _publish(self, result: ChunkResult) -> None:
         key = result.batch_id.encode()

@@ -7,7 +7,6 @@ from typing import Any
 
 import asyncpg
 
-from batchline.db import json_text
 from consumers.writers.base import RecordResult
 from streams.events import RecordError, RecordStatus
 
@@ -20,9 +19,9 @@ WHERE batch_id = $1 AND record_index = ANY($2::int[]) AND attempt >= $3
 _UPSERT = """
 INSERT INTO record_ledger
     (batch_id, record_index, attempt, status, entity_id, error, details, payload)
-SELECT $1, i, $2, s, e, err, d::jsonb, p::jsonb
-FROM unnest($3::int[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[])
-     AS t(i, s, e, err, d, p)
+SELECT $1, (r->>0)::int, $2, r->>1, r->>2, r->>3,
+       nullif(r->4, 'null'::jsonb), nullif(r->5, 'null'::jsonb)
+FROM jsonb_array_elements($3::jsonb) AS r
 ON CONFLICT (batch_id, record_index) DO UPDATE
 SET attempt = EXCLUDED.attempt, status = EXCLUDED.status, entity_id = EXCLUDED.entity_id,
     error = EXCLUDED.error, details = EXCLUDED.details, payload = EXCLUDED.payload
@@ -57,17 +56,19 @@ async def record(
     payloads: dict[int, Any],
 ) -> None:
     failed = RecordStatus.FAILED
-    await conn.execute(
-        _UPSERT,
-        batch_id,
-        attempt,
-        [r.index for r in results],
-        [r.status.value for r in results],
-        [r.entity_id for r in results],
-        [r.error.value if r.error else None for r in results],
-        [json_text(r.details) for r in results],
-        [json_text(payloads.get(r.index)) if r.status is failed else None for r in results],
-    )
+    # One JSON document of rows: PostgreSQL unpacks it in C (see the activity writer).
+    rows = [
+        (
+            r.index,
+            r.status.value,
+            r.entity_id,
+            r.error.value if r.error else None,
+            r.details,
+            payloads.get(r.index) if r.status is failed else None,
+        )
+        for r in results
+    ]
+    await conn.execute(_UPSERT, batch_id, attempt, rows)
 
 
 async def failed_payloads(

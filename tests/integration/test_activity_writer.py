@@ -1,0 +1,54 @@
+"""The activity writer on its own: one set-based statement, no fallback to hide behind."""
+
+from __future__ import annotations
+
+import asyncpg
+
+from consumers.writers.activity import ActivityWriter
+from consumers.writers.base import PendingRecord
+from streams.envelopes import ChunkOptions, IngestChunk
+from streams.events import RecordError, RecordStatus
+from tests.integration.activities import activity
+
+
+async def test_one_chunk_inserts_reports_conflicts_and_keeps_input_order(
+    pg: asyncpg.Connection, tag: str
+) -> None:
+    records = [activity(tag, 0), activity(tag, 1), activity(tag, 0), {"bad": True}]
+    chunk = IngestChunk(entity="activity", records=records)
+
+    async with pg.transaction():
+        results = await ActivityWriter().write(
+            pg, chunk, [PendingRecord(i, r) for i, r in enumerate(records)]
+        )
+
+    assert [r.index for r in results] == [0, 1, 2, 3]
+    assert [r.status for r in results] == [RecordStatus.INSERTED] * 2 + [RecordStatus.FAILED] * 2
+    assert results[2].error is RecordError.UNIQUE_CONSTRAINT_VIOLATION
+    assert results[3].error is RecordError.VALIDATION_ERROR
+    first, second = (int(r.entity_id.removeprefix("pa-")) for r in results[:2] if r.entity_id)
+    assert second == first + 1
+
+
+async def test_ignore_constraints_updates_the_existing_row_and_returns_its_old_image(
+    pg: asyncpg.Connection, tag: str
+) -> None:
+    writer = ActivityWriter()
+    first = IngestChunk(entity="activity", records=[activity(tag, 0, duration_minutes=10)])
+    async with pg.transaction():
+        [created] = await writer.write(pg, first, [PendingRecord(0, first.records[0])])
+
+    retry = IngestChunk(
+        entity="activity",
+        records=[activity(tag, 0, duration_minutes=20)],
+        options=ChunkOptions(ignore_constraints=True, publish_events=True),
+    )
+    async with pg.transaction():
+        [updated] = await writer.write(pg, retry, [PendingRecord(0, retry.records[0])])
+
+    assert updated.status is RecordStatus.UPDATED
+    assert updated.entity_id == created.entity_id
+    assert updated.old is not None
+    assert updated.old["duration_minutes"] == 10
+    assert updated.new is not None
+    assert updated.new["duration_minutes"] == 20
