@@ -51,7 +51,8 @@ async def operation_view(
     results = await batches.results_json(
         request.app[keys.POOL], header.id, _id_field(header.entity)
     )
-    view["results"] = orjson.Fragment(results)
+    # Parsed and re-encoded: json_build_object's own text is spaced unlike every other body.
+    view["results"] = orjson.loads(results)
     if header.failure_reason:
         view["failure_reason"] = header.failure_reason
     if with_times:

@@ -44,6 +44,11 @@ class Settings(BaseSettings):
     ingest_partitions: int = Field(default=4, ge=1, description="Partitions of batchline.ingest.")
     outcome_partitions: int = Field(default=4, ge=1, description="Partitions of outcomes.")
     consumer_group: str = Field(default="batchline", description="Faust application id.")
+    inserter_lanes: int = Field(
+        default=4,
+        ge=1,
+        description="Batches a worker writes concurrently (one batch's chunks stay in order).",
+    )
     max_processing_attempts: int = Field(
         default=5, ge=1, description="Attempts for a failing chunk before it is dead-lettered."
     )

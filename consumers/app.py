@@ -21,6 +21,7 @@ from batchline.metrics import Metrics
 from batchline.settings import Settings
 from consumers import outbox
 from consumers.inserter import Inserter
+from consumers.lanes import KeyedLanes
 from consumers.projector import BATCH_DONE_CHANNEL, Projector
 from consumers.transport import TablelessTableManager, app_class
 from consumers.writers.activity import ActivityWriter
@@ -35,6 +36,8 @@ log = logging.getLogger(__name__)
 _PROJECTOR_BATCH = 5000
 _PROJECTOR_WINDOW_SECONDS = 0.02
 _SWEEP_SECONDS = 5.0
+_LANE_DEPTH = 2
+_DRAIN_SECONDS = 10.0
 _OUTBOX_GRACE_SECONDS = 30.0
 
 
@@ -123,10 +126,20 @@ def create_worker_app(resources: WorkerResources) -> faust.App:
     outcome_topic = app.topic(topics.OUTCOMES, value_serializer="raw", key_serializer="raw")
 
     async def insert_chunks(stream: faust.StreamT[bytes]) -> None:
-        # Faust acknowledges an event when the next one is requested, so returning from
-        # handle() (written, committed, outcomes flushed) is what lets the offset advance.
-        async for event in stream.events():
+        # Acknowledged by hand once handle() returned: written, committed, outcomes flushed.
+        # Only then may Faust commit the offset.
+        manual = stream.noack()  # type: ignore[attr-defined]
+
+        async def insert(event: faust.types.EventT[bytes]) -> None:
             await inserter.handle(_consumed(event))
+            await manual.ack(event)
+
+        lanes = KeyedLanes(settings.inserter_lanes, _LANE_DEPTH, insert)
+        try:
+            async for event in manual.events():
+                await lanes.submit(event.message.key, event)
+        finally:
+            await lanes.close(_DRAIN_SECONDS)
 
     async def project_outcomes(stream: faust.StreamT[bytes]) -> None:
         windows = stream.take_events(_PROJECTOR_BATCH, _PROJECTOR_WINDOW_SECONDS)  # type: ignore[attr-defined]

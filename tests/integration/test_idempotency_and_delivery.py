@@ -7,7 +7,7 @@ import asyncio
 import aiohttp
 import asyncpg
 import orjson
-from confluent_kafka import Producer
+from confluent_kafka import Consumer, Producer, TopicPartition
 
 from batchline import batches
 from batchline.embedded import free_port
@@ -160,3 +160,30 @@ async def test_operations_endpoints(http: aiohttp.ClientSession, tag: str) -> No
         assert spec["openapi"].startswith("3.")
         assert {"get", "post"} <= set(spec["paths"]["/api/v1/batch-inserts"])
         assert {"get", "put", "delete"} <= set(spec["paths"]["/api/v1/batch-inserts/{batch_id}"])
+
+
+async def test_offsets_are_committed_once_chunks_are_processed(
+    http: aiohttp.ClientSession, settings: Settings, tag: str
+) -> None:
+    await post_batch(http, [activity(tag, n) for n in range(10)])
+    consumer = Consumer(
+        {
+            "bootstrap.servers": settings.kafka_bootstrap_servers,
+            "group.id": settings.consumer_group,
+            "enable.auto.commit": False,
+        }
+    )
+    try:
+        metadata = consumer.list_topics(topics.INGEST, timeout=10)
+        partitions = [
+            TopicPartition(topics.INGEST, p) for p in metadata.topics[topics.INGEST].partitions
+        ]
+        ends = {p.partition: consumer.get_watermark_offsets(p, timeout=10)[1] for p in partitions}
+        for _ in range(100):
+            committed = {p.partition: p.offset for p in consumer.committed(partitions, 10)}
+            if committed == ends:
+                break
+            await asyncio.sleep(0.1)
+        assert committed == ends
+    finally:
+        consumer.close()
