@@ -19,12 +19,12 @@ from typing import Any, TypeVar
 import asyncpg
 from pydantic import ValidationError
 
-from batchline.db import is_transient
+from batchline.db import is_transient, outage_backoff
 from batchline.metrics import Metrics
 from consumers import ledger, outbox
 from consumers.writers.base import ChunkRejected, EntityWriter, PendingRecord, RecordResult
 from streams import codec, topics
-from streams.deadletter import DeadLetter, Stage
+from streams.deadletter import ORIGIN_HEADER, DeadLetter, Stage
 from streams.envelopes import IngestChunk
 from streams.events import DomainEvent, RecordError, RecordOutcome, RecordStatus, stable_event_id
 from streams.messages import ConsumedMessage
@@ -61,8 +61,16 @@ def decode_chunk(message: ConsumedMessage) -> IngestChunk:
 
 
 def derived_batch_id(message: ConsumedMessage) -> str:
-    """For producers that leave the batch id to us: stable across redeliveries."""
-    return f"kafka-{message.partition}-{message.offset}"
+    """For producers that leave the batch id to us: ``kafka-<topic>-<partition>-<offset>``.
+
+    Stable across redeliveries, and across replays from the dead-letter topic, which carry
+    the position the message was first consumed at.
+    """
+    origin = message.header(ORIGIN_HEADER)
+    if origin is not None:
+        topic, _, position = origin.decode("utf-8", "replace").partition(":")
+        return f"kafka-{topic}-{position.replace(':', '-')}"
+    return f"kafka-{message.topic}-{message.partition}-{message.offset}"
 
 
 @dataclass
@@ -114,6 +122,7 @@ class Inserter:
 
         batch_id = chunk.batch_id or derived_batch_id(message)
         attempts = 0
+        outage_waits = 0
         first_failed_at: datetime | None = None
         while True:
             try:
@@ -121,8 +130,11 @@ class Inserter:
                 break
             except Exception as exc:
                 if is_transient(exc):
+                    # Not the message's fault: wait without counting an attempt, however
+                    # long it takes. Nothing behind it on the partition moves meanwhile.
+                    outage_waits += 1
                     log.warning("database unavailable, pausing partition: %s", exc)
-                    await asyncio.sleep(self._backoff_for(attempts + 1))
+                    await asyncio.sleep(outage_backoff(self._backoff, outage_waits))
                     continue
                 attempts += 1
                 first_failed_at = first_failed_at or datetime.now(UTC)
