@@ -144,6 +144,11 @@ class Inserter:
                         message, exc, Stage.PROCESS, attempts, first_failed_at
                     )
                     await self._dead_letter(letter)
+                    # The failed transaction took a Kafka-produced batch's header with it;
+                    # without one the failed outcomes would have nothing to land on.
+                    await self._until_done(
+                        lambda: _ensure_header(self._pool, chunk, batch_id), "batch header"
+                    )
                     result = self._unprocessed(chunk, batch_id, letter)
                     break
                 await asyncio.sleep(self._backoff_for(attempts))
@@ -162,14 +167,7 @@ class Inserter:
         async with self._pool.acquire() as conn, conn.transaction():
             # REST batches have their header already; chunks produced straight to Kafka
             # get theirs from the first chunk that arrives.
-            await conn.execute(
-                _ENSURE_HEADER,
-                batch_id,
-                chunk.entity.lower(),
-                chunk.total_records,
-                chunk.attempt,
-                chunk.options.model_dump(),
-            )
+            await _ensure_header(conn, chunk, batch_id)
             done = await ledger.fetch_done(
                 conn, batch_id, [r.index for r in records], chunk.attempt
             )
@@ -343,6 +341,19 @@ class Inserter:
                 attempt += 1
                 log.warning("sending %s failed (attempt %d): %s", what, attempt, exc)
                 await asyncio.sleep(self._backoff_for(attempt))
+
+
+async def _ensure_header(
+    conn: asyncpg.Connection | asyncpg.Pool, chunk: IngestChunk, batch_id: str
+) -> None:
+    await conn.execute(
+        _ENSURE_HEADER,
+        batch_id,
+        chunk.entity.lower(),
+        chunk.total_records,
+        chunk.attempt,
+        chunk.options.model_dump(),
+    )
 
 
 def _db_error(exc: asyncpg.PostgresError) -> dict[str, Any]:
