@@ -137,7 +137,7 @@ class Entry:
 
 
 @dataclass(frozen=True, slots=True)
-class _Mark:
+class ReplayMark:
     timestamp_ms: int | None
     replay_id: str
 
@@ -145,7 +145,7 @@ class _Mark:
 class ReplayMarks:
     """Which dead letters replay runs have put back."""
 
-    def __init__(self, marks: Mapping[tuple[int, int], _Mark]) -> None:
+    def __init__(self, marks: Mapping[tuple[int, int], ReplayMark]) -> None:
         self._marks = marks
 
     @classmethod
@@ -157,7 +157,7 @@ class ReplayMarks:
         )
         return cls(
             {
-                (row["dlq_partition"], row["dlq_offset"]): _Mark(
+                (row["dlq_partition"], row["dlq_offset"]): ReplayMark(
                     row["dlq_timestamp_ms"], row["replay_id"]
                 )
                 for row in rows
@@ -251,7 +251,10 @@ async def find(settings: Settings, pool: asyncpg.Pool, letter_id: str) -> Entry 
     found = entries(settings, pool, DeadLetterFilter(), {partition: offset})
     async with contextlib.aclosing(found):
         async for entry in found:
-            return entry if entry.letter.dlq_offset == offset else None
+            if entry.letter.dlq_offset == offset:
+                return entry
+            if (entry.letter.dlq_offset or 0) > offset:
+                return None
     return None
 
 

@@ -169,9 +169,7 @@ class DeadLetter(DeadLetterHeaders):
         location = {
             "key": message.key,
             "value": message.value,
-            "original_headers": tuple(
-                (k, v) for k, v in message.headers if k not in _OWN_HEADERS
-            ),
+            "original_headers": tuple((k, v) for k, v in message.headers if k not in _OWN_HEADERS),
             "dlq_partition": message.partition,
             "dlq_offset": message.offset,
             "dead_lettered_at": _timestamp(message),

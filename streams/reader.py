@@ -16,7 +16,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaExcepti
 from streams.messages import ConsumedMessage
 
 _BATCH = 500
-_POLL_SECONDS = 0.5
+_POLL_SECONDS = 0.1
 
 
 class TopicUnreadable(RuntimeError):
@@ -44,8 +44,9 @@ async def read_topic(
     metadata_timeout: float = 10.0,
     idle_timeout: float = 30.0,
 ) -> AsyncGenerator[ConsumedMessage, None]:
-    """Every message of ``topic`` (of the partitions in ``start_offsets``, from there, when
-    given) up to the end as it is when each partition is reached.
+    """Every message of ``topic`` (of the partitions in ``start_offsets``, from about there,
+    when given: see ``_reachable_start``) up to the end as it is when each partition is
+    reached.
 
     Raises TopicUnreadable when nothing arrives for ``idle_timeout`` seconds (broker away).
     Close the iterator (``contextlib.aclosing``) when leaving it early.
@@ -72,7 +73,13 @@ async def read_topic(
             partitions = [p for p in partitions if p in start_offsets]
         if not partitions:
             return
-        starts = start_offsets or {}
+        starts = {
+            p: await asyncio.to_thread(
+                _reachable_start, consumer, topic, p, wanted, metadata_timeout
+            )
+            for p, wanted in (start_offsets or {}).items()
+            if p in partitions
+        }
         consumer.assign(
             [TopicPartition(topic, p, starts.get(p, OFFSET_BEGINNING)) for p in partitions]
         )
@@ -98,6 +105,24 @@ async def read_topic(
         raise TopicUnreadable(f"reading {topic}: {exc}") from exc
     finally:
         await asyncio.to_thread(consumer.close)
+
+
+def _reachable_start(
+    consumer: Consumer, topic: str, partition: int, wanted: int, timeout: float
+) -> int:
+    """``wanted``, or an earlier offset that exists when ``wanted`` may lie beyond the end.
+
+    A fetch beyond the end waits forever for data instead of reporting the end, and some
+    brokers (Tansu) report a high watermark below the true end, so a start past the
+    reported watermark begins at its last message instead; the caller skips what precedes
+    the offset it wanted.
+    """
+    low, high = consumer.get_watermark_offsets(
+        TopicPartition(topic, partition), timeout=timeout, cached=False
+    )
+    if wanted < high:
+        return max(wanted, low)
+    return max(low, high - 1)
 
 
 def _is_eof(message: Any) -> bool:
