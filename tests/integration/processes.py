@@ -82,6 +82,21 @@ class WorkerProcess:
             )
         return cls(process, log, port)
 
+    def assert_running(self) -> None:
+        if self.process.returncode is not None:
+            tail = self.log.read_text(errors="replace")[-3000:]
+            raise AssertionError(f"worker exited with {self.process.returncode}:\n{tail}")
+
+    async def serving(self) -> bool:
+        """True once the worker is up (its /metrics answer); raises if it exited."""
+        self.assert_running()
+        url = f"http://127.0.0.1:{self.metrics_port}/metrics"
+        try:
+            async with aiohttp.ClientSession() as http, http.get(url) as response:
+                return response.status == 200
+        except aiohttp.ClientError:
+            return False
+
     async def records_written(self) -> float:
         """Records this worker stored, from its /metrics; 0 before it serves them."""
         url = f"http://127.0.0.1:{self.metrics_port}/metrics"
@@ -96,8 +111,9 @@ class WorkerProcess:
             if line.startswith("batchline_records_written_total{")
         )
 
-    def logged(self, text: str) -> bool:
-        return text in self.log.read_text(errors="replace")
+    def logged(self, text: str) -> int:
+        """How many times ``text`` appears in the worker's log."""
+        return self.log.read_text(errors="replace").count(text)
 
     def kill(self) -> None:
         """SIGKILL: no shutdown, no offset commit."""
