@@ -6,8 +6,8 @@ instance answers for it and a cancel reaches it wherever it runs (the CLI's runs
 
 from __future__ import annotations
 
-import logging
-from collections.abc import AsyncIterator
+import contextlib
+from collections.abc import AsyncIterator, Iterator
 from typing import Annotated
 
 from aiohttp import web
@@ -20,9 +20,9 @@ from api.requests import parse_json, query_int, read_body
 from batchline import dlq
 from consumers.writers.base import validation_details
 from streams.deadletter import Stage
+from streams.reader import TopicUnreadable
 
 BASE = "/ops/dlq"
-log = logging.getLogger(__name__)
 
 
 class ReplayRequest(BaseModel):
@@ -35,6 +35,14 @@ class ReplayRequest(BaseModel):
     rate_per_second: Annotated[float, Field(gt=0)] | None = Field(
         default=None, description="At most this many messages a second; unset: unpaced."
     )
+
+
+@contextlib.contextmanager
+def _broker_errors() -> Iterator[None]:
+    try:
+        yield
+    except TopicUnreadable as exc:
+        raise ApiError(503, ErrorCode.SERVICE_UNAVAILABLE, str(exc)) from exc
 
 
 def _filters_from_query(request: web.Request) -> dlq.DeadLetterFilter:
@@ -59,7 +67,8 @@ async def list_messages(request: web.Request) -> web.StreamResponse:
     filters = _filters_from_query(request)
     limit = query_int(request, "limit", 100, 1, 1000)
     app = request.app
-    found = await dlq.list_entries(app[keys.SETTINGS], app[keys.POOL], filters, limit)
+    with _broker_errors():
+        found = await dlq.list_entries(app[keys.SETTINGS], app[keys.POOL], filters, limit)
     return web.json_response(
         {"data": [dlq.entry_view(entry) for entry in found], "count": len(found)}
     )
@@ -72,7 +81,8 @@ async def show_message(request: web.Request) -> web.StreamResponse:
         dlq.parse_id(letter_id)
     except ValueError as exc:
         raise ApiError(422, ErrorCode.VALIDATION_FAILED, str(exc)) from None
-    entry = await dlq.find(request.app[keys.SETTINGS], request.app[keys.POOL], letter_id)
+    with _broker_errors():
+        entry = await dlq.find(request.app[keys.SETTINGS], request.app[keys.POOL], letter_id)
     if entry is None:
         raise ApiError(404, ErrorCode.NOT_FOUND, f"Dead letter {letter_id} not found")
     return web.json_response(dlq.entry_view(entry, with_value=True))

@@ -56,7 +56,7 @@ class DeadLetterHeaders(BaseModel):
     (integers in decimal, times in ISO 8601).
     """
 
-    model_config = ConfigDict(frozen=True, title="DeadLetterHeaders")
+    model_config = ConfigDict(frozen=True)
 
     error_class: str = Field(
         serialization_alias=Header.ERROR_CLASS.value,
