@@ -140,3 +140,51 @@ async def test_a_chunk_that_keeps_failing_is_dead_lettered_and_the_chunk_behind_
         )
         == 0
     )
+
+
+async def test_an_outcome_that_cannot_be_projected_is_dead_lettered_and_the_rest_projected(
+    settings: Settings,
+    worker: WorkerResources,
+    http: aiohttp.ClientSession,
+    pg: asyncpg.Connection,
+    tag: str,
+) -> None:
+    poison_id, good_id = f"outcome-poison-{tag}", f"outcome-good-{tag}"
+    for batch_id in (poison_id, good_id):
+        await pg.execute(
+            "INSERT INTO batch (id, entity, source, record_count, pending_count)"
+            " VALUES ($1, 'activity', 'kafka', 1, 1)",
+            batch_id,
+        )
+
+    def outcome(batch_id: str, details: object) -> bytes:
+        return orjson.dumps(
+            {
+                "batch_id": batch_id,
+                "index": 0,
+                "status": "failed",
+                "entity": "activity",
+                "error": "validation_error",
+                "details": details,
+                "record_count": 1,
+            }
+        )
+
+    key = f"outcomes-{tag}".encode()
+    assert settings.kafka_bootstrap_servers is not None
+    # PostgreSQL's jsonb cannot hold \u0000: this outcome fails however often it is tried.
+    [poison_at, _] = produce(
+        settings.kafka_bootstrap_servers,
+        "batchline.outcomes",
+        [(key, outcome(poison_id, "nul \u0000 inside")), (key, outcome(good_id, None))],
+    )
+
+    good = await completed_batch(http, good_id)
+    letter = await _dead_letter_of(settings, key)
+
+    assert (good["status"], good["failed_count"]) == ("completed", 1)
+    assert letter.value == outcome(poison_id, "nul \u0000 inside")
+    assert _text(letter, "batchline.source.topic") == "batchline.outcomes"
+    assert int(_text(letter, "batchline.source.offset")) == poison_at.offset
+    assert _text(letter, "batchline.stage") == "process"
+    assert _text(letter, "batchline.error.class") == "UntranslatableCharacterError"
