@@ -29,6 +29,7 @@ class ErrorCode(StrEnum):
     IDEMPOTENCY_KEY_IN_FLIGHT = "idempotency_key_in_flight"
     IDEMPOTENCY_KEY_REUSED = "idempotency_key_reused"
     SERVICE_UNAVAILABLE = "service_unavailable"
+    REPLAY_FINISHED = "replay_finished"
     INTERNAL_ERROR = "internal_error"
 
 

@@ -8,6 +8,7 @@ from typing import Any
 from aiohttp import web
 
 from api.batch_inserts import RetryRequest
+from api.dlq import ReplayRequest
 from consumers.writers.activity import Activity
 
 _ERROR_SCHEMA = {
@@ -33,6 +34,7 @@ _REQUEST_BODIES: dict[tuple[str, str], dict[str, Any]] = {
         "additionalProperties": False,
     },
     ("PUT", "/api/v1/batch-inserts/{batch_id}"): RetryRequest.model_json_schema(),
+    ("POST", "/ops/dlq/replays"): ReplayRequest.model_json_schema(),
 }
 
 

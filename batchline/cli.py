@@ -1,4 +1,4 @@
-"""``batchline``: dev | api | worker | migrate."""
+"""``batchline``: dev | api | worker | migrate | dlq."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import asyncio
 import sys
 from collections.abc import Sequence
 
-from batchline import logs, runtime
+from batchline import dlq_cli, logs, runtime
 from batchline.settings import Settings
 
 
@@ -20,6 +20,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser("api", help="the HTTP front doors")
     commands.add_parser("worker", help="the Faust agents (inserter, projector)")
     commands.add_parser("migrate", help="apply database migrations")
+    dlq_cli.add_parser(commands)
     return parser
 
 
@@ -37,6 +38,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.command == "migrate":
             applied = asyncio.run(runtime.apply_migrations(settings))
             print(f"applied: {', '.join(applied) or 'nothing (up to date)'}")
+        elif args.command == "dlq":
+            return dlq_cli.run(args, settings)
     except RuntimeError as exc:
         print(f"batchline: {exc}", file=sys.stderr)
         return 2

@@ -81,6 +81,13 @@ class Settings(BaseSettings):
         description="Producer compression; the worker's aiokafka needs lz4/zstd extras for those.",
     )
 
+    # Dead letters.
+    dlq_max_replays: int = Field(
+        default=3,
+        ge=1,
+        description="Replays of one message; one that failed after this many is parked.",
+    )
+
     log_level: str = Field(default="info", description="Log level.")
     log_format: str = Field(default="text", pattern="^(text|json)$", description="text or json.")
 

@@ -93,6 +93,7 @@ def faust_broker_urls(bootstrap_servers: str) -> list[str]:
 def create_worker_app(resources: WorkerResources) -> faust.App:
     settings = resources.settings
     session_timeout = settings.kafka_session_timeout_ms / 1000
+    settings.data_dir.mkdir(parents=True, exist_ok=True)  # Faust creates only the last level
     app = app_class(settings.kafka_fetch_max_wait_ms)(
         settings.consumer_group,
         broker=faust_broker_urls(settings.require_bootstrap_servers()),

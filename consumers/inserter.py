@@ -20,12 +20,12 @@ from typing import Any, TypeVar
 import asyncpg
 from pydantic import ValidationError
 
-from batchline.db import is_transient
+from batchline.db import is_transient, outage_backoff
 from batchline.metrics import Metrics
 from consumers import ledger, outbox
 from consumers.writers.base import ChunkRejected, EntityWriter, PendingRecord, RecordResult
 from streams import codec, topics
-from streams.deadletter import DeadLetter, Stage
+from streams.deadletter import ORIGIN_HEADER, DeadLetter, Stage
 from streams.envelopes import IngestChunk
 from streams.events import (
     DomainEvent,
@@ -68,8 +68,16 @@ def decode_chunk(message: ConsumedMessage) -> IngestChunk:
 
 
 def derived_batch_id(message: ConsumedMessage) -> str:
-    """For producers that leave the batch id to us: stable across redeliveries."""
-    return f"kafka-{message.partition}-{message.offset}"
+    """For producers that leave the batch id to us: ``kafka-<topic>-<partition>-<offset>``.
+
+    Stable across redeliveries, and across replays from the dead-letter topic, which carry
+    the position the message was first consumed at.
+    """
+    origin = message.header(ORIGIN_HEADER)
+    if origin is not None:
+        topic, _, position = origin.decode("utf-8", "replace").partition(":")
+        return f"kafka-{topic}-{position.replace(':', '-')}"
+    return f"kafka-{message.topic}-{message.partition}-{message.offset}"
 
 
 @dataclass
@@ -122,6 +130,7 @@ class Inserter:
 
         batch_id = chunk.batch_id or derived_batch_id(message)
         attempts = 0
+        outage_waits = 0
         first_failed_at: datetime | None = None
         while True:
             try:
@@ -129,8 +138,11 @@ class Inserter:
                 break
             except Exception as exc:
                 if is_transient(exc):
+                    # Not the message's fault: wait without counting an attempt, however
+                    # long it takes. Nothing behind it on the partition moves meanwhile.
+                    outage_waits += 1
                     log.warning("database unavailable, pausing partition: %s", exc)
-                    await asyncio.sleep(self._backoff_for(attempts + 1))
+                    await asyncio.sleep(outage_backoff(self._backoff, outage_waits))
                     continue
                 attempts += 1
                 first_failed_at = first_failed_at or datetime.now(UTC)
@@ -140,6 +152,11 @@ class Inserter:
                         message, exc, Stage.PROCESS, attempts, first_failed_at
                     )
                     await self._dead_letter(letter)
+                    # The failed transaction took a Kafka-produced batch's header with it;
+                    # without one the failed outcomes would have nothing to land on.
+                    await self._until_done(
+                        lambda: _ensure_header(self._pool, chunk, batch_id), "batch header"
+                    )
                     result = self._unprocessed(chunk, batch_id, letter)
                     break
                 await asyncio.sleep(self._backoff_for(attempts))
@@ -158,14 +175,7 @@ class Inserter:
         async with self._pool.acquire() as conn, conn.transaction():
             # REST batches have their header already; chunks produced straight to Kafka
             # get theirs from the first chunk that arrives.
-            await conn.execute(
-                _ENSURE_HEADER,
-                batch_id,
-                chunk.entity.lower(),
-                chunk.total_records,
-                chunk.attempt,
-                chunk.options.model_dump(),
-            )
+            await _ensure_header(conn, chunk, batch_id)
             done = await ledger.fetch_done(
                 conn, batch_id, [r.index for r in records], chunk.attempt
             )
@@ -336,6 +346,19 @@ class Inserter:
                 attempt += 1
                 log.warning("sending %s failed (attempt %d): %s", what, attempt, exc)
                 await asyncio.sleep(self._backoff_for(attempt))
+
+
+async def _ensure_header(
+    conn: asyncpg.Connection | asyncpg.Pool, chunk: IngestChunk, batch_id: str
+) -> None:
+    await conn.execute(
+        _ENSURE_HEADER,
+        batch_id,
+        chunk.entity.lower(),
+        chunk.total_records,
+        chunk.attempt,
+        chunk.options.model_dump(),
+    )
 
 
 def _db_error(exc: asyncpg.PostgresError) -> dict[str, Any]:

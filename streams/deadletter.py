@@ -1,17 +1,20 @@
 """Dead letters: the original bytes and key, plus headers that say why, where and how often.
 
 A dead letter on ``batchline.dlq`` keeps the source message's value and key unchanged so a
-replay can put it back exactly as it was produced.
+replay can put it back exactly as it was produced. The ``batchline.*`` headers are the
+fields of :class:`DeadLetterHeaders`; its JSON Schema is published in ``streams/schemas``.
 """
 
 from __future__ import annotations
 
+import contextlib
 from datetime import UTC, datetime
 from enum import StrEnum
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from streams import topics
+from streams import codec, topics
 from streams.messages import ConsumedMessage
 from streams.producer import OutgoingMessage
 
@@ -36,22 +39,77 @@ class Header(StrEnum):
     REPLAY_COUNT = "batchline.replay.count"
 
 
+# Set by a replay on the message it puts back, and kept through further failures: where the
+# message was first consumed, so a chunk without a batch id keeps the batch id derived
+# from its first position instead of getting a new one per replay.
+ORIGIN_HEADER = "batchline.origin"
+
 _OWN_HEADERS = {h.value for h in Header}
 _MAX_MESSAGE_CHARS = 2000
 
 
-class DeadLetter(BaseModel):
+class DeadLetterHeaders(BaseModel):
+    """The ``batchline.*`` headers of a message on ``batchline.dlq``.
+
+    The message's key and value are the failed message's original bytes, unchanged; its
+    other headers are kept too. Each header value is the UTF-8 text of the field below
+    (integers in decimal, times in ISO 8601).
+    """
+
     model_config = ConfigDict(frozen=True)
 
-    error_class: str
-    error_message: str
-    source_topic: str
-    source_partition: int
-    source_offset: int
-    stage: Stage
-    attempts: int
-    first_failed_at: datetime
-    replay_count: int = 0
+    error_class: str = Field(
+        serialization_alias=Header.ERROR_CLASS.value,
+        description="Python class of the error, e.g. ValidationError, UnknownEntity.",
+    )
+    error_message: str = Field(
+        serialization_alias=Header.ERROR_MESSAGE.value,
+        description="The error's message, at most 2000 characters.",
+    )
+    source_topic: str = Field(
+        serialization_alias=Header.SOURCE_TOPIC.value,
+        description="Topic the message was consumed from; a replay produces it there again.",
+    )
+    source_partition: int = Field(serialization_alias=Header.SOURCE_PARTITION.value)
+    source_offset: int = Field(serialization_alias=Header.SOURCE_OFFSET.value)
+    stage: Stage = Field(
+        serialization_alias=Header.STAGE.value,
+        description="decode: not JSON; validate: not a valid envelope; route: unknown entity "
+        "or operation; process: kept failing after bounded retries.",
+    )
+    attempts: int = Field(
+        ge=0, serialization_alias=Header.ATTEMPTS.value, description="Processing attempts made."
+    )
+    first_failed_at: datetime = Field(
+        serialization_alias=Header.FIRST_FAILED_AT.value,
+        description="When the first attempt failed.",
+    )
+    replay_count: int = Field(
+        default=0,
+        ge=0,
+        serialization_alias=Header.REPLAY_COUNT.value,
+        description="How often the message had been replayed before this failure; at the "
+        "replay limit it is parked, not replayed again.",
+    )
+
+
+_FIELD_HEADERS: dict[str, str] = {
+    name: str(field.serialization_alias) for name, field in DeadLetterHeaders.model_fields.items()
+}
+# What a dead letter that lacks some of our headers (written by hand, say) reads as.
+_FALLBACKS: dict[str, str] = {
+    "error_class": "unknown",
+    "error_message": "",
+    "source_topic": topics.INGEST,
+    "source_partition": "-1",
+    "source_offset": "-1",
+    "stage": Stage.PROCESS.value,
+    "attempts": "0",
+    "replay_count": "0",
+}
+
+
+class DeadLetter(DeadLetterHeaders):
     key: bytes | None = None
     value: bytes | None = None
     # Headers of the source message other than batchline's own.
@@ -59,6 +117,7 @@ class DeadLetter(BaseModel):
     # Where this dead letter itself sits on the dead-letter topic, once read back.
     dlq_partition: int | None = None
     dlq_offset: int | None = None
+    dead_lettered_at: datetime | None = None
 
     @classmethod
     def for_failure(
@@ -85,44 +144,82 @@ class DeadLetter(BaseModel):
             original_headers=tuple((k, v) for k, v in message.headers if k not in _OWN_HEADERS),
         )
 
+    def header_values(self) -> dict[str, str]:
+        """The ``batchline.*`` headers as text, by header name."""
+        fields = self.model_dump(mode="json", include=set(_FIELD_HEADERS))
+        return {_FIELD_HEADERS[name]: str(value) for name, value in fields.items()}
+
     def to_message(self) -> OutgoingMessage:
         headers = [
             *self.original_headers,
-            (Header.ERROR_CLASS.value, self.error_class.encode()),
-            (Header.ERROR_MESSAGE.value, self.error_message.encode()),
-            (Header.SOURCE_TOPIC.value, self.source_topic.encode()),
-            (Header.SOURCE_PARTITION.value, str(self.source_partition).encode()),
-            (Header.SOURCE_OFFSET.value, str(self.source_offset).encode()),
-            (Header.STAGE.value, self.stage.value.encode()),
-            (Header.ATTEMPTS.value, str(self.attempts).encode()),
-            (Header.FIRST_FAILED_AT.value, self.first_failed_at.isoformat().encode()),
-            (Header.REPLAY_COUNT.value, str(self.replay_count).encode()),
+            *((name, text.encode()) for name, text in self.header_values().items()),
         ]
         return OutgoingMessage(topics.DLQ, self.value, self.key, headers)
 
     @classmethod
     def from_message(cls, message: ConsumedMessage) -> DeadLetter:
-        """Read a dead letter back from ``batchline.dlq``."""
+        """Read a dead letter back from ``batchline.dlq``; unreadable headers fall back."""
+        values: dict[str, Any] = {}
+        for name, header in _FIELD_HEADERS.items():
+            raw = message.header(header)
+            text = raw.decode("utf-8", "replace") if raw is not None else _FALLBACKS.get(name)
+            if text is not None:
+                values[name] = text
+        values.setdefault("first_failed_at", _timestamp(message) or datetime.now(UTC))
+        location = {
+            "key": message.key,
+            "value": message.value,
+            "original_headers": tuple((k, v) for k, v in message.headers if k not in _OWN_HEADERS),
+            "dlq_partition": message.partition,
+            "dlq_offset": message.offset,
+            "dead_lettered_at": _timestamp(message),
+        }
+        try:
+            return cls.model_validate(values | location)
+        except ValidationError as exc:
+            broken = {str(error["loc"][0]) for error in exc.errors() if error["loc"]}
+            repaired = {k: v for k, v in values.items() if k not in broken}
+            for name in broken:
+                if name in _FALLBACKS:
+                    repaired[name] = _FALLBACKS[name]
+            repaired.setdefault("first_failed_at", datetime.now(UTC))
+            return cls.model_validate(repaired | location)
 
-        def text(header: Header, default: str = "") -> str:
-            raw = message.header(header.value)
-            return raw.decode("utf-8", "replace") if raw is not None else default
+    @property
+    def id(self) -> str:
+        """``<partition>:<offset>`` on the dead-letter topic."""
+        return f"{self.dlq_partition}:{self.dlq_offset}"
 
-        return cls(
-            error_class=text(Header.ERROR_CLASS, "unknown"),
-            error_message=text(Header.ERROR_MESSAGE),
-            source_topic=text(Header.SOURCE_TOPIC, topics.INGEST),
-            source_partition=int(text(Header.SOURCE_PARTITION, "-1")),
-            source_offset=int(text(Header.SOURCE_OFFSET, "-1")),
-            stage=Stage(text(Header.STAGE, Stage.PROCESS.value)),
-            attempts=int(text(Header.ATTEMPTS, "0")),
-            first_failed_at=datetime.fromisoformat(
-                text(Header.FIRST_FAILED_AT, datetime.now(UTC).isoformat())
-            ),
-            replay_count=int(text(Header.REPLAY_COUNT, "0")),
-            key=message.key,
-            value=message.value,
-            original_headers=tuple((k, v) for k, v in message.headers if k not in _OWN_HEADERS),
-            dlq_partition=message.partition,
-            dlq_offset=message.offset,
-        )
+    @property
+    def origin(self) -> str:
+        """``topic:partition:offset`` where the message was first consumed."""
+        for name, value in self.original_headers:
+            if name == ORIGIN_HEADER:
+                return value.decode("utf-8", "replace")
+        return f"{self.source_topic}:{self.source_partition}:{self.source_offset}"
+
+    def envelope_field(self, name: str) -> Any:
+        """A top-level field of the value when it is a JSON object (entity, batch_id)."""
+        if not self.value:
+            return None
+        with contextlib.suppress(ValueError):
+            document = codec.loads(self.value)
+            if isinstance(document, dict):
+                return document.get(name)
+        return None
+
+    def replay_message(self) -> OutgoingMessage:
+        """The original message for its source topic, its replay count one higher."""
+        kept = [(k, v) for k, v in self.original_headers if k != ORIGIN_HEADER]
+        headers = [
+            *kept,
+            (ORIGIN_HEADER, self.origin.encode()),
+            (Header.REPLAY_COUNT.value, str(self.replay_count + 1).encode()),
+        ]
+        return OutgoingMessage(self.source_topic, self.value, self.key, headers)
+
+
+def _timestamp(message: ConsumedMessage) -> datetime | None:
+    if message.timestamp_ms is None or message.timestamp_ms <= 0:
+        return None
+    return datetime.fromtimestamp(message.timestamp_ms / 1000, UTC)

@@ -42,7 +42,10 @@ class IngestChunk(BaseModel):
     batch_id: str | None = Field(
         default=None,
         max_length=200,
-        description="Omit to have one derived from topic, partition and offset.",
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]*$",
+        description="Chunks of one batch share it; it is the id in /api/v1/batch-inserts/{id}. "
+        "Omit to have one derived from the first chunk's position: "
+        "kafka-<topic>-<partition>-<offset>.",
     )
     attempt: int = Field(default=0, ge=0, description="0 for the first run, +1 per retry.")
     record_count: int | None = Field(

@@ -35,13 +35,13 @@ class RecordOutcome(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     batch_id: str
-    index: int = Field(ge=0)
-    attempt: int = Field(default=0, ge=0)
+    index: int = Field(ge=0, description="The record's position in its batch.")
+    attempt: int = Field(default=0, ge=0, description="0 for the first run, +1 per retry.")
     status: RecordStatus
     entity: str
-    id: str | None = None
-    error: RecordError | None = None
-    details: Any = None
+    id: str | None = Field(default=None, description="The stored record's id; null if failed.")
+    error: RecordError | None = Field(default=None, description="Why it failed; null if not.")
+    details: Any = Field(default=None, description="Per-field errors or database details.")
     record_count: int = Field(ge=1, description="Records in the whole batch.")
 
 
@@ -74,17 +74,24 @@ def encode_outcome(
 
 
 class DomainEvent(BaseModel):
-    """A committed change, published at least once; ``eventId`` is stable across re-sends."""
+    """A committed change, published at least once; ``eventId`` is stable across re-sends.
+
+    Keyed by the entity id, on ``batchline.events.activity``, ``batchline.events.entity.<name>``
+    or ``{env}.{tenant}.inventory.instance``; only for requests that asked for events.
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    eventId: str
+    eventId: str = Field(
+        description="UUID derived from batch id, record index and attempt: a re-sent event "
+        "has the same one, so consumers can de-duplicate."
+    )
     eventTs: int = Field(description="Commit time, epoch milliseconds.")
     type: Literal["CREATE", "UPDATE", "DELETE"]
-    entity: str | None = None
+    entity: str | None = Field(default=None, description="Entity name, e.g. activity.")
     tenant: str | None = None
-    old: dict[str, Any] | None = None
-    new: dict[str, Any] | None = None
+    old: dict[str, Any] | None = Field(default=None, description="The record before an update.")
+    new: dict[str, Any] | None = Field(default=None, description="The record as committed.")
 
 
 _EVENT_NAMESPACE = uuid.UUID("5f0c2a8e-3b1e-4f7a-9d51-6a2f7f6b9c10")

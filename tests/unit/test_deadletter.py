@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from streams.deadletter import DeadLetter, Header, Stage
+from streams.deadletter import ORIGIN_HEADER, DeadLetter, Header, Stage
 from streams.messages import ConsumedMessage
 from streams.topics import DLQ
 
@@ -43,3 +43,53 @@ def test_a_dead_letter_round_trips_through_its_headers() -> None:
     assert read_back.replay_count == 1
     assert read_back.original_headers == (("trace", b"abc"),)
     assert (read_back.dlq_partition, read_back.dlq_offset) == (0, 9)
+
+
+def test_a_replay_keeps_the_original_message_and_counts_itself() -> None:
+    source = ConsumedMessage(
+        topic="batchline.ingest", partition=1, offset=7, key=b"k", value=b"{}", headers=()
+    )
+    letter = DeadLetter.for_failure(source, ValueError("bad"), Stage.VALIDATE, 1)
+
+    first = letter.replay_message()
+    # The replayed message fails again at a new offset: the origin stays the first one.
+    again = DeadLetter.for_failure(
+        ConsumedMessage("batchline.ingest", 3, 99, first.key, first.value, tuple(first.headers)),
+        ValueError("still bad"),
+        Stage.VALIDATE,
+        1,
+    )
+    second = again.replay_message()
+
+    assert (first.topic, first.key, first.value) == ("batchline.ingest", b"k", b"{}")
+    assert dict(first.headers) == {
+        ORIGIN_HEADER: b"batchline.ingest:1:7",
+        Header.REPLAY_COUNT.value: b"1",
+    }
+    assert again.replay_count == 1
+    assert dict(second.headers) == {
+        ORIGIN_HEADER: b"batchline.ingest:1:7",
+        Header.REPLAY_COUNT.value: b"2",
+    }
+
+
+def test_a_dead_letter_with_missing_or_garbled_headers_is_still_readable() -> None:
+    message = ConsumedMessage(
+        topic=DLQ,
+        partition=0,
+        offset=3,
+        key=None,
+        value=b'{"entity": "activity", "batch_id": "b-1"}',
+        headers=((Header.ATTEMPTS.value, b"many"), (Header.ERROR_CLASS.value, b"Boom")),
+        timestamp_ms=1_700_000_000_000,
+    )
+
+    letter = DeadLetter.from_message(message)
+
+    assert letter.error_class == "Boom"
+    assert letter.attempts == 0
+    assert letter.stage is Stage.PROCESS
+    assert letter.id == "0:3"
+    assert letter.envelope_field("entity") == "activity"
+    assert letter.dead_lettered_at is not None
+    assert letter.dead_lettered_at.year == 2023

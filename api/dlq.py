@@ -1,0 +1,158 @@
+"""Operator API for the dead-letter topic: list and show dead letters, run replays.
+
+A replay runs as a task in this API process; its state lives in PostgreSQL, so any API
+instance answers for it and a cancel reaches it wherever it runs (the CLI's runs too).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Iterator
+from typing import Annotated
+
+from aiohttp import web
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from api import keys
+from api.dlq_tasks import ReplayTasks
+from api.errors import ApiError, ErrorCode
+from api.requests import parse_json, query_int, read_body
+from batchline import dlq
+from consumers.writers.base import validation_details
+from streams.deadletter import Stage
+from streams.reader import TopicUnreadable
+
+BASE = "/ops/dlq"
+
+
+class ReplayRequest(BaseModel):
+    """Start a replay: the filters select dead letters; only pending ones are put back."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    filters: dlq.DeadLetterFilter = Field(default_factory=dlq.DeadLetterFilter)
+    dry_run: bool = Field(default=False, description="Count what would be replayed; no change.")
+    rate_per_second: Annotated[float, Field(gt=0)] | None = Field(
+        default=None, description="At most this many messages a second; unset: unpaced."
+    )
+
+
+@contextlib.contextmanager
+def _broker_errors() -> Iterator[None]:
+    try:
+        yield
+    except TopicUnreadable as exc:
+        raise ApiError(503, ErrorCode.SERVICE_UNAVAILABLE, str(exc)) from exc
+
+
+def _filters_from_query(request: web.Request) -> dlq.DeadLetterFilter:
+    query = request.query
+    try:
+        return dlq.DeadLetterFilter(
+            since=dlq.parse_moment(query["since"]) if "since" in query else None,
+            until=dlq.parse_moment(query["until"]) if "until" in query else None,
+            error_class=query.get("error_class"),
+            entity=query.get("entity"),
+            stage=Stage(query["stage"]) if "stage" in query else None,
+            key=query.get("key"),
+            status=dlq.LetterStatus(query["status"]) if "status" in query else None,
+        )
+    except ValueError as exc:
+        raise ApiError(422, ErrorCode.VALIDATION_FAILED, str(exc)) from None
+
+
+async def list_messages(request: web.Request) -> web.StreamResponse:
+    """Dead letters, newest first (filters: since, until, error_class, entity, stage, key,
+    status; limit)."""
+    filters = _filters_from_query(request)
+    limit = query_int(request, "limit", 100, 1, 1000)
+    app = request.app
+    with _broker_errors():
+        found = await dlq.list_entries(app[keys.SETTINGS], app[keys.POOL], filters, limit)
+    return web.json_response(
+        {"data": [dlq.entry_view(entry) for entry in found], "count": len(found)}
+    )
+
+
+async def show_message(request: web.Request) -> web.StreamResponse:
+    """One dead letter with its headers and value."""
+    letter_id = request.match_info["letter_id"]
+    try:
+        dlq.parse_id(letter_id)
+    except ValueError as exc:
+        raise ApiError(422, ErrorCode.VALIDATION_FAILED, str(exc)) from None
+    with _broker_errors():
+        entry = await dlq.find(request.app[keys.SETTINGS], request.app[keys.POOL], letter_id)
+    if entry is None:
+        raise ApiError(404, ErrorCode.NOT_FOUND, f"Dead letter {letter_id} not found")
+    return web.json_response(dlq.entry_view(entry, with_value=True))
+
+
+async def start_replay(request: web.Request) -> web.StreamResponse:
+    """Start a replay task; answers 202 with its id and a Location to follow it."""
+    settings = request.app[keys.SETTINGS]
+    body = await read_body(request, settings.max_body_bytes)
+    try:
+        wanted = ReplayRequest.model_validate(parse_json(body) if body.strip() else {})
+    except ValidationError as exc:
+        raise ApiError(
+            422, ErrorCode.VALIDATION_FAILED, "Invalid replay request", validation_details(exc)
+        ) from exc
+    run = await dlq.create_run(
+        request.app[keys.POOL], "http", wanted.filters, wanted.dry_run, wanted.rate_per_second
+    )
+    app = request.app
+    app[keys.DLQ_REPLAYS].start(app[keys.SETTINGS], app[keys.POOL], app[keys.PRODUCER], run)
+    location = f"{BASE}/replays/{run.id}"
+    return web.json_response(dlq.run_view(run), status=202, headers={"Location": location})
+
+
+async def list_replays(request: web.Request) -> web.StreamResponse:
+    """Replay runs, newest first (CLI and API alike)."""
+    limit = query_int(request, "limit", 20, 1, request.app[keys.SETTINGS].page_limit_max)
+    runs = await dlq.list_runs(request.app[keys.POOL], limit)
+    return web.json_response({"data": [dlq.run_view(run) for run in runs]})
+
+
+async def _run_or_404(request: web.Request) -> dlq.ReplayRun:
+    run_id = request.match_info["replay_id"]
+    run = await dlq.get_run(request.app[keys.POOL], run_id)
+    if run is None:
+        raise ApiError(404, ErrorCode.NOT_FOUND, f"Replay {run_id} not found")
+    return run
+
+
+async def get_replay(request: web.Request) -> web.StreamResponse:
+    """A replay's status, progress and counts."""
+    return web.json_response(dlq.run_view(await _run_or_404(request)))
+
+
+async def cancel_replay(request: web.Request) -> web.StreamResponse:
+    """Cancel a running replay; it stops within a second. Finished ones answer 409."""
+    run = await _run_or_404(request)
+    if run.status is not dlq.RunStatus.RUNNING:
+        raise ApiError(
+            409,
+            ErrorCode.REPLAY_FINISHED,
+            f"Replay {run.id} is not running (status {run.status.value})",
+        )
+    cancelling = await dlq.request_cancel(request.app[keys.POOL], run.id)
+    assert cancelling is not None
+    return web.json_response(dlq.run_view(cancelling), status=202)
+
+
+async def _replay_tasks(app: web.Application) -> AsyncIterator[None]:
+    tasks = ReplayTasks()
+    app[keys.DLQ_REPLAYS] = tasks
+    yield
+    await tasks.stop()
+
+
+def add_routes(app: web.Application) -> None:
+    app.cleanup_ctx.append(_replay_tasks)
+    app.router.add_get(f"{BASE}/messages", list_messages)
+    app.router.add_get(f"{BASE}/messages/{{letter_id}}", show_message)
+    app.router.add_post(f"{BASE}/replays", start_replay)
+    app.router.add_get(f"{BASE}/replays", list_replays)
+    app.router.add_get(f"{BASE}/replays/{{replay_id}}", get_replay)
+    app.router.add_delete(f"{BASE}/replays/{{replay_id}}", cancel_replay)

@@ -1,0 +1,190 @@
+"""Every dead-letter cause lands on batchline.dlq with the original bytes, key and headers,
+read back here with a plain Kafka consumer; a poison chunk never blocks its partition."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import aiohttp
+import asyncpg
+import orjson
+import pytest
+
+from batchline.settings import Settings
+from consumers.app import WorkerResources
+from tests.integration.activities import activity
+from tests.integration.kafka import (
+    Delivered,
+    Record,
+    completed_batch,
+    produce,
+    wait_for_records,
+)
+from tests.integration.refusals import refusing_ledger
+
+INGEST = "batchline.ingest"
+DLQ = "batchline.dlq"
+
+
+def _text(record: Record, header: str) -> str:
+    return record.headers[header].decode()
+
+
+async def _dead_letter_of(settings: Settings, key: bytes) -> Record:
+    assert settings.kafka_bootstrap_servers is not None
+    [letter] = await wait_for_records(settings.kafka_bootstrap_servers, DLQ, lambda r: r.key == key)
+    return letter
+
+
+def _assert_where_and_when(letter: Record, source: Delivered, stage: str, attempts: int) -> None:
+    assert _text(letter, "batchline.source.topic") == INGEST
+    assert int(_text(letter, "batchline.source.partition")) == source.partition
+    assert int(_text(letter, "batchline.source.offset")) == source.offset
+    assert _text(letter, "batchline.stage") == stage
+    assert int(_text(letter, "batchline.attempts")) == attempts
+    first_failed = datetime.fromisoformat(_text(letter, "batchline.first_failed_at"))
+    assert abs(datetime.now(UTC) - first_failed) < timedelta(minutes=5)
+    assert _text(letter, "batchline.replay.count") == "0"
+    assert _text(letter, "batchline.error.message")
+
+
+@pytest.mark.parametrize(
+    ("value", "stage", "error_class", "message_part"),
+    [
+        pytest.param(b"\xff{not json", "decode", "ValidationError", "json", id="not-json"),
+        pytest.param(
+            b'{"entity": "activity", "records": []}',
+            "validate",
+            "ValidationError",
+            "records",
+            id="envelope-schema",
+        ),
+        pytest.param(
+            b'{"entity": "starship", "records": [{"name": "x"}]}',
+            "route",
+            "UnknownEntity",
+            "starship",
+            id="unknown-entity",
+        ),
+        pytest.param(
+            b'{"entity": "activity", "operation": "delete", "records": [{}]}',
+            "route",
+            "ValueError",
+            "delete",
+            id="operation-the-entity-does-not-take",
+        ),
+    ],
+)
+async def test_a_message_that_cannot_be_read_is_dead_lettered_unchanged(
+    settings: Settings,
+    worker: WorkerResources,
+    tag: str,
+    value: bytes,
+    stage: str,
+    error_class: str,
+    message_part: str,
+) -> None:
+    key = f"poison-{tag}".encode()
+    assert settings.kafka_bootstrap_servers is not None
+
+    [source] = produce(
+        settings.kafka_bootstrap_servers, INGEST, [(key, value)], headers=[("trace", b"t-1")]
+    )
+
+    letter = await _dead_letter_of(settings, key)
+    assert letter.value == value
+    assert letter.headers["trace"] == b"t-1"
+    assert _text(letter, "batchline.error.class") == error_class
+    assert message_part in _text(letter, "batchline.error.message").lower()
+    _assert_where_and_when(letter, source, stage, attempts=1)
+
+
+async def test_a_chunk_that_keeps_failing_is_dead_lettered_and_the_chunk_behind_it_goes_on(
+    settings: Settings,
+    worker: WorkerResources,
+    http: aiohttp.ClientSession,
+    pg: asyncpg.Connection,
+    tag: str,
+) -> None:
+    poison_id, good_id = f"refused-{tag}", f"good-{tag}"
+    key = f"partition-{tag}".encode()
+    poison = {"entity": "activity", "batch_id": poison_id, "records": [activity(tag, 0)]}
+    good = {"entity": "activity", "batch_id": good_id, "records": [activity(tag, 1)]}
+    assert settings.kafka_bootstrap_servers is not None
+
+    async with refusing_ledger(pg, poison_id):
+        # Same key: the same partition, the good chunk right behind the poison one.
+        poison_at, good_at = produce(
+            settings.kafka_bootstrap_servers,
+            INGEST,
+            [(key, orjson.dumps(poison)), (key, orjson.dumps(good))],
+        )
+        assert poison_at.partition == good_at.partition
+        good_body = await completed_batch(http, good_id)
+        letter = await _dead_letter_of(settings, key)
+
+    assert (good_body["status"], good_body["inserted_count"]) == ("completed", 1)
+    assert letter.value == orjson.dumps(poison)
+    assert _text(letter, "batchline.error.class") == "RaiseError"
+    assert "refused by the test" in _text(letter, "batchline.error.message")
+    _assert_where_and_when(letter, poison_at, "process", settings.max_processing_attempts)
+    # The batch still finishes: its records are failed, and say why.
+    poison_body = await completed_batch(http, poison_id)
+    assert (poison_body["status"], poison_body["failed_count"]) == ("completed", 1)
+    assert poison_body["results"][0]["error"] == "processing_failed"
+    assert poison_body["results"][0]["details"]["dead_letter"] == "RaiseError"
+    assert (
+        await pg.fetchval(
+            "SELECT count(*) FROM activity WHERE coordinator_id = $1 AND mentor_id = 'mentor-0'",
+            f"coord-{tag}",
+        )
+        == 0
+    )
+
+
+async def test_an_outcome_that_cannot_be_projected_is_dead_lettered_and_the_rest_projected(
+    settings: Settings,
+    worker: WorkerResources,
+    http: aiohttp.ClientSession,
+    pg: asyncpg.Connection,
+    tag: str,
+) -> None:
+    poison_id, good_id = f"outcome-poison-{tag}", f"outcome-good-{tag}"
+    for batch_id in (poison_id, good_id):
+        await pg.execute(
+            "INSERT INTO batch (id, entity, source, record_count, pending_count)"
+            " VALUES ($1, 'activity', 'kafka', 1, 1)",
+            batch_id,
+        )
+
+    def outcome(batch_id: str, details: object) -> bytes:
+        return orjson.dumps(
+            {
+                "batch_id": batch_id,
+                "index": 0,
+                "status": "failed",
+                "entity": "activity",
+                "error": "validation_error",
+                "details": details,
+                "record_count": 1,
+            }
+        )
+
+    key = f"outcomes-{tag}".encode()
+    assert settings.kafka_bootstrap_servers is not None
+    # PostgreSQL's jsonb cannot hold \u0000: this outcome fails however often it is tried.
+    [poison_at, _] = produce(
+        settings.kafka_bootstrap_servers,
+        "batchline.outcomes",
+        [(key, outcome(poison_id, "nul \u0000 inside")), (key, outcome(good_id, None))],
+    )
+
+    good = await completed_batch(http, good_id)
+    letter = await _dead_letter_of(settings, key)
+
+    assert (good["status"], good["failed_count"]) == ("completed", 1)
+    assert letter.value == outcome(poison_id, "nul \u0000 inside")
+    assert _text(letter, "batchline.source.topic") == "batchline.outcomes"
+    assert int(_text(letter, "batchline.source.offset")) == poison_at.offset
+    assert _text(letter, "batchline.stage") == "process"
+    assert _text(letter, "batchline.error.class") == "UntranslatableCharacterError"

@@ -1,0 +1,72 @@
+"""Chunk envelopes written to batchline.ingest by a plain Kafka producer are processed like
+REST batches and answered through GET /api/v1/batch-inserts/{id}."""
+
+from __future__ import annotations
+
+import aiohttp
+import asyncpg
+import orjson
+
+from batchline.settings import Settings
+from consumers.app import WorkerResources
+from tests.integration.activities import activity
+from tests.integration.kafka import completed_batch, produce
+
+INGEST = "batchline.ingest"
+
+
+async def test_a_batch_produced_in_chunks_with_its_own_id_is_answered_like_a_rest_batch(
+    settings: Settings,
+    worker: WorkerResources,
+    http: aiohttp.ClientSession,
+    pg: asyncpg.Connection,
+    tag: str,
+) -> None:
+    batch_id = f"producer-{tag}"
+    records = [activity(tag, n) for n in range(5)]
+    records[3] = activity(tag, 3, duration_minutes=0)
+    chunks = [
+        {
+            "operation": "insert",
+            "entity": "activity",
+            "batch_id": batch_id,
+            "record_count": 5,
+            "first_index": start,
+            "records": records[start : start + 3],
+        }
+        for start in (0, 3)
+    ]
+    assert settings.kafka_bootstrap_servers is not None
+
+    produce(
+        settings.kafka_bootstrap_servers,
+        INGEST,
+        [(batch_id.encode(), orjson.dumps(chunk)) for chunk in chunks],
+    )
+
+    body = await completed_batch(http, batch_id)
+    assert body["status"] == "completed"
+    assert (body["record_count"], body["inserted_count"], body["failed_count"]) == (5, 4, 1)
+    assert [r["status"] for r in body["results"]] == ["success"] * 3 + ["failed", "success"]
+    assert body["results"][3]["error"] == "validation_error"
+    assert body["results"][3]["details"][0]["field"] == "duration_minutes"
+    ids = [r["activity_id"] for r in body["results"] if r["status"] == "success"]
+    stored = await pg.fetch("SELECT id FROM activity WHERE coordinator_id = $1", f"coord-{tag}")
+    assert sorted(ids) == sorted(row["id"] for row in stored)
+    async with http.get("/api/v1/batch-inserts", params={"limit": 100}) as response:
+        listed = {b["id"] for b in (await response.json())["data"]}
+    assert batch_id in listed
+
+
+async def test_a_chunk_without_a_batch_id_gets_one_from_its_topic_partition_and_offset(
+    settings: Settings, worker: WorkerResources, http: aiohttp.ClientSession, tag: str
+) -> None:
+    envelope = {"entity": "activity", "records": [activity(tag, 0), activity(tag, 1)]}
+    assert settings.kafka_bootstrap_servers is not None
+
+    [where] = produce(settings.kafka_bootstrap_servers, INGEST, [(None, orjson.dumps(envelope))])
+
+    batch_id = f"kafka-{INGEST}-{where.partition}-{where.offset}"
+    body = await completed_batch(http, batch_id)
+    assert (body["id"], body["status"], body["inserted_count"]) == (batch_id, "completed", 2)
+    assert [r["index"] for r in body["results"]] == [0, 1]
