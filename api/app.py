@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from api import batch_inserts, keys, operations
+from api import batch_inserts, instance_bulk, keys, operations
 from api.completion import CompletionWaiter
 from api.errors import ErrorRenderer, error_middleware
 from batchline import db
@@ -26,6 +26,7 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> web.Applic
     app.cleanup_ctx.append(_producer)
     operations.add_routes(app)
     batch_inserts.add_routes(app)
+    instance_bulk.add_routes(app, renderers)
     return app
 
 
