@@ -33,6 +33,15 @@ _REQUEST_BODIES: dict[tuple[str, str], dict[str, Any]] = {
         "additionalProperties": False,
     },
     ("PUT", "/api/v1/batch-inserts/{batch_id}"): RetryRequest.model_json_schema(),
+    ("POST", "/instance-storage/instances/bulk"): {
+        "type": "object",
+        "properties": {
+            "recordsFileName": {"type": "string"},
+            "publishEvents": {"type": "boolean", "default": True},
+        },
+        "required": ["recordsFileName"],
+        "additionalProperties": False,
+    },
 }
 
 

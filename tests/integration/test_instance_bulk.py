@@ -147,6 +147,23 @@ async def test_stale_or_missing_version_fails_with_folios_optimistic_locking_mes
     assert (await _stored(pg, stale))["_version"] == 2
 
 
+async def test_an_update_cannot_change_the_hrid(
+    http: aiohttp.ClientSession, pg: asyncpg.Connection, settings: Settings, tag: str
+) -> None:
+    instance_id = new_id()
+    write_file(settings, f"{tag}/v1", [instance(tag, 0, id=instance_id, hrid=f"old-{tag}")])
+    await post_bulk(http, {"recordsFileName": f"{tag}/v1"})
+    write_file(settings, f"{tag}/v2", [instance(tag, 0, id=instance_id, hrid="new", _version=1)])
+
+    status, body, _ = await post_bulk(http, {"recordsFileName": f"{tag}/v2"})
+
+    assert (status, body["errorsNumber"]) == (201, 1)
+    assert read_file(settings, f"{tag}/v2_errors").decode() == (
+        f"{instance_id}, The hrid field cannot be changed: new=new, old=old-{tag}\n"
+    )
+    assert (await _stored(pg, instance_id))["_version"] == 1
+
+
 async def test_a_bad_json_line_in_the_middle_fails_alone_and_is_copied_unchanged(
     http: aiohttp.ClientSession, pg: asyncpg.Connection, settings: Settings, tag: str
 ) -> None:
@@ -269,6 +286,10 @@ async def test_request_validation_answers_422_in_folios_errors_format(
         [error] = body["errors"]
         assert set(error) == {"message", "type", "code", "parameters"}
         assert error["parameters"] == [{"key": key, "value": value}], payload
+
+    status, body, _ = await post_bulk(http, {"recordsFileName": "f"}, tenant="no such/tenant")
+    assert status == 422
+    assert body["errors"][0]["parameters"] == [{"key": "X-Okapi-Tenant", "value": "no such/tenant"}]
 
     status, body, _ = await post_bulk(http, ["recordsFileName"])
     assert status == 422
