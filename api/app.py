@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from api import batch_inserts, dlq, keys, operations
+from api import batch_inserts, dlq, instance_bulk, keys, operations
 from api.completion import CompletionWaiter
 from api.errors import ErrorRenderer, error_middleware
 from batchline import db
@@ -27,6 +27,7 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> web.Applic
     operations.add_routes(app)
     batch_inserts.add_routes(app)
     dlq.add_routes(app)
+    instance_bulk.add_routes(app, renderers)
     return app
 
 

@@ -35,6 +35,15 @@ _REQUEST_BODIES: dict[tuple[str, str], dict[str, Any]] = {
     },
     ("PUT", "/api/v1/batch-inserts/{batch_id}"): RetryRequest.model_json_schema(),
     ("POST", "/ops/dlq/replays"): ReplayRequest.model_json_schema(),
+    ("POST", "/instance-storage/instances/bulk"): {
+        "type": "object",
+        "properties": {
+            "recordsFileName": {"type": "string"},
+            "publishEvents": {"type": "boolean", "default": True},
+        },
+        "required": ["recordsFileName"],
+        "additionalProperties": False,
+    },
 }
 
 

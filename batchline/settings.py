@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -94,6 +94,34 @@ class Settings(BaseSettings):
     # Domain events.
     env: str = Field(default="folio", description="FOLIO environment name in event topics.")
     default_tenant: str = Field(default="diku", description="Tenant when no X-Okapi-Tenant.")
+
+    # Object storage and the instance bulk front door.
+    storage_url: str | None = Field(
+        default=None,
+        description="file:///dir or s3://bucket/prefix; unset: the directory {data_dir}/storage.",
+    )
+    s3_endpoint_url: str | None = Field(
+        default=None, description="S3-compatible endpoint (MinIO); unset: AWS S3."
+    )
+    s3_access_key_id: str | None = Field(
+        default=None, description="S3 access key; unset: the AWS default credential chain."
+    )
+    s3_secret_access_key: SecretStr | None = Field(default=None, description="S3 secret key.")
+    s3_region: str = Field(default="us-east-1", description="S3 region.")
+    s3_addressing_style: str = Field(
+        default="auto",
+        pattern="^(auto|path|virtual)$",
+        description="Bucket addressing; MinIO usually wants `path`.",
+    )
+    bulk_wait_seconds: float = Field(
+        default=300.0, gt=0, description="How long the bulk front door waits for its batch."
+    )
+    bulk_chunk_max_bytes: int = Field(
+        default=768 * 1024,
+        ge=1024,
+        description="Record bytes per bulk chunk envelope (under the broker's message limit);"
+        " a longer NDJSON line fails as a record.",
+    )
 
     def require_database_url(self) -> str:
         if not self.database_url:

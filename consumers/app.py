@@ -26,6 +26,7 @@ from consumers.projector import BATCH_DONE_CHANNEL, Projector
 from consumers.transport import TablelessTableManager, app_class
 from consumers.writers.activity import ActivityWriter
 from consumers.writers.base import EntityWriter
+from consumers.writers.instance import InstanceWriter
 from streams import topics
 from streams.messages import ConsumedMessage
 from streams.producer import AsyncProducer
@@ -51,8 +52,11 @@ class WorkerResources:
 
 
 def default_writers(settings: Settings) -> dict[str, EntityWriter]:
-    writer = ActivityWriter()
-    return {writer.entity: writer}
+    writers: list[EntityWriter] = [
+        ActivityWriter(),
+        InstanceWriter(settings.env, settings.default_tenant),
+    ]
+    return {writer.entity: writer for writer in writers}
 
 
 @contextlib.asynccontextmanager

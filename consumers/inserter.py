@@ -267,8 +267,8 @@ class Inserter:
                 eventId=event_id,
                 eventTs=now_ms,
                 type="UPDATE" if result.status is RecordStatus.UPDATED else "CREATE",
-                entity=writer.entity,
-                tenant=chunk.options.tenant,
+                entity=writer.entity if route.entity_in_value else None,
+                tenant=route.tenant or chunk.options.tenant,
                 old=result.old if result.status is RecordStatus.UPDATED else None,
                 new=result.new,
             )

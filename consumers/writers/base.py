@@ -38,6 +38,10 @@ class RecordResult:
 class EventRoute:
     topic: str
     headers: tuple[tuple[str, bytes], ...] = ()
+    # FOLIO's event value has no ``entity`` field; batchline's own events name it.
+    entity_in_value: bool = True
+    # The tenant the event value names, when the writer decides it (else the chunk's).
+    tenant: str | None = None
 
 
 class ChunkRejected(Exception):

@@ -1,0 +1,408 @@
+"""Front door 2: FOLIO's Instance Bulk API, ``POST /instance-storage/instances/bulk``.
+
+The request names an NDJSON file in object storage. The file is copied to a local spool
+first (streamed), so a store that fails half-way fails the request before anything is
+written. Then its lines become chunk envelopes (operation ``upsert``) as they are read; a
+line that is not a JSON object is a failed record straight away. Once the batch completes,
+the failed records' original lines go to ``<file>_failedEntities`` and ``<id or line
+number>, <message>`` lines to ``<file>_errors`` in the same store. The batch is a batch
+operation like any other: ``GET /api/v1/batch-inserts/{id}`` shows it (source ``bulk``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import re
+import tempfile
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+import asyncpg
+import orjson
+from aiohttp import web
+
+from api import keys
+from api.batch_inserts import BASE as BATCH_INSERTS
+from api.errors import ErrorRenderer
+from batchline import batches
+from batchline.embedded import ensure_topics
+from batchline.settings import Settings
+from batchline.storage import (
+    READ_CHUNK_BYTES,
+    InvalidKey,
+    LineReader,
+    ObjectNotFound,
+    ObjectStorage,
+    StorageError,
+    copy_lines,
+    object_key,
+    open_storage,
+)
+from consumers.projector import project
+from streams import topics
+from streams.envelopes import INSTANCE_ENTITY, ChunkOptions
+from streams.events import RecordError, RecordOutcome, RecordStatus
+from streams.producer import AsyncProducer, DeliveryError
+from streams.publisher import chunk_messages
+
+log = logging.getLogger(__name__)
+
+PATH = "/instance-storage/instances/bulk"
+FAILED_ENTITIES_SUFFIX = "_failedEntities"
+ERRORS_SUFFIX = "_errors"
+TENANT_HEADER = "X-Okapi-Tenant"
+# A tenant becomes part of a topic name: FOLIO's tenant ids are letters, digits and '_'.
+_TENANT = re.compile(r"^[A-Za-z0-9_]{1,63}$")
+_FIELDS = ("recordsFileName", "publishEvents")
+# Failed lines found by the front door are projected in groups of this many.
+_UNREADABLE_BATCH = 1000
+
+STORAGE = web.AppKey("storage", ObjectStorage)
+# Event topics this process has made sure of.
+EVENT_TOPICS: web.AppKey[set[str]] = web.AppKey("instance_event_topics")
+
+
+# --- FOLIO's response formats ------------------------------------------------------------
+
+
+def _error(message: str, key: str | None = None, value: Any = None) -> dict[str, Any]:
+    error: dict[str, Any] = {"message": message, "type": "1", "code": "-1"}
+    if key is not None:
+        shown = value if isinstance(value, str) else orjson.dumps(value).decode()
+        error["parameters"] = [{"key": key, "value": shown}]
+    return error
+
+
+def errors_response(errors: list[dict[str, Any]]) -> web.Response:
+    return web.json_response({"errors": errors, "total_records": len(errors)}, status=422)
+
+
+def text_response(status: int, message: str) -> web.Response:
+    return web.Response(status=status, text=message, content_type="text/plain")
+
+
+def render_error(status: int, message: str) -> web.StreamResponse:
+    """Errors the middleware renders under this path: 422 as FOLIO's errors, else text."""
+    if status == 422:
+        return errors_response([_error(message)])
+    return text_response(status, message)
+
+
+# --- The request -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class BulkRequest:
+    key: str
+    publish_events: bool
+    tenant: str
+
+
+def _validate(payload: Any, tenant: str) -> BulkRequest | list[dict[str, Any]]:
+    """The request, or FOLIO-style errors naming every offending key."""
+    if not isinstance(payload, dict):
+        return [_error("Request body must be a JSON object")]
+    errors = [
+        _error(f'Unrecognized field "{name}"', name, value)
+        for name, value in payload.items()
+        if name not in _FIELDS
+    ]
+    name = payload.get("recordsFileName")
+    key = ""
+    if name is None:
+        errors.append(_error("must not be null", "recordsFileName", "null"))
+    elif not isinstance(name, str):
+        errors.append(_error("must be a string", "recordsFileName", name))
+    else:
+        try:
+            key = object_key(name)
+        except InvalidKey as exc:
+            errors.append(_error(str(exc), "recordsFileName", name))
+    publish_events = payload.get("publishEvents", True)
+    if not isinstance(publish_events, bool):
+        errors.append(_error("must be a boolean", "publishEvents", publish_events))
+    if not _TENANT.match(tenant):
+        errors.append(_error("must be letters, digits and '_'", TENANT_HEADER, tenant))
+    if errors:
+        return errors
+    return BulkRequest(key, publish_events, tenant)
+
+
+async def bulk_upsert_instances(request: web.Request) -> web.StreamResponse:
+    """Upsert the instances of an NDJSON file in object storage (FOLIO Instance Bulk API)."""
+    settings = request.app[keys.SETTINGS]
+    try:
+        payload = orjson.loads(await request.read())
+    except orjson.JSONDecodeError:
+        return errors_response([_error("Request body is not valid JSON")])
+    tenant = request.headers.get(TENANT_HEADER) or settings.default_tenant
+    validated = _validate(payload, tenant)
+    if isinstance(validated, list):
+        return errors_response(validated)
+
+    storage = request.app[STORAGE]
+    try:
+        if not await storage.exists(validated.key):
+            raise ObjectNotFound(validated.key)
+        async with _spooled(storage, validated.key, settings.data_dir / "spool") as spool:
+            return await _process(request, validated, spool)
+    except StorageError as exc:
+        log.warning("instance bulk upsert of %s: %s", validated.key, exc)
+        return text_response(500, str(exc))
+    except _Unfinished as exc:
+        return text_response(500, str(exc))
+
+
+class _Unfinished(Exception):
+    """The batch did not complete; the answer says where to follow it."""
+
+
+# --- Spooling ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Spool:
+    path: Path
+    line_count: int
+
+
+@contextlib.asynccontextmanager
+async def _spooled(storage: ObjectStorage, key: str, directory: Path) -> AsyncIterator[Spool]:
+    """A local copy of the object, streamed, with its line count; removed afterwards."""
+    await asyncio.to_thread(directory.mkdir, parents=True, exist_ok=True)
+    descriptor, name = await asyncio.to_thread(tempfile.mkstemp, ".ndjson", None, directory)
+    path = Path(name)
+    handle: IO[bytes] = await asyncio.to_thread(os.fdopen, descriptor, "wb")
+    try:
+        newlines = 0
+        last = b"\n"
+        try:
+            async for chunk in storage.read_chunks(key):
+                await asyncio.to_thread(handle.write, chunk)
+                newlines += chunk.count(b"\n")
+                last = chunk[-1:]
+        finally:
+            handle.close()
+        yield Spool(path, newlines + (0 if last == b"\n" else 1))
+    finally:
+        await asyncio.to_thread(path.unlink, missing_ok=True)
+
+
+async def _spool_chunks(path: Path) -> AsyncIterator[bytes]:
+    handle = await asyncio.to_thread(path.open, "rb")
+    try:
+        while chunk := await asyncio.to_thread(handle.read, READ_CHUNK_BYTES):
+            yield chunk
+    finally:
+        handle.close()
+
+
+# --- Processing --------------------------------------------------------------------------
+
+
+async def _process(request: web.Request, bulk: BulkRequest, spool: Spool) -> web.StreamResponse:
+    app = request.app
+    settings = app[keys.SETTINGS]
+    pool = app[keys.POOL]
+    failed_key = bulk.key + FAILED_ENTITIES_SUFFIX
+    errors_key = bulk.key + ERRORS_SUFFIX
+    storage = app[STORAGE]
+    if spool.line_count == 0:
+        await storage.write(errors_key, b"")
+        await storage.write(failed_key, b"")
+        return _answer(failed_key, errors_key, 0)
+
+    if bulk.publish_events:
+        await _ensure_event_topic(app, settings, bulk.tenant)
+    options = ChunkOptions(publish_events=bulk.publish_events, tenant=bulk.tenant)
+    header = await batches.create(pool, INSTANCE_ENTITY, "bulk", spool.line_count, options)
+    try:
+        await _publish_lines(app[keys.PRODUCER], pool, settings, header.id, options, spool)
+    except DeliveryError as exc:
+        await batches.fail(pool, header.id, f"not accepted by the broker: {exc}")
+        raise _Unfinished(f"Bulk operation {header.id}: the broker did not accept it") from exc
+    app[keys.METRICS].records_accepted.labels("instance-bulk").inc(spool.line_count)
+
+    finished = await app[keys.WAITER].wait(header.id, settings.bulk_wait_seconds)
+    current = await batches.get(pool, header.id)
+    assert current is not None
+    if not finished or current.status != "completed":
+        state = current.failure_reason or f"still processing after {settings.bulk_wait_seconds} s"
+        raise _Unfinished(
+            f"Bulk operation {header.id} did not complete ({state});"
+            f" see GET {BATCH_INSERTS}/{header.id}"
+        )
+    await storage.write(errors_key, _error_lines(pool, header.id))
+    await storage.write(
+        failed_key, copy_lines(_spool_chunks(spool.path), _failed_line_numbers(pool, header.id))
+    )
+    return _answer(failed_key, errors_key, current.failed_count, header.id)
+
+
+def _answer(
+    failed_key: str, errors_key: str, errors_number: int, batch_id: str | None = None
+) -> web.Response:
+    """FOLIO's answer; ``Location`` names the batch operation behind it, if there is one."""
+    headers = {"Location": f"{BATCH_INSERTS}/{batch_id}"} if batch_id else None
+    return web.json_response(
+        {
+            "errorRecordsFileName": failed_key,
+            "errorsFileName": errors_key,
+            "errorsNumber": errors_number,
+        },
+        status=201,
+        headers=headers,
+    )
+
+
+async def _ensure_event_topic(app: web.Application, settings: Settings, tenant: str) -> None:
+    """Brokers may not create topics on first use: each tenant's topic is made once."""
+    topic = topics.instance_events_topic(settings.env, tenant)
+    known = app[EVENT_TOPICS]
+    if topic not in known:
+        await ensure_topics(
+            settings.require_bootstrap_servers(), {topic: settings.ingest_partitions}
+        )
+        known.add(topic)
+
+
+def _parse(line_number: int, data: bytes | None, max_bytes: int) -> tuple[Any, str | None]:
+    """The record on a line, or why there is none."""
+    if data is None:
+        return None, f"Line {line_number} is longer than {max_bytes} bytes"
+    if not data.strip():
+        return None, f"Line {line_number} is empty; an instance (JSON object) was expected"
+    try:
+        record = orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        return None, f"Line {line_number} is not valid JSON: {exc}"
+    if not isinstance(record, dict):
+        return None, f"Line {line_number} is not a JSON object"
+    return record, None
+
+
+async def _publish_lines(
+    producer: AsyncProducer,
+    pool: asyncpg.Pool,
+    settings: Settings,
+    batch_id: str,
+    options: ChunkOptions,
+    spool: Spool,
+) -> None:
+    """Line n is record n-1. Records go out in chunks bounded by count and bytes."""
+    total = spool.line_count
+    max_bytes = settings.bulk_chunk_max_bytes
+    records: list[Any] = []
+    indices: list[int] = []
+    chunk_bytes = 0
+    unreadable: list[RecordOutcome] = []
+
+    async def send() -> None:
+        await producer.send_many(
+            chunk_messages(
+                batch_id,
+                INSTANCE_ENTITY,
+                records,
+                len(records),
+                options,
+                record_count=total,
+                indices=indices,
+                operation="upsert",
+            )
+        )
+        records.clear()
+        indices.clear()
+
+    async def fail_unreadable() -> None:
+        async with pool.acquire() as conn:
+            await project(conn, unreadable)
+        unreadable.clear()
+
+    reader = LineReader(max_bytes)
+    async for line in reader.lines(_spool_chunks(spool.path)):
+        record, problem = _parse(line.number, line.data, max_bytes)
+        if problem is not None:
+            unreadable.append(
+                RecordOutcome(
+                    batch_id=batch_id,
+                    index=line.number - 1,
+                    status=RecordStatus.FAILED,
+                    entity=INSTANCE_ENTITY,
+                    error=RecordError.VALIDATION_ERROR,
+                    details={"message": problem, "line": line.number},
+                    record_count=total,
+                )
+            )
+            if len(unreadable) >= _UNREADABLE_BATCH:
+                await fail_unreadable()
+            continue
+        size = len(line.data or b"")
+        if records and (len(records) >= settings.chunk_size or chunk_bytes + size > max_bytes):
+            await send()
+            chunk_bytes = 0
+        records.append(record)
+        indices.append(line.number - 1)
+        chunk_bytes += size
+    if records:
+        await send()
+    if unreadable:
+        await fail_unreadable()
+
+
+# --- Error files -------------------------------------------------------------------------
+
+_FAILED = """
+SELECT r.record_index, r.error, r.details, l.payload ->> 'id' AS record_id
+FROM batch_result r
+LEFT JOIN record_ledger l USING (batch_id, record_index)
+WHERE r.batch_id = $1 AND r.status = 'failed'
+ORDER BY r.record_index
+"""
+
+_FAILED_INDICES = """
+SELECT record_index FROM batch_result
+WHERE batch_id = $1 AND status = 'failed' ORDER BY record_index
+"""
+
+
+def _message(error: str | None, details: Any) -> str:
+    if isinstance(details, dict) and isinstance(details.get("message"), str):
+        text = details["message"]
+    else:
+        text = error or "failed"
+    return " ".join(text.split())  # one line per error, whatever the message holds
+
+
+async def _error_lines(pool: asyncpg.Pool, batch_id: str) -> AsyncIterator[bytes]:
+    """``<id or line number>, <message>`` per failed record, read with a cursor."""
+    async with pool.acquire() as conn, conn.transaction():
+        async for row in conn.cursor(_FAILED, batch_id, prefetch=1000):
+            identifier = row["record_id"] or str(row["record_index"] + 1)
+            yield f"{identifier}, {_message(row['error'], row['details'])}\n".encode()
+
+
+async def _failed_line_numbers(pool: asyncpg.Pool, batch_id: str) -> AsyncIterator[int]:
+    async with pool.acquire() as conn, conn.transaction():
+        async for row in conn.cursor(_FAILED_INDICES, batch_id, prefetch=1000):
+            yield row["record_index"] + 1
+
+
+# --- Wiring ------------------------------------------------------------------------------
+
+
+async def _storage(app: web.Application) -> AsyncIterator[None]:
+    async with open_storage(app[keys.SETTINGS]) as storage:
+        app[STORAGE] = storage
+        app[EVENT_TOPICS] = set()
+        yield
+
+
+def add_routes(app: web.Application, renderers: dict[str, ErrorRenderer]) -> None:
+    app.cleanup_ctx.append(_storage)
+    renderers["/instance-storage/"] = render_error
+    app.router.add_post(PATH, bulk_upsert_instances)
