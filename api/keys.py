@@ -6,6 +6,7 @@ import asyncpg
 from aiohttp import web
 
 from api.completion import CompletionWaiter
+from batchline.entities.schema import Registry
 from batchline.metrics import Metrics
 from batchline.settings import Settings
 from streams.producer import AsyncProducer
@@ -15,3 +16,4 @@ POOL = web.AppKey("pool", asyncpg.Pool)
 PRODUCER = web.AppKey("producer", AsyncProducer)
 WAITER = web.AppKey("waiter", CompletionWaiter)
 METRICS = web.AppKey("metrics", Metrics)
+ENTITIES = web.AppKey("entities", Registry)

@@ -17,6 +17,7 @@ import asyncpg
 import faust
 
 from batchline import batches, db
+from batchline.entities.schema import load_registry
 from batchline.metrics import Metrics
 from batchline.settings import Settings
 from consumers import outbox
@@ -25,6 +26,7 @@ from consumers.projector import BATCH_DONE_CHANNEL, Projector
 from consumers.transport import app_class
 from consumers.writers.activity import ActivityWriter
 from consumers.writers.base import EntityWriter
+from consumers.writers.generic import entity_writers
 from streams import topics
 from streams.messages import ConsumedMessage
 from streams.producer import AsyncProducer
@@ -49,7 +51,9 @@ class WorkerResources:
 
 def default_writers(settings: Settings) -> dict[str, EntityWriter]:
     writer = ActivityWriter()
-    return {writer.entity: writer}
+    writers: dict[str, EntityWriter] = {writer.entity: writer}
+    writers.update(entity_writers(load_registry(settings.entities_dir)))
+    return writers
 
 
 @contextlib.asynccontextmanager

@@ -37,6 +37,7 @@ async def settings(
         max_body_bytes=2 * 1024 * 1024,
         retry_backoff_seconds=0.05,
         max_processing_attempts=2,
+        entities_dir=Path(__file__).resolve().parents[2] / "entities",
     )
     await apply_migrations(configured)
     await create_topics(configured)
