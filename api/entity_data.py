@@ -97,8 +97,10 @@ def _values(request: web.Request) -> Values:
 
 
 def _key(request: web.Request, entity: EntitySchema) -> dict[str, Any]:
-    # The raw segment, still percent-encoded: a value may contain the separator as %2C etc.
-    segment = request.rel_url.raw_path.rstrip("/").rsplit("/", 1)[-1]
+    # The segment as the client sent it, still percent-encoded (yarl's normalised URL would
+    # have decoded %2C): a value containing the separator arrives as %2C and stays apart.
+    path = request.raw_path.split("?", 1)[0].split("#", 1)[0]
+    segment = path.rstrip("/").rsplit("/", 1)[-1]
     try:
         return _values(request).parse_lk(entity, segment)
     except (ConversionError, LogicalKeyMismatch) as exc:
