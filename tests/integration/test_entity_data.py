@@ -30,9 +30,7 @@ def _without_times(body: bytes) -> bytes:
     return _TIMES.sub(b'"lastUpdateTimeUnix":0,"lastUpdateTimeISO":"T"', body)
 
 
-async def post(
-    http: aiohttp.ClientSession, entity: str, data: Any
-) -> tuple[int, dict[str, Any]]:
+async def post(http: aiohttp.ClientSession, entity: str, data: Any) -> tuple[int, dict[str, Any]]:
     async with http.post(f"/data/{entity}", json={"data": data}) as response:
         return response.status, await response.json()
 
@@ -218,19 +216,19 @@ async def test_a_duplicate_key_inside_one_list_or_against_a_stored_record_fails_
     cat = await category(http, tag)
     key = f"{cat}-dup"
 
-    status, body = await post(
-        http, "category", [{"id": key}, {"id": f"{key}-other"}, {"id": key}]
-    )
+    status, body = await post(http, "category", [{"id": key}, {"id": f"{key}-other"}, {"id": key}])
 
     assert status == 400
     assert body["error"]["reason"] == f"Logical key {key} for Entity CATEGORY already exists"
     assert body["error"]["errors"][0]["record"] == 2
-    assert await pg.fetchval("SELECT count(*) FROM entity_category WHERE id LIKE $1", f"{key}%") == 0
+    stored = await pg.fetchval("SELECT count(*) FROM entity_category WHERE id LIKE $1", f"{key}%")
+    assert stored == 0
 
     status, body = await post(http, "category", [{"id": f"{key}-new"}, {"id": cat}])
     assert status == 400
     assert body["error"]["reason"] == f"Logical key {cat} for Entity CATEGORY already exists"
-    assert await pg.fetchval("SELECT count(*) FROM entity_category WHERE id = $1", f"{key}-new") == 0
+    stored = await pg.fetchval("SELECT count(*) FROM entity_category WHERE id = $1", f"{key}-new")
+    assert stored == 0
 
 
 async def test_a_reference_to_a_missing_record_is_refused_and_a_referenced_record_stays(
