@@ -485,9 +485,9 @@ def _field_of(document: Any, loc: tuple[int | str, ...]) -> str | None:
 
 
 def _pydantic_message(error: Any) -> str:
-    where = ".".join(str(p) for p in error["loc"])
+    key = str(error["loc"][-1]) if error["loc"] else ""
     if error["type"] == "extra_forbidden":
-        return f"unknown key {where!r}"
+        return f"unknown key {key!r}"
     if error["type"] == "missing":
-        return f"missing key {where!r}"
-    return f"{where}: {error['msg']}"
+        return f"missing key {key!r}"
+    return f"{'.'.join(str(p) for p in error['loc'])}: {error['msg']}"
