@@ -82,7 +82,8 @@ class _Actual:
     constraints: dict[str, dict[str, tuple[str, tuple[str, ...], str | None]]] = field(
         default_factory=lambda: defaultdict(dict)
     )
-    known: dict[str, str] = field(default_factory=dict)  # yaml_entity: name -> table
+    # yaml_entity: lower-case name -> (table, name as declared)
+    known: dict[str, tuple[str, str]] = field(default_factory=dict)
 
 
 _COLUMNS = """
@@ -108,10 +109,12 @@ WHERE t.relnamespace = current_schema()::regnamespace
 async def _actual(conn: asyncpg.Connection, registry: Registry) -> _Actual:
     actual = _Actual()
     actual.known = {
-        row["name"]: row["table_name"]
-        for row in await conn.fetch("SELECT name, table_name FROM yaml_entity")
+        row["name"]: (row["table_name"], row["declared"])
+        for row in await conn.fetch(
+            "SELECT name, table_name, definition->>'name' AS declared FROM yaml_entity"
+        )
     }
-    tables = sorted({e.table for e in registry} | set(actual.known.values()))
+    tables = sorted({e.table for e in registry} | {t for t, _ in actual.known.values()})
     for row in await conn.fetch(_COLUMNS, tables):
         actual.columns[row["table_name"]][row["column_name"]] = _Column(
             row["data_type"], row["nullable"]
@@ -134,12 +137,12 @@ async def plan(conn: asyncpg.Connection, registry: Registry) -> list[Step]:
             steps += _create(registry, entity)
         else:
             steps += await _alter(conn, registry, entity, actual)
-    for name, table in sorted(actual.known.items()):
+    for name, (table, declared) in sorted(actual.known.items()):
         if registry.get(name) is None and table in actual.columns:
             steps.append(
                 Step(
-                    name.upper(),
-                    f"entity {name.upper()} is no longer declared: drop table {table}",
+                    declared,
+                    f"entity {declared} is no longer declared: drop table {table}",
                     [f"DROP TABLE {ident(table)} CASCADE"],
                     destructive=True,
                 )
