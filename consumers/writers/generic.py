@@ -157,7 +157,9 @@ class GenericEntityWriter:
             return self._failed(
                 index, RecordError.CONVERSION_ERROR, conversions[0].reason, errors=errors
             )
-        listed = ", ".join(f"{p.field or 'record'} {p.reason}" for p in converted.problems)
+        listed = ", ".join(
+            f"{p.field} {p.reason}" if p.field else p.reason for p in converted.problems
+        )
         return self._failed(
             index,
             RecordError.VALIDATION_ERROR,

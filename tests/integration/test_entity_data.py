@@ -11,10 +11,11 @@ from urllib.parse import quote
 import aiohttp
 import asyncpg
 import orjson
-from confluent_kafka import Consumer
+from confluent_kafka import Consumer, Producer
 from yarl import URL
 
 from batchline.settings import Settings
+from streams import topics
 
 SEED_CATEGORY_ANSWER = (
     b'{"status":"success","data":{"description":"Technology","id":"tech-1"},'
@@ -445,3 +446,35 @@ async def test_entity_names_are_case_insensitive_and_schemas_are_listed(
         "required": True,
         "entityRef": {"entity": "PRODUCT"},
     }
+
+
+async def test_a_chunk_produced_straight_to_kafka_is_written_record_by_record(
+    http: aiohttp.ClientSession, pg: asyncpg.Connection, settings: Settings, tag: str
+) -> None:
+    cat = await category(http, tag)
+    batch_id = f"kafka-entity-{tag}"
+    envelope = {
+        "entity": "Product",  # entity names are case-insensitive here too
+        "batch_id": batch_id,
+        "records": [product(tag, 0, cat), product(tag, 1, cat, quantity="x"), product(tag, 2, cat)],
+    }
+    producer = Producer({"bootstrap.servers": settings.kafka_bootstrap_servers})
+    producer.produce(topics.INGEST, orjson.dumps(envelope), key=batch_id.encode())
+    assert producer.flush(10) == 0
+
+    for _ in range(300):  # a bound, not a timing assertion
+        status = await pg.fetchval("SELECT status FROM batch WHERE id = $1", batch_id)
+        if status == "completed":
+            break
+        await asyncio.sleep(0.1)
+    results = await pg.fetch(
+        "SELECT record_index, status, entity_id, error FROM batch_result"
+        " WHERE batch_id = $1 ORDER BY record_index",
+        batch_id,
+    )
+    assert [tuple(r) for r in results] == [
+        (0, "inserted", f"p-{tag}-0", None),
+        (1, "failed", None, "conversion_error"),
+        (2, "inserted", f"p-{tag}-2", None),
+    ]
+    assert await pg.fetchval("SELECT count(*) FROM entity_product WHERE category = $1", cat) == 2
