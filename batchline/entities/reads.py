@@ -108,11 +108,15 @@ async def page(
             )
         elif item.operator == "CONTAINS":
             conditions.append(
-                "(" + " OR ".join(f"strpos({column}, {param(v)}) > 0" for v in item.values) + ")"
+                "("
+                + " OR ".join(f"strpos({column}::text, {param(v)}) > 0" for v in item.values)
+                + ")"
             )
         elif item.operator == "STARTS_WITH":
             conditions.append(
-                "(" + " OR ".join(f"starts_with({column}, {param(v)})" for v in item.values) + ")"
+                "("
+                + " OR ".join(f"starts_with({column}::text, {param(v)})" for v in item.values)
+                + ")"
             )
         else:
             compare = _COMPARISONS[item.operator]
