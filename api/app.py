@@ -6,10 +6,11 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from api import batch_inserts, dlq, instance_bulk, keys, operations
+from api import batch_inserts, dlq, entity_data, instance_bulk, keys, operations
 from api.completion import CompletionWaiter
 from api.errors import ErrorRenderer, error_middleware
 from batchline import db
+from batchline.entities.schema import load_registry
 from batchline.metrics import Metrics
 from batchline.settings import Settings
 from streams.producer import AsyncProducer
@@ -22,12 +23,15 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> web.Applic
     )
     app[keys.SETTINGS] = settings
     app[keys.METRICS] = metrics or Metrics()
+    app[keys.ENTITIES] = load_registry(settings.entities_dir)
     app.cleanup_ctx.append(_database)
     app.cleanup_ctx.append(_producer)
     operations.add_routes(app)
     batch_inserts.add_routes(app)
     dlq.add_routes(app)
     instance_bulk.add_routes(app, renderers)
+    entity_data.add_routes(app)
+    renderers["/data"] = renderers["/entity"] = entity_data.render_error
     return app
 
 

@@ -7,6 +7,7 @@ from aiohttp import web
 
 from api.completion import CompletionWaiter
 from api.dlq_tasks import ReplayTasks
+from batchline.entities.schema import Registry
 from batchline.metrics import Metrics
 from batchline.settings import Settings
 from streams.producer import AsyncProducer
@@ -17,3 +18,4 @@ PRODUCER = web.AppKey("producer", AsyncProducer)
 WAITER = web.AppKey("waiter", CompletionWaiter)
 METRICS = web.AppKey("metrics", Metrics)
 DLQ_REPLAYS = web.AppKey("dlq_replays", ReplayTasks)
+ENTITIES = web.AppKey("entities", Registry)

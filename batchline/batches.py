@@ -33,6 +33,15 @@ class BatchHeader:
     updated_at: datetime | None
 
 
+@dataclass(frozen=True, slots=True)
+class RecordRow:
+    index: int
+    status: str
+    entity_id: str | None
+    error: str | None
+    details: Any
+
+
 _HEADER_COLUMNS = """id, entity, source, record_count, status, inserted_count, failed_count,
     attempt, options, failure_reason, created_at, completed_at, updated_at"""
 
@@ -65,6 +74,16 @@ async def create(
 async def get(conn: asyncpg.Connection | asyncpg.Pool, batch_id: str) -> BatchHeader | None:
     row = await conn.fetchrow(f"SELECT {_HEADER_COLUMNS} FROM batch WHERE id = $1", batch_id)
     return _header(row) if row else None
+
+
+async def results(conn: asyncpg.Connection | asyncpg.Pool, batch_id: str) -> list[RecordRow]:
+    """Per-record results as objects, for front doors that interpret them."""
+    rows = await conn.fetch(
+        """SELECT record_index, status, entity_id, error, details FROM batch_result
+           WHERE batch_id = $1 ORDER BY record_index""",
+        batch_id,
+    )
+    return [RecordRow(*row.values()) for row in rows]
 
 
 # Built by PostgreSQL: for a large batch, one JSON text beats a Python object per record.

@@ -19,7 +19,15 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser("dev", help="everything in one process, embedded services by default")
     commands.add_parser("api", help="the HTTP front doors")
     commands.add_parser("worker", help="the Faust agents (inserter, projector)")
-    commands.add_parser("migrate", help="apply database migrations")
+    migrate = commands.add_parser(
+        "migrate", help="apply database migrations and create or extend the entity tables"
+    )
+    migrate.add_argument(
+        "--allow-destructive",
+        action="store_true",
+        help="allow entity schema changes that lose data (dropped fields or entities,"
+        " changed types or logical keys)",
+    )
     dlq_cli.add_parser(commands)
     return parser
 
@@ -36,7 +44,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.command == "worker":
             asyncio.run(runtime.worker_main(settings))
         elif args.command == "migrate":
-            applied = asyncio.run(runtime.apply_migrations(settings))
+            applied = asyncio.run(
+                runtime.apply_migrations(settings, allow_destructive=args.allow_destructive)
+            )
             print(f"applied: {', '.join(applied) or 'nothing (up to date)'}")
         elif args.command == "dlq":
             return dlq_cli.run(args, settings)

@@ -14,11 +14,13 @@ from aiohttp import web
 from api.app import create_app
 from batchline import db
 from batchline.embedded import EmbeddedKafka, EmbeddedPostgres, ensure_topics
+from batchline.entities import tables as entity_tables
+from batchline.entities.schema import load_registry
 from batchline.metrics import Metrics
 from batchline.settings import Settings
 from consumers.app import run_worker, worker_resources
 from sql.migrator import migrate
-from streams.topics import core_topics
+from streams.topics import TopicSpec, core_topics, entity_events_topic
 
 log = logging.getLogger(__name__)
 
@@ -33,16 +35,41 @@ def stop_on_signals() -> asyncio.Event:
     return stop
 
 
-async def apply_migrations(settings: Settings) -> list[str]:
+async def apply_migrations(settings: Settings, *, allow_destructive: bool = False) -> list[str]:
+    """SQL migrations, then the entity tables of the YAML schemas (refusing data loss)."""
+    registry = load_registry(settings.entities_dir)
     conn = await db.connect(settings.require_database_url())
     try:
-        return await migrate(conn)
+        applied = await migrate(conn)
+        applied += await entity_tables.apply(conn, registry, allow_destructive=allow_destructive)
+        return applied
     finally:
         await conn.close()
 
 
+async def check_entity_tables(settings: Settings) -> None:
+    """API and worker serve the YAML schemas as migrated; refuse to start on a mismatch."""
+    registry = load_registry(settings.entities_dir)
+    if not len(registry):
+        return
+    conn = await db.connect(settings.require_database_url())
+    try:
+        missing = await entity_tables.pending(conn, registry)
+    finally:
+        await conn.close()
+    if missing:
+        raise RuntimeError(
+            "the entity tables do not match the YAML schemas in"
+            f" {settings.entities_dir} ({'; '.join(missing)}): run `batchline migrate`"
+        )
+
+
 async def create_topics(settings: Settings) -> None:
     specs = core_topics(settings.ingest_partitions, settings.outcome_partitions)
+    specs += [
+        TopicSpec(entity_events_topic(entity.name), settings.ingest_partitions)
+        for entity in load_registry(settings.entities_dir)
+    ]
     await ensure_topics(
         settings.require_bootstrap_servers(), {spec.name: spec.partitions for spec in specs}
     )
@@ -63,6 +90,7 @@ async def serving_api(settings: Settings, metrics: Metrics | None = None) -> Asy
 
 async def api_main(settings: Settings) -> None:
     stop = stop_on_signals()
+    await check_entity_tables(settings)
     await create_topics(settings)
     async with serving_api(settings) as url:
         log.info("batchline API listening on %s", url)
@@ -71,6 +99,7 @@ async def api_main(settings: Settings) -> None:
 
 async def worker_main(settings: Settings) -> None:
     stop = stop_on_signals()
+    await check_entity_tables(settings)
     await create_topics(settings)
     metrics = Metrics()
     async with worker_resources(settings, metrics) as resources:
@@ -116,6 +145,7 @@ async def embedded_services(settings: Settings) -> AsyncIterator[Settings]:
 
 async def dev_main(settings: Settings) -> None:
     stop = stop_on_signals()
+    load_registry(settings.entities_dir)  # a bad schema stops us before anything starts
     async with embedded_services(settings) as live:
         applied = await apply_migrations(live)
         if applied:

@@ -65,6 +65,17 @@ class Settings(BaseSettings):
         default=None, description="Where a standalone worker serves /metrics; unset: none."
     )
 
+    # Generic entities (front door 3).
+    entities_dir: Path = Field(
+        default=Path("entities"), description="Folder of YAML entity schemas for /data/{entity}."
+    )
+    entity_list_max_bytes: int = Field(
+        default=1_000_000,
+        ge=1024,
+        description="Largest POST /data body: a list is one transaction and one Kafka message,"
+        " so keep it under the broker's message.max.bytes.",
+    )
+
     # Kafka client tuning (applied to both librdkafka and Faust/aiokafka).
     kafka_session_timeout_ms: int = Field(
         default=10_000, ge=1000, description="Consumer-group session timeout."

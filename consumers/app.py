@@ -17,6 +17,7 @@ import asyncpg
 import faust
 
 from batchline import batches, db
+from batchline.entities.schema import load_registry
 from batchline.metrics import Metrics
 from batchline.settings import Settings
 from consumers import outbox
@@ -26,6 +27,7 @@ from consumers.projector import BATCH_DONE_CHANNEL, Projector
 from consumers.transport import TablelessTableManager, app_class
 from consumers.writers.activity import ActivityWriter
 from consumers.writers.base import EntityWriter
+from consumers.writers.generic import entity_writers
 from consumers.writers.instance import InstanceWriter
 from streams import topics
 from streams.messages import ConsumedMessage
@@ -52,11 +54,12 @@ class WorkerResources:
 
 
 def default_writers(settings: Settings) -> dict[str, EntityWriter]:
-    writers: list[EntityWriter] = [
-        ActivityWriter(),
-        InstanceWriter(settings.env, settings.default_tenant),
-    ]
-    return {writer.entity: writer for writer in writers}
+    writers: dict[str, EntityWriter] = {
+        writer.entity: writer
+        for writer in (ActivityWriter(), InstanceWriter(settings.env, settings.default_tenant))
+    }
+    writers.update(entity_writers(load_registry(settings.entities_dir)))
+    return writers
 
 
 @contextlib.asynccontextmanager

@@ -15,7 +15,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import asyncpg
 from pydantic import ValidationError
@@ -40,6 +40,11 @@ from streams.producer import AsyncProducer, OutgoingMessage
 log = logging.getLogger(__name__)
 
 _MAX_BACKOFF_SECONDS = 30.0
+_EVENT_TYPES: dict[RecordStatus, Literal["CREATE", "UPDATE", "DELETE"]] = {
+    RecordStatus.INSERTED: "CREATE",
+    RecordStatus.UPDATED: "UPDATE",
+    RecordStatus.DELETED: "DELETE",
+}
 T = TypeVar("T")
 
 
@@ -266,11 +271,11 @@ class Inserter:
             event = DomainEvent(
                 eventId=event_id,
                 eventTs=now_ms,
-                type="UPDATE" if result.status is RecordStatus.UPDATED else "CREATE",
+                type=_EVENT_TYPES[result.status],
                 entity=writer.entity if route.entity_in_value else None,
                 tenant=route.tenant or chunk.options.tenant,
-                old=result.old if result.status is RecordStatus.UPDATED else None,
-                new=result.new,
+                old=result.old if result.status is not RecordStatus.INSERTED else None,
+                new=result.new if result.status is not RecordStatus.DELETED else None,
             )
             message = OutgoingMessage(
                 route.topic,

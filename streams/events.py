@@ -14,6 +14,7 @@ from streams import codec
 class RecordStatus(StrEnum):
     INSERTED = "inserted"
     UPDATED = "updated"
+    DELETED = "deleted"
     FAILED = "failed"
 
 
@@ -24,9 +25,12 @@ class RecordError(StrEnum):
     UNIQUE_CONSTRAINT_VIOLATION = "unique_constraint_violation"
     OPTIMISTIC_LOCKING = "optimistic_locking"
     REFERENCE_NOT_FOUND = "reference_not_found"
+    CONVERSION_ERROR = "conversion_error"  # a value is not of its field's type
+    RECORD_NOT_FOUND = "record_not_found"  # update/patch/delete of a key that does not exist
+    REFERENCE_IN_USE = "reference_in_use"  # delete of a record other records reference
     DATABASE_ERROR = "database_error"
     PROCESSING_FAILED = "processing_failed"
-    NOT_PROCESSED = "not_processed"
+    NOT_PROCESSED = "not_processed"  # rolled back: another record of its atomic chunk failed
 
 
 class RecordOutcome(BaseModel):

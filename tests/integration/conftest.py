@@ -21,6 +21,9 @@ from batchline.settings import Settings
 from consumers.app import WorkerResources, run_worker, worker_resources
 from tests import services
 
+# The README's example entities, which the /data tests use.
+EXAMPLE_ENTITIES = Path(__file__).resolve().parents[2] / "entities"
+
 
 @pytest.fixture(scope="session")
 async def settings(
@@ -39,6 +42,7 @@ async def settings(
         max_body_bytes=2 * 1024 * 1024,
         retry_backoff_seconds=0.05,
         max_processing_attempts=2,
+        entities_dir=EXAMPLE_ENTITIES,
     )
     await apply_migrations(configured)
     await create_topics(configured)

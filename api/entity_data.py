@@ -1,0 +1,400 @@
+"""Front door 3: the Gemini framework's generic entity API, ``/data/{entity}`` and ``/entity``.
+
+Writes go through the pipeline like every other front door: a batch header, ONE atomic
+chunk on ``batchline.ingest`` (so a list is all or nothing), then the answer once the
+batch completed. Reads come straight from PostgreSQL. Answers use Gemini's envelope:
+``{"status":"success","data":…,"meta":…}`` or ``{"status":"error","error":{"reason":…}}``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from api import keys
+from batchline import batches
+from batchline.entities import reads
+from batchline.entities.schema import EntitySchema, FieldSpec, FieldType
+from batchline.entities.values import ConversionError, LogicalKeyMismatch, Values, sql_text
+from streams.envelopes import ChunkOptions
+from streams.events import RecordError
+from streams.producer import DeliveryError
+from streams.publisher import publish_batch
+
+_FILTER = re.compile(r"^([A-Za-z][A-Za-z0-9_]*)(?:\[([A-Z_]+)\])?$")
+_PAGING = frozenset({"start", "limit", "orderBy"})
+_STATUS_BY_ERROR = {
+    RecordError.RECORD_NOT_FOUND: 404,
+    RecordError.DATABASE_ERROR: 500,
+    RecordError.PROCESSING_FAILED: 500,
+}
+
+
+class GeminiError(Exception):
+    def __init__(self, status: int, reason: str, errors: list[dict[str, Any]] | None = None):
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+        self.errors = errors
+
+
+def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(
+        body=orjson.dumps(body), status=status, content_type="application/json", headers=headers
+    )
+
+
+def render_error(status: int, reason: str) -> web.StreamResponse:
+    """Errors under /data and /entity, including the router's 404/405, in Gemini's format."""
+    return _error(GeminiError(status, reason))
+
+
+def _error(exc: GeminiError) -> web.Response:
+    error: dict[str, Any] = {"reason": exc.reason}
+    if exc.errors:
+        error["errors"] = exc.errors
+    return _json({"status": "error", "error": error}, exc.status)
+
+
+def _meta(updated: datetime | None) -> dict[str, Any]:
+    moment = (updated or datetime.now(UTC)).astimezone(UTC)
+    return {
+        "lastUpdateTimeUnix": int(moment.timestamp() * 1000),
+        "lastUpdateTimeISO": moment.replace(tzinfo=None).isoformat(timespec="milliseconds") + "Z",
+    }
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def _gemini(handler: Handler) -> Handler:
+    async def wrapped(request: web.Request) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except GeminiError as exc:
+            return _error(exc)
+
+    wrapped.__doc__ = handler.__doc__
+    wrapped.__name__ = handler.__name__
+    return wrapped
+
+
+def _entity(request: web.Request) -> EntitySchema:
+    name = request.match_info["entity"]
+    entity = request.app[keys.ENTITIES].get(name)
+    if entity is None:
+        raise GeminiError(404, f"Entity {name.upper()} not found")
+    return entity
+
+
+def _values(request: web.Request) -> Values:
+    return Values(request.app[keys.ENTITIES])
+
+
+def _key(request: web.Request, entity: EntitySchema) -> dict[str, Any]:
+    # The segment as the client sent it, still percent-encoded (yarl's normalised URL would
+    # have decoded %2C): a value containing the separator arrives as %2C and stays apart.
+    path = request.raw_path.split("?", 1)[0].split("#", 1)[0]
+    segment = path.rstrip("/").rsplit("/", 1)[-1]
+    try:
+        return _values(request).parse_lk(entity, segment)
+    except (ConversionError, LogicalKeyMismatch) as exc:
+        raise GeminiError(400, str(exc)) from exc
+
+
+async def _payload(request: web.Request) -> Any:
+    limit = request.app[keys.SETTINGS].entity_list_max_bytes
+    if request.content_length is not None and request.content_length > limit:
+        raise GeminiError(413, f"Request body is larger than {limit} bytes")
+    body = await request.read()
+    if len(body) > limit:
+        raise GeminiError(413, f"Request body is larger than {limit} bytes")
+    try:
+        payload = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise GeminiError(400, f"Request body is not valid JSON: {exc}") from exc
+    if not isinstance(payload, dict) or "data" not in payload:
+        raise GeminiError(400, "data field not found in request body")
+    return payload["data"]
+
+
+def _row_view(values: Values, entity: EntitySchema, row: Any) -> dict[str, Any]:
+    rendered = values.render(entity, row)
+    return dict(sorted(rendered.items()))
+
+
+# --- writes through the pipeline --------------------------------------------------------------
+
+
+async def _write(
+    request: web.Request, entity: EntitySchema, operation: str, records: list[Any]
+) -> list[batches.RecordRow]:
+    """Publish ``records`` as one atomic chunk and wait for the batch; failures raise."""
+    app = request.app
+    settings = app[keys.SETTINGS]
+    if len(records) > settings.max_records_per_request:
+        raise GeminiError(413, f"A list holds at most {settings.max_records_per_request} records")
+    options = ChunkOptions(publish_events=True, atomic=True)
+    header = await batches.create(app[keys.POOL], entity.key, "rest", len(records), options)
+    try:
+        # One chunk whatever its size: the list is one transaction.
+        await publish_batch(
+            app[keys.PRODUCER],
+            header.id,
+            entity.key,
+            records,
+            len(records),
+            options,
+            operation=operation,
+        )
+    except DeliveryError as exc:
+        await batches.fail(app[keys.POOL], header.id, f"not accepted by the broker: {exc}")
+        raise GeminiError(503, "The broker did not accept the request") from exc
+    app[keys.METRICS].records_accepted.labels("data").inc(len(records))
+    if not await app[keys.WAITER].wait(header.id, settings.sync_wait_seconds):
+        location = f"/api/v1/batch-inserts/{header.id}"
+        raise _Processing(header.id, location)
+    results = await batches.results(app[keys.POOL], header.id)
+    _raise_failures(results, many=len(records) > 1)
+    return results
+
+
+class _Processing(Exception):
+    def __init__(self, batch_id: str, location: str) -> None:
+        super().__init__(batch_id)
+        self.batch_id = batch_id
+        self.location = location
+
+
+def _raise_failures(results: Sequence[batches.RecordRow], *, many: bool) -> None:
+    failed = [r for r in results if r.status == "failed"]
+    if not failed:
+        return
+    own = [r for r in failed if r.error != RecordError.NOT_PROCESSED.value] or failed
+    first = own[0]
+    details = first.details if isinstance(first.details, dict) else {}
+    reason = details.get("reason") or f"Record {first.index} failed: {first.error}"
+    errors: list[dict[str, Any]] = []
+    for row in own:
+        row_details = row.details if isinstance(row.details, dict) else {}
+        problems = row_details.get("errors") or [{"reason": row_details.get("reason", row.error)}]
+        errors += [({"record": row.index} if many else {}) | problem for problem in problems]
+    status = _STATUS_BY_ERROR.get(RecordError(first.error), 400) if first.error else 500
+    raise GeminiError(status, reason, errors if (many or len(errors) > 1) else None)
+
+
+async def _stored(
+    request: web.Request, entity: EntitySchema, results: Sequence[batches.RecordRow]
+) -> tuple[list[dict[str, Any]], datetime | None]:
+    """What is stored now for the records written, in request order."""
+    values = _values(request)
+    wanted = [values.parse_lk(entity, r.entity_id) for r in results if r.entity_id]
+    rows = await reads.by_keys(request.app[keys.POOL], request.app[keys.ENTITIES], entity, wanted)
+    by_key = {values.lk_of(entity, values.render(entity, row)): row for row in rows}
+    ordered = [by_key[values.lk_of(entity, key)] for key in wanted]
+    return [_row_view(values, entity, row) for row in ordered], reads.last_update(ordered)
+
+
+def _success(data: Any, updated: datetime | None, status: int = 200) -> web.Response:
+    return _json({"status": "success", "data": data, "meta": _meta(updated)}, status)
+
+
+def _processing(exc: _Processing) -> web.Response:
+    body = {"status": "processing", "data": None, "meta": {"batchId": exc.batch_id}}
+    return _json(body, 202, {"Location": exc.location})
+
+
+@_gemini
+async def insert_data(request: web.Request) -> web.StreamResponse:
+    """Insert one record or a list (all or nothing)."""
+    entity = _entity(request)
+    data = await _payload(request)
+    many = isinstance(data, list)
+    records = data if many else [data]
+    if not records:
+        raise GeminiError(400, "data must hold at least one record")
+    try:
+        results = await _write(request, entity, "insert", records)
+    except _Processing as exc:
+        return _processing(exc)
+    rows, updated = await _stored(request, entity, results)
+    return _success(rows if many else rows[0], updated)
+
+
+async def _change(request: web.Request, operation: str) -> web.StreamResponse:
+    entity = _entity(request)
+    key = _key(request, entity)
+    data = await _payload(request)
+    if not isinstance(data, dict):
+        raise GeminiError(400, "data must be a JSON object")
+    values = _values(request)
+    for spec in entity.lk_fields:
+        value = key[spec.name]
+        if data.get(spec.name) is not None:
+            try:
+                same = values.from_json(spec, data[spec.name]) == value
+            except ConversionError:
+                same = False
+            if not same:
+                raise GeminiError(
+                    400,
+                    f"Logical key field {spec.name} cannot change: the URL says"
+                    f" {sql_text(value)}, the body {data[spec.name]}",
+                )
+    try:
+        results = await _write(request, entity, operation, [data | key])
+    except _Processing as exc:
+        return _processing(exc)
+    rows, updated = await _stored(request, entity, results)
+    return _success(rows[0], updated)
+
+
+@_gemini
+async def replace_record(request: web.Request) -> web.StreamResponse:
+    """Replace a record (fields left out become empty)."""
+    return await _change(request, "update")
+
+
+@_gemini
+async def patch_record(request: web.Request) -> web.StreamResponse:
+    """Update only the fields given."""
+    return await _change(request, "patch")
+
+
+@_gemini
+async def delete_record(request: web.Request) -> web.StreamResponse:
+    """Delete a record; answers what was deleted."""
+    entity = _entity(request)
+    key = _key(request, entity)
+    # Read first: once the pipeline has deleted it, only its domain event still knows it.
+    before = await reads.by_keys(request.app[keys.POOL], request.app[keys.ENTITIES], entity, [key])
+    try:
+        await _write(request, entity, "delete", [key])
+    except _Processing as exc:
+        return _processing(exc)
+    data = _row_view(_values(request), entity, before[0]) if before else dict(sorted(key.items()))
+    return _success(data, None)
+
+
+# --- reads ------------------------------------------------------------------------------------
+
+
+@_gemini
+async def get_record(request: web.Request) -> web.StreamResponse:
+    """One record by its logical key."""
+    entity = _entity(request)
+    key = _key(request, entity)
+    rows = await reads.by_keys(request.app[keys.POOL], request.app[keys.ENTITIES], entity, [key])
+    if not rows:
+        text = _values(request).lk_text(entity, tuple(key.values()))
+        raise GeminiError(404, f"EntityRecord with id {text} not found for {entity.name}")
+    return _success(_row_view(_values(request), entity, rows[0]), rows[0]["_updated_at"])
+
+
+def _int_parameter(request: web.Request, name: str, default: int, minimum: int) -> int:
+    raw = request.query.get(name)
+    if raw is None:
+        return default
+    if not re.fullmatch(r"\d+", raw) or int(raw) < minimum:
+        raise GeminiError(400, f"Query parameter {name} must be an integer >= {minimum}")
+    return int(raw)
+
+
+def _filters(request: web.Request, entity: EntitySchema) -> list[reads.Filter]:
+    values = _values(request)
+    grouped: dict[tuple[FieldSpec, str], list[str]] = {}
+    for name, raw in request.query.items():
+        if name in _PAGING:
+            continue
+        match = _FILTER.match(name)
+        spec = entity.field(match[1]) if match else None
+        if match is None or spec is None:
+            raise GeminiError(400, f"Field {name} not found for entity {entity.name}")
+        operator = match[2] or "EQ"
+        allowed = reads.OPERATORS.get(operator)
+        if allowed is None or spec.type not in allowed:
+            raise GeminiError(
+                400, f"Filter {operator} is not available for field {spec.name} ({spec.type})"
+            )
+        try:
+            if operator in ("CONTAINS", "STARTS_WITH"):
+                canonical: Any = raw
+            else:
+                canonical = values.from_text(spec, raw)
+        except ConversionError as exc:
+            raise GeminiError(400, str(exc)) from exc
+        text = sql_text(canonical)
+        grouped.setdefault((spec, operator), []).append(text)
+    return [
+        reads.Filter(spec, operator, tuple(texts)) for (spec, operator), texts in grouped.items()
+    ]
+
+
+def _orders(request: web.Request, entity: EntitySchema) -> list[reads.Order]:
+    orders = []
+    for item in filter(None, request.query.get("orderBy", "").split(",")):
+        name = item.removeprefix("-")
+        spec = entity.field(name)
+        if spec is None or spec.type in (FieldType.OBJECT, FieldType.ARRAY):
+            raise GeminiError(400, f"Cannot order by {name}: not a sortable field of {entity.name}")
+        orders.append(reads.Order(spec, item.startswith("-")))
+    return orders
+
+
+@_gemini
+async def list_data(request: web.Request) -> web.StreamResponse:
+    """Records, filtered (field=v, field[OP]=v), ordered (orderBy=-field) and paged."""
+    entity = _entity(request)
+    settings = request.app[keys.SETTINGS]
+    start = _int_parameter(request, "start", 0, 0)
+    limit = min(
+        _int_parameter(request, "limit", settings.page_limit_max, 1), settings.page_limit_max
+    )
+    result = await reads.page(
+        request.app[keys.POOL],
+        request.app[keys.ENTITIES],
+        entity,
+        _filters(request, entity),
+        _orders(request, entity),
+        start,
+        limit,
+    )
+    values = _values(request)
+    meta = _meta(reads.last_update(result.rows)) | {
+        "start": start,
+        "limit": limit,
+        "total": result.total,
+    }
+    data = [_row_view(values, entity, row) for row in result.rows]
+    return _json({"status": "success", "data": data, "meta": meta})
+
+
+@_gemini
+async def list_entities(request: web.Request) -> web.StreamResponse:
+    """Every entity schema."""
+    data = [entity.describe() for entity in request.app[keys.ENTITIES]]
+    return _json({"status": "success", "data": data})
+
+
+@_gemini
+async def get_entity(request: web.Request) -> web.StreamResponse:
+    """One entity schema."""
+    return _json({"status": "success", "data": _entity(request).describe()})
+
+
+def add_routes(app: web.Application) -> None:
+    for base in ("/data/{entity}", "/data/{entity}/"):
+        app.router.add_get(base, list_data)
+        app.router.add_post(base, insert_data)
+    record = "/data/{entity}/{lk}"
+    app.router.add_get(record, get_record)
+    app.router.add_put(record, replace_record)
+    app.router.add_patch(record, patch_record)
+    app.router.add_delete(record, delete_record)
+    app.router.add_get("/entity", list_entities)
+    app.router.add_get("/entity/{entity}", get_entity)

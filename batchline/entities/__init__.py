@@ -1,0 +1,1 @@
+"""Generic entities declared in YAML (front door 3): schema model, conversion, tables."""
