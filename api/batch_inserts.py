@@ -300,6 +300,7 @@ async def retry_batch(request: web.Request) -> web.StreamResponse:
             record_count=plan.header.record_count,
             attempt=plan.header.attempt,
             indices=ordered,
+            operation=plan.header.operation,
         )
     except DeliveryError as exc:
         await batches.fail(request.app[keys.POOL], batch_id, f"retry not accepted: {exc}")

@@ -140,7 +140,9 @@ async def _write(
     if len(records) > settings.max_records_per_request:
         raise GeminiError(413, f"A list holds at most {settings.max_records_per_request} records")
     options = ChunkOptions(publish_events=True, atomic=True)
-    header = await batches.create(app[keys.POOL], entity.key, "rest", len(records), options)
+    header = await batches.create(
+        app[keys.POOL], entity.key, "rest", len(records), options, operation
+    )
     try:
         # One chunk whatever its size: the list is one transaction.
         await publish_batch(

@@ -53,6 +53,7 @@ from streams.publisher import chunk_messages
 log = logging.getLogger(__name__)
 
 PATH = "/instance-storage/instances/bulk"
+UPSERT = "upsert"
 FAILED_ENTITIES_SUFFIX = "_failedEntities"
 ERRORS_SUFFIX = "_errors"
 TENANT_HEADER = "X-Okapi-Tenant"
@@ -220,7 +221,7 @@ async def _process(request: web.Request, bulk: BulkRequest, spool: Spool) -> web
     if bulk.publish_events:
         await _ensure_event_topic(app, settings, bulk.tenant)
     options = ChunkOptions(publish_events=bulk.publish_events, tenant=bulk.tenant)
-    header = await batches.create(pool, INSTANCE_ENTITY, "bulk", spool.line_count, options)
+    header = await batches.create(pool, INSTANCE_ENTITY, "bulk", spool.line_count, options, UPSERT)
     try:
         await _publish_lines(app[keys.PRODUCER], pool, settings, header.id, options, spool)
     except DeliveryError as exc:
@@ -312,7 +313,7 @@ async def _publish_lines(
                 options,
                 record_count=total,
                 indices=indices,
-                operation="upsert",
+                operation=UPSERT,
             )
         )
         records.clear()

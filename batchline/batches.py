@@ -20,6 +20,7 @@ from streams.envelopes import ChunkOptions
 class BatchHeader:
     id: str
     entity: str
+    operation: str
     source: str
     record_count: int
     status: str
@@ -42,8 +43,8 @@ class RecordRow:
     details: Any
 
 
-_HEADER_COLUMNS = """id, entity, source, record_count, status, inserted_count, failed_count,
-    attempt, options, failure_reason, created_at, completed_at, updated_at"""
+_HEADER_COLUMNS = """id, entity, operation, source, record_count, status, inserted_count,
+    failed_count, attempt, options, failure_reason, created_at, completed_at, updated_at"""
 
 
 def _header(row: asyncpg.Record) -> BatchHeader:
@@ -58,14 +59,16 @@ async def create(
     source: str,
     record_count: int,
     options: ChunkOptions,
+    operation: str = "insert",
 ) -> BatchHeader:
     row = await conn.fetchrow(
-        f"""INSERT INTO batch (entity, source, record_count, pending_count, options)
-            VALUES ($1, $2, $3, $3, $4) RETURNING {_HEADER_COLUMNS}""",
+        f"""INSERT INTO batch (entity, source, record_count, pending_count, options, operation)
+            VALUES ($1, $2, $3, $3, $4, $5) RETURNING {_HEADER_COLUMNS}""",
         entity,
         source,
         record_count,
         options.model_dump(),
+        operation,
     )
     assert row is not None
     return _header(row)

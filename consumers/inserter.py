@@ -94,8 +94,8 @@ class ChunkResult:
 
 
 _ENSURE_HEADER = """
-INSERT INTO batch (id, entity, source, record_count, pending_count, attempt, options)
-VALUES ($1, $2, 'kafka', $3, $3, $4, $5)
+INSERT INTO batch (id, entity, source, record_count, pending_count, attempt, options, operation)
+VALUES ($1, $2, 'kafka', $3, $3, $4, $5, $6)
 ON CONFLICT (id) DO NOTHING
 """
 
@@ -363,6 +363,7 @@ async def _ensure_header(
         chunk.total_records,
         chunk.attempt,
         chunk.options.model_dump(),
+        chunk.operation,
     )
 
 

@@ -338,3 +338,24 @@ async def test_twenty_thousand_lines_are_upserted(
     async with http.get(response.headers["Location"]) as answer:
         operation = await answer.json()
     assert (operation["record_count"], operation["inserted_count"]) == (20_000, 20_000)
+
+
+async def test_a_retry_of_a_bulk_record_runs_it_as_an_upsert_again(
+    http: aiohttp.ClientSession, pg: asyncpg.Connection, settings: Settings, tag: str
+) -> None:
+    instance_id = new_id()
+    write_file(settings, f"{tag}/base", [instance(tag, 0, id=instance_id)])
+    await post_bulk(http, {"recordsFileName": f"{tag}/base"})
+    write_file(settings, f"{tag}/stale", [instance(tag, 0, id=instance_id, _version=7)])
+    _, _, response = await post_bulk(http, {"recordsFileName": f"{tag}/stale"})
+    location = response.headers["Location"]
+
+    async with http.put(location, json={"retry_indices": [0]}) as retried:
+        assert retried.status == 200
+        body = await retried.json()
+    async with http.get(location) as detail:
+        result = (await detail.json())["results"][0]
+
+    assert (body["status"], body["inserted_count"], body["failed_count"]) == ("completed", 0, 1)
+    assert result["error"] == "optimistic_locking"
+    assert "Stored _version is 1, _version of request is 7" in result["details"]["message"]
