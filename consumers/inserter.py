@@ -139,7 +139,9 @@ class Inserter:
         first_failed_at: datetime | None = None
         while True:
             try:
-                result = await self._write_chunk(writer, chunk, batch_id)
+                result = await self._write_chunk(
+                    writer, chunk, batch_id, may_hold_nul=_NUL_ESCAPE in (message.value or b"")
+                )
                 break
             except Exception as exc:
                 if is_transient(exc):
@@ -171,7 +173,7 @@ class Inserter:
         return float(min(self._backoff * 2 ** (attempt - 1), _MAX_BACKOFF_SECONDS))
 
     async def _write_chunk(
-        self, writer: EntityWriter, chunk: IngestChunk, batch_id: str
+        self, writer: EntityWriter, chunk: IngestChunk, batch_id: str, *, may_hold_nul: bool
     ) -> ChunkResult:
         records = [
             PendingRecord(index, raw)
@@ -186,8 +188,17 @@ class Inserter:
             )
             todo = [r for r in records if r.index not in done]
             results: list[RecordResult] = []
+            if may_hold_nul:
+                results = [_nul_rejected(r.index) for r in todo if _holds_nul(r.raw)]
+                todo = [r for r in todo if not _holds_nul(r.raw)]
+                if results and chunk.options.atomic:
+                    results += [
+                        RecordResult.failed(r.index, RecordError.NOT_PROCESSED) for r in todo
+                    ]
+                    todo = []
             if todo:
-                results = await self._write_records(conn, writer, chunk, todo)
+                results += await self._write_records(conn, writer, chunk, todo)
+            if results:
                 await ledger.record(
                     conn, batch_id, chunk.attempt, results, {r.index: r.raw for r in todo}
                 )
@@ -364,6 +375,35 @@ async def _ensure_header(
         chunk.attempt,
         chunk.options.model_dump(),
         chunk.operation,
+    )
+
+
+# How JSON spells a NUL character; PostgreSQL stores it in neither text nor jsonb.
+_NUL_ESCAPE = b"\\u0000"
+
+
+def _holds_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_holds_nul(k) or _holds_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_holds_nul(item) for item in value)
+    return False
+
+
+def _nul_rejected(index: int) -> RecordResult:
+    """A record with a NUL character fails alone, not the chunk it came in."""
+    return RecordResult.failed(
+        index,
+        RecordError.VALIDATION_ERROR,
+        [
+            {
+                "field": None,
+                "message": "Text must not contain NUL (\\u0000) characters",
+                "type": "nul_character",
+            }
+        ],
     )
 
 

@@ -293,3 +293,21 @@ async def test_batch_larger_than_one_chunk_comes_back_complete_and_ordered(
         await pg.fetchval("SELECT count(*) FROM activity WHERE coordinator_id = $1", f"coord-{tag}")
         == 5000
     )
+
+
+async def test_a_nul_character_fails_its_record_alone(
+    http: aiohttp.ClientSession, pg: asyncpg.Connection, tag: str
+) -> None:
+    status, body = await post_batch(
+        http,
+        [activity(tag, 0), activity(tag, 1, activity_type="bad\u0000type"), activity(tag, 2)],
+    )
+
+    assert status == 201
+    assert [r["status"] for r in body["results"]] == ["success", "failed", "success"]
+    assert body["results"][1]["error"] == "validation_error"
+    assert body["results"][1]["details"][0]["type"] == "nul_character"
+    assert (
+        await pg.fetchval("SELECT count(*) FROM activity WHERE coordinator_id = $1", f"coord-{tag}")
+        == 2
+    )
