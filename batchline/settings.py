@@ -43,6 +43,11 @@ class Settings(BaseSettings):
     chunk_size: int = Field(default=1000, ge=1, description="Records per Kafka chunk envelope.")
     ingest_partitions: int = Field(default=4, ge=1, description="Partitions of batchline.ingest.")
     outcome_partitions: int = Field(default=4, ge=1, description="Partitions of outcomes.")
+    topic_replication_factor: int = Field(
+        default=1,
+        ge=1,
+        description="Replication factor of the topics batchline creates; 3 on a real cluster.",
+    )
     consumer_group: str = Field(default="batchline", description="Faust application id.")
     inserter_lanes: int = Field(
         default=4,

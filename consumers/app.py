@@ -30,6 +30,7 @@ from consumers.writers.base import EntityWriter
 from consumers.writers.generic import entity_writers
 from consumers.writers.instance import InstanceWriter
 from streams import topics
+from streams.admin import TopicEnsurer
 from streams.messages import ConsumedMessage
 from streams.producer import AsyncProducer
 
@@ -127,6 +128,11 @@ def create_worker_app(resources: WorkerResources) -> faust.App:
         resources.metrics,
         settings.max_processing_attempts,
         settings.retry_backoff_seconds,
+        TopicEnsurer(
+            settings.require_bootstrap_servers(),
+            settings.ingest_partitions,
+            settings.topic_replication_factor,
+        ),
     )
     projector = Projector(resources.pool, resources.producer, settings.retry_backoff_seconds)
 

@@ -25,6 +25,7 @@ from batchline.metrics import Metrics
 from consumers import ledger, outbox
 from consumers.writers.base import ChunkRejected, EntityWriter, PendingRecord, RecordResult
 from streams import codec, topics
+from streams.admin import TopicCreationError, TopicEnsurer
 from streams.deadletter import ORIGIN_HEADER, DeadLetter, Stage
 from streams.envelopes import IngestChunk
 from streams.events import (
@@ -109,9 +110,11 @@ class Inserter:
         metrics: Metrics,
         max_attempts: int,
         backoff_seconds: float,
+        event_topics: TopicEnsurer,
     ) -> None:
         self._pool = pool
         self._producer = producer
+        self._event_topics = event_topics
         self._writers = {name.lower(): writer for name, writer in writers.items()}
         self._metrics = metrics
         self._max_attempts = max_attempts
@@ -134,6 +137,16 @@ class Inserter:
             return
 
         batch_id = chunk.batch_id or derived_batch_id(message)
+        if chunk.options.publish_events:
+            # Per-tenant event topics appear on first use; a cluster may not auto-create them.
+            topic = writer.event_route(chunk).topic
+            try:
+                await self._until_done(
+                    lambda: self._event_topics.ensure(topic), "topic creation", TopicCreationError
+                )
+            except TopicCreationError as exc:
+                await self._dead_letter(DeadLetter.for_failure(message, exc, Stage.ROUTE, 1))
+                return
         attempts = 0
         outage_waits = 0
         first_failed_at: datetime | None = None
@@ -352,12 +365,22 @@ class Inserter:
         )
         await self._until_done(lambda: self._producer.send_many([letter.to_message()]), "dlq")
 
-    async def _until_done(self, action: Callable[[], Awaitable[T]], what: str) -> T:
-        """Sending after commit must not give up: the offset is acknowledged only afterwards."""
+    async def _until_done(
+        self,
+        action: Callable[[], Awaitable[T]],
+        what: str,
+        final: type[Exception] | tuple[type[Exception], ...] = (),
+    ) -> T:
+        """Sending after commit must not give up: the offset is acknowledged only afterwards.
+
+        ``final`` names failures no retry can fix; those are raised to the caller.
+        """
         attempt = 0
         while True:
             try:
                 return await action()
+            except final:
+                raise
             except Exception as exc:  # noqa: BLE001 - broker or database away: wait, retry
                 attempt += 1
                 log.warning("sending %s failed (attempt %d): %s", what, attempt, exc)

@@ -10,6 +10,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+# A tenant names a Kafka topic ({env}.{tenant}.inventory.instance), so it is held to this.
+TENANT_PATTERN = r"^[A-Za-z0-9_]{1,63}$"
+
 ACTIVITY_ENTITY = "activity"
 INSTANCE_ENTITY = "instance"
 
@@ -21,7 +24,11 @@ class ChunkOptions(BaseModel):
         default=False, description="Resolve a unique conflict by updating the existing row."
     )
     publish_events: bool = Field(default=False, description="Publish domain events after commit.")
-    tenant: str | None = Field(default=None, description="Tenant for FOLIO-style domain events.")
+    tenant: str | None = Field(
+        default=None,
+        pattern=TENANT_PATTERN,
+        description="Tenant for FOLIO-style domain events; part of a topic name.",
+    )
     atomic: bool = Field(
         default=False, description="All records in one transaction: every one succeeds or none."
     )

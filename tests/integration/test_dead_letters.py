@@ -73,6 +73,14 @@ def _assert_where_and_when(letter: Record, source: Delivered, stage: str, attemp
             "delete",
             id="operation-the-entity-does-not-take",
         ),
+        pytest.param(
+            b'{"entity": "instance", "operation": "upsert", "records": [{}],'
+            b' "options": {"publish_events": true, "tenant": "no tenant!"}}',
+            "validate",
+            "ValidationError",
+            "tenant",
+            id="tenant-that-cannot-name-a-topic",
+        ),
     ],
 )
 async def test_a_message_that_cannot_be_read_is_dead_lettered_unchanged(
