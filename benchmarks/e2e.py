@@ -178,6 +178,7 @@ async def kafka_throughput(url: str, bootstrap: str, records: int, chunk: int) -
             producer.produce(topics.INGEST, orjson.dumps(envelope), key=batch_id.encode())
             producer.poll(0)
     producer.flush(60)
+    producer.close()
     async with aiohttp.ClientSession(base_url=url) as http:
         await wait_completed(http, batch_ids)
     return records / (time.perf_counter() - started)

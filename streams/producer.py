@@ -98,6 +98,8 @@ class AsyncProducer:
         remaining = await asyncio.to_thread(self._producer.flush, flush_seconds)
         self._running = False
         await asyncio.to_thread(self._poller.join, 1.0)
+        # Without it librdkafka keeps reconnecting until the object is collected.
+        self._producer.close()
         if remaining:
             raise DeliveryError(f"{remaining} messages were not delivered before close")
 

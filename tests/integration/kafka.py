@@ -59,6 +59,7 @@ def produce(
             topic, value, key, headers=list(headers) or None, on_delivery=on_delivery, **extra
         )
     assert producer.flush(15) == 0
+    producer.close()
     assert not errors, errors
     return delivered
 

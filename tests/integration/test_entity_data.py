@@ -461,6 +461,7 @@ async def test_a_chunk_produced_straight_to_kafka_is_written_record_by_record(
     producer = Producer({"bootstrap.servers": settings.kafka_bootstrap_servers})
     producer.produce(topics.INGEST, orjson.dumps(envelope), key=batch_id.encode())
     assert producer.flush(10) == 0
+    producer.close()
 
     for _ in range(300):  # a bound, not a timing assertion
         status = await pg.fetchval("SELECT status FROM batch WHERE id = $1", batch_id)

@@ -85,7 +85,7 @@ async def test_a_chunk_delivered_twice_is_written_once_and_reported_as_success(
     for _ in range(2):
         producer.produce(topics.INGEST, envelope, key=batch_id.encode())
     assert producer.flush(10) == 0
-    del producer
+    producer.close()
 
     body = await _completed(http, batch_id)
 
@@ -175,7 +175,7 @@ async def test_the_offset_is_committed_once_a_chunk_is_processed(
         on_delivery=lambda _err, msg: delivered.append((msg.partition(), msg.offset())),
     )
     assert producer.flush(10) == 0
-    del producer
+    producer.close()
     [(partition, offset)] = delivered
     await _completed(http, batch_id)
 
