@@ -85,7 +85,7 @@ class Settings(BaseSettings):
     kafka_session_timeout_ms: int = Field(
         default=10_000, ge=1000, description="Consumer-group session timeout."
     )
-    kafka_linger_ms: int = Field(default=5, ge=0, description="Producer linger.ms.")
+    kafka_linger_ms: int = Field(default=2, ge=0, description="Producer linger.ms.")
     kafka_fetch_max_wait_ms: int = Field(
         default=10,
         ge=1,

@@ -38,7 +38,8 @@ log = logging.getLogger(__name__)
 
 # Outcomes are small; the projector applies up to this many in one statement.
 _PROJECTOR_BATCH = 5000
-_PROJECTOR_WINDOW_SECONDS = 0.02
+# Long enough to gather a chunk's outcomes, short enough not to show in a small POST.
+_PROJECTOR_WINDOW_SECONDS = 0.005
 _SWEEP_SECONDS = 5.0
 _LANE_DEPTH = 2
 _DRAIN_SECONDS = 10.0
