@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from tqdm import tqdm
+from yarl import URL
 
 from batchline.loader.loading import LoadOptions, load
 from batchline.loader.reading import (
@@ -34,7 +35,10 @@ def add_parser(commands: Any) -> None:
     )
     parser.add_argument("file", type=Path, help="the NDJSON or CSV file")
     parser.add_argument(
-        "--url", default="http://127.0.0.1:8080", help="the API (default %(default)s)"
+        "--url",
+        type=_api_url,
+        default="http://127.0.0.1:8080",
+        help="the API (default %(default)s)",
     )
     parser.add_argument(
         "--batch-size", type=_positive, default=1000, help="records per request (default 1000)"
@@ -67,6 +71,13 @@ def add_parser(commands: Any) -> None:
         help="tries per request on 503, 409 in flight or connection errors, with doubling"
         " backoff (default %(default)s)",
     )
+
+
+def _api_url(text: str) -> str:
+    url = URL(text)
+    if url.scheme not in ("http", "https") or not url.host:
+        raise argparse.ArgumentTypeError(f"expected http://host:port, got {text!r}")
+    return text
 
 
 def _positive(text: str) -> int:

@@ -89,8 +89,10 @@ class BatchSender:
         replayed = reply.headers.get("Idempotent-Replayed") == "true"
         if reply.status == 201:
             return _answer(reply.body, replayed)
-        if reply.status == 202:
+        if reply.status == 202 and "Location" in reply.headers:
             return await self._poll(URL(reply.headers["Location"]), replayed)
+        if reply.status == 413:
+            raise BatchNotSent(f"{_refusal(reply)} (a smaller --batch-size fits)")
         raise BatchNotSent(_refusal(reply))
 
     async def _poll(self, location: URL, replayed: bool) -> BatchAnswer:
@@ -107,7 +109,7 @@ class BatchSender:
             reply = await self._with_retries(lambda: self._request("GET", url))
             if reply.status != 200:
                 raise BatchNotSent(f"polling {location}: {_refusal(reply)}")
-            if reply.body.get("status") != "processing":
+            if not isinstance(reply.body, dict) or reply.body.get("status") != "processing":
                 return _answer(reply.body, replayed)
 
     async def _with_retries(self, attempt_once: Callable[[], Awaitable[_Reply]]) -> _Reply:
@@ -150,13 +152,18 @@ def _refusal(reply: _Reply) -> str:
     return f"{reply.status}: {str(reply.body)[:200]}"
 
 
-def _answer(body: dict[str, Any], replayed: bool) -> BatchAnswer:
-    return BatchAnswer(
-        batch_id=body["id"],
-        status=body["status"],
-        inserted=body["inserted_count"],
-        failed=body["failed_count"],
-        results=body.get("results", []),
-        failure_reason=body.get("failure_reason"),
-        replayed=replayed,
-    )
+def _answer(body: Any, replayed: bool) -> BatchAnswer:
+    try:
+        return BatchAnswer(
+            batch_id=body["id"],
+            status=body["status"],
+            inserted=body["inserted_count"],
+            failed=body["failed_count"],
+            results=body.get("results", []),
+            failure_reason=body.get("failure_reason"),
+            replayed=replayed,
+        )
+    except (TypeError, KeyError) as exc:
+        raise BatchNotSent(
+            f"not an answer of the batch-inserts API (is --url right?): {str(body)[:200]}"
+        ) from exc
