@@ -201,16 +201,22 @@ async def _replay_stored(
             "A request with this Idempotency-Key is still being processed",
             {"idempotency_key": key},
         )
+    # Tells the client that this answer is an earlier request's: nothing was inserted now.
+    replayed = {"Idempotent-Replayed": "true"}
     if stored.status == 202:
         current = await batches.get(request.app[keys.POOL], stored.batch_id)
         if current is not None and current.status != "processing":
             return json_response(
-                await operation_view(request, current, with_times=False), status=201
+                await operation_view(request, current, with_times=False),
+                status=201,
+                headers=replayed,
             )
         return json_response(
-            stored.body, status=202, headers={"Location": f"{BASE}/{stored.batch_id}"}
+            stored.body,
+            status=202,
+            headers=replayed | {"Location": f"{BASE}/{stored.batch_id}"},
         )
-    return json_response(stored.body, status=stored.status)
+    return json_response(stored.body, status=stored.status, headers=replayed)
 
 
 # --- GET ---------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""``batchline``: dev | api | worker | migrate | dlq."""
+"""``batchline``: dev | api | worker | migrate | dlq | load."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import asyncio
 import sys
 from collections.abc import Sequence
 
-from batchline import dlq_cli, logs, runtime
+from batchline import dlq_cli, load_cli, logs, runtime
 from batchline.settings import Settings
 
 
@@ -29,6 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
         " changed types or logical keys)",
     )
     dlq_cli.add_parser(commands)
+    load_cli.add_parser(commands)
     return parser
 
 
@@ -50,6 +51,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"applied: {', '.join(applied) or 'nothing (up to date)'}")
         elif args.command == "dlq":
             return dlq_cli.run(args, settings)
+        elif args.command == "load":
+            return load_cli.run(args)
     except RuntimeError as exc:
         print(f"batchline: {exc}", file=sys.stderr)
         return 2

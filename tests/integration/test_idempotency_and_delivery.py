@@ -43,6 +43,18 @@ async def test_same_idempotency_key_and_body_answers_the_stored_response_once(
     )
 
 
+async def test_a_replayed_answer_says_so_in_a_header(http: aiohttp.ClientSession, tag: str) -> None:
+    headers = {"Idempotency-Key": f"key-{tag}"}
+    payload = {"activities": [activity(tag, 0)]}
+
+    async with http.post(BASE, json=payload, headers=headers) as first:
+        assert first.status == 201
+        assert "Idempotent-Replayed" not in first.headers
+    async with http.post(BASE, json=payload, headers=headers) as second:
+        assert second.status == 201
+        assert second.headers["Idempotent-Replayed"] == "true"
+
+
 async def test_same_idempotency_key_with_another_body_is_422(
     http: aiohttp.ClientSession, tag: str
 ) -> None:
