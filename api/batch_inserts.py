@@ -287,6 +287,10 @@ async def retry_batch(request: web.Request) -> web.StreamResponse:
             raise ApiError(
                 409, ErrorCode.BATCH_PROCESSING, f"Batch insert {batch_id} is still processing"
             ) from None
+        if refused.reason == "invalid_request":
+            raise ApiError(
+                422, ErrorCode.VALIDATION_FAILED, "Invalid retry request", refused.details
+            ) from None
         raise ApiError(
             422,
             ErrorCode.VALIDATION_FAILED,

@@ -21,6 +21,7 @@ log = logging.getLogger(__name__)
 
 class ErrorCode(StrEnum):
     INVALID_JSON = "invalid_json"
+    INVALID_REQUEST = "invalid_request"
     VALIDATION_FAILED = "validation_failed"
     PAYLOAD_TOO_LARGE = "payload_too_large"
     NOT_FOUND = "not_found"
@@ -70,6 +71,9 @@ def error_middleware(renderers: dict[str, ErrorRenderer]) -> Any:
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if "\x00" in request.path or "\x00" in request.query_string:
+            # PostgreSQL stores no NUL, so such an id or filter can match nothing.
+            return render(request, 400, ErrorCode.INVALID_REQUEST, "NUL character in the URL")
         try:
             return await handler(request)
         except ApiError as exc:

@@ -40,6 +40,10 @@ def parse_json(body: bytes) -> Any:
         ) from exc
 
 
+# What PostgreSQL's bigint OFFSET arithmetic can take with room to spare.
+_LARGEST_QUERY_INT = 10**12
+
+
 def query_int(
     request: web.Request, name: str, default: int, minimum: int, maximum: int | None = None
 ) -> int:
@@ -51,11 +55,11 @@ def query_int(
         value = int(raw)
     except ValueError:
         value = minimum - 1
-    if value < minimum:
+    if not minimum <= value <= _LARGEST_QUERY_INT:
         raise ApiError(
             422,
             ErrorCode.VALIDATION_FAILED,
-            f"Query parameter '{name}' must be an integer >= {minimum}",
+            f"Query parameter '{name}' must be an integer from {minimum} to {_LARGEST_QUERY_INT}",
             {"parameter": name, "value": raw},
         )
     return min(value, maximum) if maximum is not None else value

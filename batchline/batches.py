@@ -13,7 +13,7 @@ from typing import Any
 
 import asyncpg
 
-from streams.envelopes import ChunkOptions
+from streams.envelopes import IGNORE_CONSTRAINTS_ENTITIES, ChunkOptions
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +53,9 @@ def _header(row: asyncpg.Record) -> BatchHeader:
     return BatchHeader(**values)
 
 
+_ID_DRAWS = 1000
+
+
 async def create(
     conn: asyncpg.Connection | asyncpg.Pool,
     entity: str,
@@ -61,17 +64,21 @@ async def create(
     options: ChunkOptions,
     operation: str = "insert",
 ) -> BatchHeader:
-    row = await conn.fetchrow(
-        f"""INSERT INTO batch (entity, source, record_count, pending_count, options, operation)
-            VALUES ($1, $2, $3, $3, $4, $5) RETURNING {_HEADER_COLUMNS}""",
-        entity,
-        source,
-        record_count,
-        options.model_dump(),
-        operation,
-    )
-    assert row is not None
-    return _header(row)
+    # A Kafka producer may have named its own batch like ours ("batch-446"): draw again.
+    for _ in range(_ID_DRAWS):
+        row = await conn.fetchrow(
+            f"""INSERT INTO batch (entity, source, record_count, pending_count, options, operation)
+                VALUES ($1, $2, $3, $3, $4, $5)
+                ON CONFLICT (id) DO NOTHING RETURNING {_HEADER_COLUMNS}""",
+            entity,
+            source,
+            record_count,
+            options.model_dump(),
+            operation,
+        )
+        if row is not None:
+            return _header(row)
+    raise RuntimeError(f"no free batch id after {_ID_DRAWS} draws")
 
 
 async def get(conn: asyncpg.Connection | asyncpg.Pool, batch_id: str) -> BatchHeader | None:
@@ -172,7 +179,8 @@ async def start_retry(
 ) -> RetryPlan:
     """Move the batch to a new attempt for ``indices`` and return their stored payloads.
 
-    Raises RetryRefused with reason ``missing``, ``processing`` or ``invalid_indices``.
+    Raises RetryRefused with reason ``missing``, ``processing``, ``invalid_request`` or
+    ``invalid_indices``.
     """
     async with pool.acquire() as conn, conn.transaction():
         header_row = await conn.fetchrow(
@@ -183,6 +191,11 @@ async def start_retry(
         header = _header(header_row)
         if header.status == "processing":
             raise RetryRefused("processing")
+        if ignore_constraints and header.entity not in IGNORE_CONSTRAINTS_ENTITIES:
+            raise RetryRefused(
+                "invalid_request",
+                {"ignore_constraints": f"not supported for {header.entity} batches"},
+            )
         out_of_range = [i for i in indices if not 0 <= i < header.record_count]
         failed = {
             row["record_index"]: row["payload"]

@@ -15,6 +15,9 @@ TENANT_PATTERN = r"^[A-Za-z0-9_]{1,63}$"
 
 ACTIVITY_ENTITY = "activity"
 INSTANCE_ENTITY = "instance"
+# Entities whose writer resolves a unique conflict by updating the existing row; the
+# others upsert by design (instances) or have PUT/PATCH for it (generic entities).
+IGNORE_CONSTRAINTS_ENTITIES = frozenset({ACTIVITY_ENTITY})
 
 
 class ChunkOptions(BaseModel):

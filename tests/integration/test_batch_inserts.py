@@ -8,8 +8,11 @@ import re
 
 import aiohttp
 import asyncpg
+import orjson
 
+from batchline.settings import Settings
 from tests.integration.activities import BASE, activity, post_batch
+from tests.integration.kafka import completed_batch, produce
 
 ACTIVITY_ID = re.compile(r"^pa-\d{3,}$")
 BATCH_ID = re.compile(r"^batch-\d{3,}$")
@@ -311,3 +314,40 @@ async def test_a_nul_character_fails_its_record_alone(
         await pg.fetchval("SELECT count(*) FROM activity WHERE coordinator_id = $1", f"coord-{tag}")
         == 2
     )
+
+
+async def test_a_rest_batch_never_takes_an_id_a_kafka_producer_already_used(
+    http: aiohttp.ClientSession, pg: asyncpg.Connection, settings: Settings, tag: str
+) -> None:
+    taken = await pg.fetchval("SELECT batchline_id('batch-', last_value + 1) FROM batch_seq")
+    assert settings.kafka_bootstrap_servers is not None
+    produce(
+        settings.kafka_bootstrap_servers,
+        "batchline.ingest",
+        [
+            (
+                taken.encode(),
+                orjson.dumps(
+                    {"entity": "activity", "batch_id": taken, "records": [activity(tag, 0)]}
+                ),
+            )
+        ],
+    )
+    await completed_batch(http, taken)
+
+    status, body = await post_batch(http, [activity(tag, 1)])
+
+    assert status == 201
+    assert body["id"] != taken
+    assert body["inserted_count"] == 1
+
+
+async def test_numbers_past_any_page_and_nul_characters_in_urls_are_client_errors(
+    http: aiohttp.ClientSession,
+) -> None:
+    async with http.get(BASE, params={"page": "99999999999999999999"}) as response:
+        assert response.status == 422
+    for path in (f"{BASE}/a%00b", f"{BASE}?status=a%00"):
+        async with http.get(path) as response:
+            assert response.status == 400
+            assert (await response.json())["error"]["code"] == "invalid_request"

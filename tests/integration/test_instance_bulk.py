@@ -359,3 +359,15 @@ async def test_a_retry_of_a_bulk_record_runs_it_as_an_upsert_again(
     assert (body["status"], body["inserted_count"], body["failed_count"]) == ("completed", 0, 1)
     assert result["error"] == "optimistic_locking"
     assert "Stored _version is 1, _version of request is 7" in result["details"]["message"]
+
+
+async def test_ignore_constraints_is_refused_for_an_instance_batch(
+    http: aiohttp.ClientSession, settings: Settings, tag: str
+) -> None:
+    write_file(settings, f"{tag}/one", [instance(tag, 0, id=new_id(), _version=3)])
+    _, _, response = await post_bulk(http, {"recordsFileName": f"{tag}/one"})
+
+    retry = {"retry_indices": [0], "ignore_constraints": True}
+    async with http.put(response.headers["Location"], json=retry) as refused:
+        assert refused.status == 422
+        assert "ignore_constraints" in (await refused.json())["error"]["details"]
