@@ -161,7 +161,7 @@ class Inserter:
                     # Not the message's fault: wait without counting an attempt, however
                     # long it takes. Nothing behind it on the partition moves meanwhile.
                     outage_waits += 1
-                    log.warning("database unavailable, pausing partition: %s", exc)
+                    log.warning("transient database error, retrying the chunk: %s", exc)
                     await asyncio.sleep(outage_backoff(self._backoff, outage_waits))
                     continue
                 attempts += 1

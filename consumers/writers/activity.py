@@ -7,14 +7,30 @@ from datetime import date
 from typing import Annotated, Any
 
 import asyncpg
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictInt,
+    StrictStr,
+    ValidationError,
+)
 
 from consumers.writers.base import EventRoute, PendingRecord, RecordResult, validation_details
 from streams import topics
 from streams.envelopes import ACTIVITY_ENTITY, IngestChunk
 from streams.events import RecordError, RecordStatus
 
-Identifier = Annotated[StrictStr, Field(min_length=1, max_length=200)]
+# Not blank: a key of spaces is a client bug more often than a real identifier.
+Identifier = Annotated[StrictStr, Field(min_length=1, max_length=200, pattern=r"\S")]
+
+
+def _iso_date(value: Any) -> Any:
+    """Only "YYYY-MM-DD": pydantic would also read a number as a Unix time."""
+    if not isinstance(value, str):
+        raise ValueError("must be an ISO date string (YYYY-MM-DD)")
+    return value
 
 
 class Activity(BaseModel):
@@ -23,7 +39,7 @@ class Activity(BaseModel):
     coordinator_id: Identifier
     mentor_id: Identifier
     activity_type: Identifier
-    activity_date: date
+    activity_date: Annotated[date, BeforeValidator(_iso_date)]
     duration_minutes: Annotated[StrictInt, Field(ge=1, le=1440)]
 
     @property
@@ -95,6 +111,7 @@ class ActivityWriter:
     ) -> list[RecordResult]:
         results: dict[int, RecordResult] = {}
         accepted: dict[tuple[str, str, str, date], tuple[int, Activity]] = {}
+        superseded: dict[tuple[str, str, str, date], list[int]] = {}
         for record in records:
             try:
                 activity = Activity.model_validate(record.raw)
@@ -104,11 +121,17 @@ class ActivityWriter:
                 )
                 continue
             if activity.natural_key in accepted:
-                # The first record with a key wins; later ones in the same chunk fail.
-                results[record.index] = RecordResult.failed(
-                    record.index, RecordError.UNIQUE_CONSTRAINT_VIOLATION
-                )
-                continue
+                if chunk.options.ignore_constraints:
+                    # Applied in index order, each takes over the row: the last one's values
+                    # are what stays, and every one of them reports that row.
+                    earlier, _ = accepted.pop(activity.natural_key)
+                    superseded.setdefault(activity.natural_key, []).append(earlier)
+                else:
+                    # The first record with a key wins; later ones in the same chunk fail.
+                    results[record.index] = RecordResult.failed(
+                        record.index, RecordError.UNIQUE_CONSTRAINT_VIOLATION
+                    )
+                    continue
             accepted[activity.natural_key] = (record.index, activity)
 
         if accepted:
@@ -144,6 +167,14 @@ class ActivityWriter:
                     old=previous,
                     new=_row_dict(row) if with_images else None,
                 )
+                for earlier in superseded.get(key, ()):
+                    results[earlier] = RecordResult(
+                        index=earlier,
+                        status=RecordStatus.UPDATED,
+                        entity_id=row["id"],
+                        old=previous,
+                        new=results[index].new,
+                    )
             # Whatever did not come back hit an existing row.
             for index, _ in accepted.values():
                 results[index] = RecordResult.failed(index, RecordError.UNIQUE_CONSTRAINT_VIOLATION)

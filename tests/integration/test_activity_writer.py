@@ -52,3 +52,34 @@ async def test_ignore_constraints_updates_the_existing_row_and_returns_its_old_i
     assert updated.old["duration_minutes"] == 10
     assert updated.new is not None
     assert updated.new["duration_minutes"] == 20
+
+
+async def test_ignore_constraints_applies_duplicates_in_index_order(
+    pg: asyncpg.Connection, tag: str
+) -> None:
+    writer = ActivityWriter()
+    first = IngestChunk(entity="activity", records=[activity(tag, 0, duration_minutes=5)])
+    async with pg.transaction():
+        [created] = await writer.write(pg, first, [PendingRecord(0, first.records[0])])
+    records = [activity(tag, 0, duration_minutes=6), activity(tag, 0, duration_minutes=7)]
+    retry = IngestChunk(
+        entity="activity",
+        records=records,
+        indices=[1, 2],
+        record_count=3,
+        options=ChunkOptions(ignore_constraints=True),
+    )
+
+    async with pg.transaction():
+        results = await writer.write(
+            pg, retry, [PendingRecord(i, r) for i, r in zip([1, 2], records, strict=True)]
+        )
+
+    assert [(r.index, r.status, r.entity_id) for r in results] == [
+        (1, RecordStatus.UPDATED, created.entity_id),
+        (2, RecordStatus.UPDATED, created.entity_id),
+    ]
+    stored = await pg.fetchval(
+        "SELECT duration_minutes FROM activity WHERE id = $1", created.entity_id
+    )
+    assert stored == 7

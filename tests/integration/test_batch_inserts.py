@@ -53,12 +53,13 @@ async def test_conflicts_in_batch_duplicates_and_invalid_records_fail_per_record
         activity(tag, 0, duration_minutes=30),  # same natural key as index 0
         activity(tag, 3, duration_minutes=0, mentor_id=7),
         activity(tag, 4),
+        activity(tag, 5, activity_date=86400, activity_type="   "),
     ]
 
     status, body = await post_batch(http, records)
 
     assert status == 201
-    assert (body["inserted_count"], body["failed_count"]) == (2, 3)
+    assert (body["inserted_count"], body["failed_count"]) == (2, 4)
     results = body["results"]
     assert results[0]["status"] == "success"
     assert results[1] == {
@@ -76,6 +77,7 @@ async def test_conflicts_in_batch_duplicates_and_invalid_records_fail_per_record
     assert results[3]["error"] == "validation_error"
     assert {d["field"] for d in results[3]["details"]} == {"duration_minutes", "mentor_id"}
     assert results[4]["status"] == "success"
+    assert {d["field"] for d in results[5]["details"]} == {"activity_date", "activity_type"}
     stored = await pg.fetchval(
         "SELECT count(*) FROM activity WHERE coordinator_id = $1", f"coord-{tag}"
     )
