@@ -237,20 +237,6 @@ async def fail(pool: asyncpg.Pool, batch_id: str, reason: str) -> None:
     )
 
 
-async def fail_stale(pool: asyncpg.Pool, older_than_seconds: float) -> list[str]:
-    """Batches whose chunks stopped making progress (lost in a broker restart, say)."""
-    rows = await pool.fetch(
-        """UPDATE batch SET status = 'failed', completed_at = now(),
-               failure_reason = 'no progress for ' || $1::int || ' s: '
-                   || pending_count || ' records never reached the inserter'
-           WHERE status = 'processing'
-             AND progressed_at < now() - make_interval(secs => $1)
-           RETURNING id""",
-        older_than_seconds,
-    )
-    return [row["id"] for row in rows]
-
-
 # --- Idempotency keys --------------------------------------------------------------------
 
 

@@ -16,7 +16,7 @@ from typing import Any
 import asyncpg
 import faust
 
-from batchline import batches, db
+from batchline import db
 from batchline.entities.schema import load_registry
 from batchline.metrics import Metrics
 from batchline.settings import Settings
@@ -24,6 +24,7 @@ from consumers import outbox
 from consumers.inserter import Inserter
 from consumers.lanes import KeyedLanes
 from consumers.projector import BATCH_DONE_CHANNEL, Projector
+from consumers.stale import settle_stale_batches
 from consumers.transport import TablelessTableManager, app_class
 from consumers.writers.activity import ActivityWriter
 from consumers.writers.base import EntityWriter
@@ -176,9 +177,9 @@ async def _sweep(resources: WorkerResources) -> None:
     try:
         stale_events = await outbox.stale(resources.pool, _OUTBOX_GRACE_SECONDS, 1000)
         await outbox.publish(resources.pool, resources.producer, stale_events)
-        failed = await batches.fail_stale(resources.pool, resources.settings.stale_batch_seconds)
-        for batch_id in failed:
-            log.warning("batch %s made no progress and was marked failed", batch_id)
+        settled = await settle_stale_batches(resources.pool, resources.settings.stale_batch_seconds)
+        for batch_id in settled:
+            log.warning("batch %s made no progress and was settled from its ledger", batch_id)
             await resources.pool.execute("SELECT pg_notify($1, $2)", BATCH_DONE_CHANNEL, batch_id)
     except Exception as exc:  # noqa: BLE001 - a sweep runs again in a few seconds
         log.warning("sweep failed: %s", exc)

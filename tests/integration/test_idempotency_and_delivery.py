@@ -14,6 +14,7 @@ from batchline.embedded import free_port
 from batchline.runtime import serving_api
 from batchline.settings import Settings
 from consumers.app import WorkerResources
+from consumers.stale import settle_stale_batches
 from streams import topics
 from tests.integration.activities import BASE, activity, post_batch
 
@@ -138,20 +139,52 @@ async def test_answer_is_202_with_location_when_the_wait_limit_passes(
         assert done["inserted_count"] == 1
 
 
-async def test_a_batch_that_stops_moving_is_marked_failed_with_a_reason(
-    worker: WorkerResources, pg: asyncpg.Connection
+async def test_a_batch_that_stops_moving_is_settled_from_its_ledger_and_fails_the_rest(
+    worker: WorkerResources, pg: asyncpg.Connection, http: aiohttp.ClientSession
 ) -> None:
+    # As a worker killed after its commit leaves it, with a broker that lost the chunks.
     batch_id = await pg.fetchval(
         "INSERT INTO batch (entity, source, record_count, pending_count, progressed_at)"
         " VALUES ('activity', 'rest', 3, 3, now() - interval '1 hour') RETURNING id"
     )
+    await pg.execute(
+        "INSERT INTO record_ledger (batch_id, record_index, attempt, status, entity_id, error)"
+        " VALUES ($1, 0, 0, 'inserted', 'pa-x1', NULL), ($1, 1, 0, 'failed', NULL, $2)",
+        batch_id,
+        "unique_constraint_violation",
+    )
 
-    failed = await batches.fail_stale(worker.pool, 60)
+    settled = await settle_stale_batches(worker.pool, 60)
 
-    assert batch_id in failed
-    row = await pg.fetchrow("SELECT status, failure_reason FROM batch WHERE id = $1", batch_id)
-    assert row["status"] == "failed"
-    assert "3 records never reached the inserter" in row["failure_reason"]
+    assert batch_id in settled
+    async with http.get(f"{BASE}/{batch_id}") as response:
+        body = await response.json()
+    assert body["status"] == "failed"
+    assert (body["inserted_count"], body["failed_count"]) == (1, 1)
+    assert [r["index"] for r in body["results"]] == [0, 1]
+    assert body["results"][0]["activity_id"] == "pa-x1"
+    assert "1 records never reached the inserter" in body["failure_reason"]
+
+
+async def test_a_stale_batch_whose_ledger_is_complete_completes(
+    worker: WorkerResources, pg: asyncpg.Connection
+) -> None:
+    batch_id = await pg.fetchval(
+        "INSERT INTO batch (entity, source, record_count, pending_count, progressed_at)"
+        " VALUES ('activity', 'rest', 1, 1, now() - interval '1 hour') RETURNING id"
+    )
+    await pg.execute(
+        "INSERT INTO record_ledger (batch_id, record_index, attempt, status, entity_id)"
+        " VALUES ($1, 0, 0, 'inserted', 'pa-x2')",
+        batch_id,
+    )
+
+    await settle_stale_batches(worker.pool, 60)
+
+    row = await pg.fetchrow(
+        "SELECT status, inserted_count, failure_reason FROM batch WHERE id = $1", batch_id
+    )
+    assert (row["status"], row["inserted_count"], row["failure_reason"]) == ("completed", 1, None)
 
 
 async def test_operations_endpoints(http: aiohttp.ClientSession, tag: str) -> None:
