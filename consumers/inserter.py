@@ -177,7 +177,7 @@ class Inserter:
                     await self._until_done(
                         lambda: _ensure_header(self._pool, chunk, batch_id), "batch header"
                     )
-                    result = self._unprocessed(chunk, batch_id, letter)
+                    result = await self._unprocessed(chunk, batch_id, letter)
                     break
                 await asyncio.sleep(self._backoff_for(attempts))
         await self._publish(result)
@@ -325,13 +325,30 @@ class Inserter:
             chunk.total_records,
         )
 
-    def _unprocessed(self, chunk: IngestChunk, batch_id: str, letter: DeadLetter) -> ChunkResult:
-        """Every record of a dead-lettered chunk still gets an outcome: failed, and why."""
+    async def _unprocessed(
+        self, chunk: IngestChunk, batch_id: str, letter: DeadLetter
+    ) -> ChunkResult:
+        """Every record of a dead-lettered chunk still gets an outcome: failed, and why.
+
+        Their payloads go to the ledger too, so a PUT can retry them once the cause is
+        fixed; the ledger does not count them as done, so a replay from the dead-letter
+        topic writes them afresh.
+        """
         details = {"dead_letter": letter.error_class, "message": letter.error_message}
+        indices = chunk.record_indices()
         results = [
-            RecordResult.failed(index, RecordError.PROCESSING_FAILED, details)
-            for index in chunk.record_indices()
+            RecordResult.failed(index, RecordError.PROCESSING_FAILED, details) for index in indices
         ]
+        payloads = {
+            index: raw
+            for index, raw in zip(indices, chunk.records, strict=True)
+            if not _holds_nul(raw)
+        }
+        try:
+            async with self._pool.acquire() as conn:
+                await ledger.record(conn, batch_id, chunk.attempt, results, payloads)
+        except Exception as exc:  # noqa: BLE001 - the outcomes matter more than retryability
+            log.warning("could not keep the payloads of batch %s for retries: %s", batch_id, exc)
         self._count(chunk.entity, results)
         return ChunkResult(
             batch_id, [self._outcome(chunk, batch_id, chunk.attempt, r) for r in results]

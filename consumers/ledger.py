@@ -14,6 +14,8 @@ _FETCH = """
 SELECT record_index, attempt, status, entity_id, error, details
 FROM record_ledger
 WHERE batch_id = $1 AND record_index = ANY($2::int[]) AND attempt >= $3
+  -- Kept for retries of a dead-lettered chunk, not written: a replay must write them.
+  AND error IS DISTINCT FROM 'processing_failed'
 """
 
 _UPSERT = """

@@ -14,14 +14,18 @@ _BATCH_ID = re.compile(r"^[A-Za-z0-9._:-]+$")
 
 
 @contextlib.asynccontextmanager
-async def refusing_ledger(conn: asyncpg.Connection, batch_id: str) -> AsyncIterator[None]:
-    """While inside, the ledger refuses every record of ``batch_id`` (a permanent error)."""
+async def refusing_ledger(
+    conn: asyncpg.Connection, batch_id: str, *, keep_dead_lettered: bool = False
+) -> AsyncIterator[None]:
+    """While inside, the ledger refuses every record of ``batch_id`` (a permanent error),
+    except, with ``keep_dead_lettered``, the rows the inserter keeps for a dead letter."""
     assert _BATCH_ID.match(batch_id)
     name = f"refuse_{uuid.uuid4().hex[:12]}"
+    exempt = " AND NEW.error IS DISTINCT FROM 'processing_failed'" if keep_dead_lettered else ""
     await conn.execute(
         f"""CREATE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS $$
             BEGIN
-                IF NEW.batch_id = '{batch_id}' THEN
+                IF NEW.batch_id = '{batch_id}'{exempt} THEN
                     RAISE EXCEPTION 'ledger write refused by the test';
                 END IF;
                 RETURN NEW;

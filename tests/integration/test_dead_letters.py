@@ -196,3 +196,35 @@ async def test_an_outcome_that_cannot_be_projected_is_dead_lettered_and_the_rest
     assert int(_text(letter, "batchline.source.offset")) == poison_at.offset
     assert _text(letter, "batchline.stage") == "process"
     assert _text(letter, "batchline.error.class") == "UntranslatableCharacterError"
+
+
+async def test_records_of_a_dead_lettered_chunk_can_be_retried_once_the_cause_is_gone(
+    settings: Settings,
+    worker: WorkerResources,
+    http: aiohttp.ClientSession,
+    pg: asyncpg.Connection,
+    tag: str,
+) -> None:
+    batch_id = f"refused-{tag}"
+    chunk = {"entity": "activity", "batch_id": batch_id,
+             "records": [activity(tag, 0), activity(tag, 1)]}  # fmt: skip
+    assert settings.kafka_bootstrap_servers is not None
+
+    async with refusing_ledger(pg, batch_id, keep_dead_lettered=True):
+        produce(
+            settings.kafka_bootstrap_servers, INGEST, [(batch_id.encode(), orjson.dumps(chunk))]
+        )
+        failed = await completed_batch(http, batch_id)
+    assert {r["error"] for r in failed["results"]} == {"processing_failed"}
+
+    async with http.put(
+        f"/api/v1/batch-inserts/{batch_id}", json={"retry_indices": [0, 1]}
+    ) as response:
+        assert response.status == 200
+        body = await response.json()
+
+    assert (body["inserted_count"], body["failed_count"]) == (2, 0)
+    assert (
+        await pg.fetchval("SELECT count(*) FROM activity WHERE coordinator_id = $1", f"coord-{tag}")
+        == 2
+    )
