@@ -9,6 +9,7 @@ the sink is flushed.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import time
 from collections import Counter
@@ -56,6 +57,17 @@ class UndeliverableMessage(Exception):
         super().__init__(str(cause))
         self.stage = stage
         self.cause = cause
+
+
+class BatchIndexReused(Exception):
+    """A chunk names records that a different chunk of the same batch attempt wrote."""
+
+    def __init__(self, batch_id: str, indices: Sequence[int]) -> None:
+        shown = ", ".join(map(str, indices[:10])) + (" ..." if len(indices) > 10 else "")
+        super().__init__(
+            f"batch {batch_id!r} already has records {shown} from a different chunk;"
+            " a batch id and index name one record (use a new batch id)"
+        )
 
 
 class UnknownEntity(Exception):
@@ -153,9 +165,17 @@ class Inserter:
         while True:
             try:
                 result = await self._write_chunk(
-                    writer, chunk, batch_id, may_hold_nul=_NUL_ESCAPE in (message.value or b"")
+                    writer,
+                    chunk,
+                    batch_id,
+                    may_hold_nul=_NUL_ESCAPE in (message.value or b""),
+                    digest=hashlib.blake2b(message.value or b"", digest_size=16).digest(),
                 )
                 break
+            except BatchIndexReused as exc:
+                # Nothing was written and the batch already reports these records.
+                await self._dead_letter(DeadLetter.for_failure(message, exc, Stage.VALIDATE, 1))
+                return
             except Exception as exc:
                 if is_transient(exc):
                     # Not the message's fault: wait without counting an attempt, however
@@ -186,7 +206,13 @@ class Inserter:
         return float(min(self._backoff * 2 ** (attempt - 1), _MAX_BACKOFF_SECONDS))
 
     async def _write_chunk(
-        self, writer: EntityWriter, chunk: IngestChunk, batch_id: str, *, may_hold_nul: bool
+        self,
+        writer: EntityWriter,
+        chunk: IngestChunk,
+        batch_id: str,
+        *,
+        may_hold_nul: bool,
+        digest: bytes,
     ) -> ChunkResult:
         records = [
             PendingRecord(index, raw)
@@ -199,6 +225,13 @@ class Inserter:
             done = await ledger.fetch_done(
                 conn, batch_id, [r.index for r in records], chunk.attempt
             )
+            reused = sorted(
+                index
+                for index, record in done.items()
+                if record.attempt == chunk.attempt and record.chunk_digest not in (None, digest)
+            )
+            if reused:
+                raise BatchIndexReused(batch_id, reused)
             todo = [r for r in records if r.index not in done]
             results: list[RecordResult] = []
             if may_hold_nul:
@@ -213,21 +246,30 @@ class Inserter:
                 results += await self._write_records(conn, writer, chunk, todo)
             if results:
                 await ledger.record(
-                    conn, batch_id, chunk.attempt, results, {r.index: r.raw for r in todo}
+                    conn,
+                    batch_id,
+                    chunk.attempt,
+                    results,
+                    {r.index: r.raw for r in todo},
+                    digest,
                 )
             events = self._domain_events(writer, chunk, batch_id, results)
             await outbox.stage(conn, events)
 
         self._count(chunk.entity, results)
         ordered = sorted(
-            [*done.values(), *((chunk.attempt, r) for r in results)], key=lambda pair: pair[1].index
+            [
+                *((d.attempt, d.result) for d in done.values()),
+                *((chunk.attempt, r) for r in results),
+            ],
+            key=lambda pair: pair[1].index,
         )
         outcomes = [self._outcome(chunk, batch_id, attempt, r) for attempt, r in ordered]
         if done:
             # A redelivery: events staged by the first run may not have been sent.
             replay_ids = [
                 stable_event_id(batch_id, index, attempt)
-                for index, (attempt, r) in done.items()
+                for index, (attempt, r, _) in done.items()
                 if r.status is not RecordStatus.FAILED
             ]
             events += await outbox.pending(self._pool, replay_ids)
@@ -346,7 +388,7 @@ class Inserter:
         }
         try:
             async with self._pool.acquire() as conn:
-                await ledger.record(conn, batch_id, chunk.attempt, results, payloads)
+                await ledger.record(conn, batch_id, chunk.attempt, results, payloads, None)
         except Exception as exc:  # noqa: BLE001 - the outcomes matter more than retryability
             log.warning("could not keep the payloads of batch %s for retries: %s", batch_id, exc)
         self._count(chunk.entity, results)

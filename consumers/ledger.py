@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import asyncpg
 
@@ -11,7 +11,7 @@ from consumers.writers.base import RecordResult
 from streams.events import RecordError, RecordStatus
 
 _FETCH = """
-SELECT record_index, attempt, status, entity_id, error, details
+SELECT record_index, attempt, status, entity_id, error, details, chunk_digest
 FROM record_ledger
 WHERE batch_id = $1 AND record_index = ANY($2::int[]) AND attempt >= $3
   -- Kept for retries of a dead-lettered chunk, not written: a replay must write them.
@@ -20,23 +20,31 @@ WHERE batch_id = $1 AND record_index = ANY($2::int[]) AND attempt >= $3
 
 _UPSERT = """
 INSERT INTO record_ledger
-    (batch_id, record_index, attempt, status, entity_id, error, details, payload)
+    (batch_id, record_index, attempt, status, entity_id, error, details, payload, chunk_digest)
 SELECT $1, (r->>0)::int, $2, r->>1, r->>2, r->>3,
-       nullif(r->4, 'null'::jsonb), nullif(r->5, 'null'::jsonb)
+       nullif(r->4, 'null'::jsonb), nullif(r->5, 'null'::jsonb), $4
 FROM jsonb_array_elements($3::jsonb) AS r
 ON CONFLICT (batch_id, record_index) DO UPDATE
 SET attempt = EXCLUDED.attempt, status = EXCLUDED.status, entity_id = EXCLUDED.entity_id,
-    error = EXCLUDED.error, details = EXCLUDED.details, payload = EXCLUDED.payload
+    error = EXCLUDED.error, details = EXCLUDED.details, payload = EXCLUDED.payload,
+    chunk_digest = EXCLUDED.chunk_digest
 """
+
+
+class DoneRecord(NamedTuple):
+    attempt: int
+    result: RecordResult
+    # The digest of the chunk that wrote it; None for rows from before digests were kept.
+    chunk_digest: bytes | None
 
 
 async def fetch_done(
     conn: asyncpg.Connection, batch_id: str, indices: Sequence[int], attempt: int
-) -> dict[int, tuple[int, RecordResult]]:
-    """Records of this attempt (or a later one) already written: index -> (attempt, result)."""
+) -> dict[int, DoneRecord]:
+    """Records of this attempt (or a later one) already written, by index."""
     rows = await conn.fetch(_FETCH, batch_id, list(indices), attempt)
     return {
-        row["record_index"]: (
+        row["record_index"]: DoneRecord(
             row["attempt"],
             RecordResult(
                 index=row["record_index"],
@@ -45,6 +53,7 @@ async def fetch_done(
                 error=RecordError(row["error"]) if row["error"] else None,
                 details=row["details"],
             ),
+            row["chunk_digest"],
         )
         for row in rows
     }
@@ -56,6 +65,7 @@ async def record(
     attempt: int,
     results: Sequence[RecordResult],
     payloads: dict[int, Any],
+    chunk_digest: bytes | None,
 ) -> None:
     failed = RecordStatus.FAILED
     # One JSON document of rows: PostgreSQL unpacks it in C (see the activity writer).
@@ -70,16 +80,4 @@ async def record(
         )
         for r in results
     ]
-    await conn.execute(_UPSERT, batch_id, attempt, rows)
-
-
-async def failed_payloads(
-    conn: asyncpg.Connection, batch_id: str, indices: Sequence[int]
-) -> dict[int, Any]:
-    rows = await conn.fetch(
-        "SELECT record_index, payload FROM record_ledger"
-        " WHERE batch_id = $1 AND record_index = ANY($2::int[]) AND status = 'failed'",
-        batch_id,
-        list(indices),
-    )
-    return {row["record_index"]: row["payload"] for row in rows}
+    await conn.execute(_UPSERT, batch_id, attempt, rows, chunk_digest)

@@ -108,7 +108,7 @@ async def test_a_database_outage_mid_stream_loses_nothing_and_dead_letters_nothi
 
         async def paused() -> bool:
             worker.assert_running()
-            return worker.logged("database unavailable, pausing partition") >= 4
+            return worker.logged("transient database error, retrying the chunk") >= 4
 
         await _until(paused, "the worker has waited out the outage a few times")
         await proxy.restore()

@@ -228,3 +228,31 @@ async def test_records_of_a_dead_lettered_chunk_can_be_retried_once_the_cause_is
         await pg.fetchval("SELECT count(*) FROM activity WHERE coordinator_id = $1", f"coord-{tag}")
         == 2
     )
+
+
+async def test_a_chunk_reusing_a_batch_id_and_index_for_other_records_is_dead_lettered(
+    settings: Settings,
+    worker: WorkerResources,
+    http: aiohttp.ClientSession,
+    pg: asyncpg.Connection,
+    tag: str,
+) -> None:
+    batch_id = f"reused-{tag}"
+    first = {"entity": "activity", "batch_id": batch_id, "records": [activity(tag, 0)]}
+    other = {"entity": "activity", "batch_id": batch_id, "records": [activity(tag, 1)]}
+    key = batch_id.encode()
+    assert settings.kafka_bootstrap_servers is not None
+    produce(settings.kafka_bootstrap_servers, INGEST, [(key, orjson.dumps(first))])
+    before = await completed_batch(http, batch_id)
+
+    [source] = produce(settings.kafka_bootstrap_servers, INGEST, [(key, orjson.dumps(other))])
+
+    letter = await _dead_letter_of(settings, key)
+    assert letter.value == orjson.dumps(other)
+    assert _text(letter, "batchline.error.class") == "BatchIndexReused"
+    _assert_where_and_when(letter, source, "validate", attempts=1)
+    assert await completed_batch(http, batch_id) == before
+    assert (
+        await pg.fetchval("SELECT count(*) FROM activity WHERE coordinator_id = $1", f"coord-{tag}")
+        == 1
+    )
