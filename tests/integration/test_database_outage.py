@@ -132,4 +132,4 @@ async def test_a_database_outage_mid_stream_loses_nothing_and_dead_letters_nothi
     )
     assert stored == sum(batches.values())
     assert read_all(own_broker, "batchline.dlq") == []
-    assert worker.logged("database unavailable, pausing partition")
+    assert worker.logged("transient database error, retrying the chunk")
