@@ -1,15 +1,19 @@
 """Front door 3: the Gemini framework's generic entity API, ``/data/{entity}`` and ``/entity``.
 
-Writes go through the pipeline like every other front door: a batch header, ONE atomic
-chunk on ``batchline.ingest`` (so a list is all or nothing), then the answer once the
-batch completed. Reads come straight from PostgreSQL. Answers use Gemini's envelope:
+Writes are converted here first (what the writer would refuse is refused without a trip),
+then go through the pipeline like every other front door, in canonical form: a batch
+header, ONE atomic chunk on ``batchline.ingest`` (so a list is all or nothing), then the
+answer once the batch completed. Reads come straight from PostgreSQL. Answers use
+Gemini's envelope:
 ``{"status":"success","data":…,"meta":…}`` or ``{"status":"error","error":{"reason":…}}``.
 """
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -28,11 +32,17 @@ from streams.publisher import publish_batch
 
 _FILTER = re.compile(r"^([A-Za-z][A-Za-z0-9_]*)(?:\[([A-Z_]+)\])?$")
 _PAGING = frozenset({"start", "limit", "orderBy"})
+# start and limit end up as bigint OFFSET and LIMIT.
+_BIGINT_MAX = 2**63 - 1
+# A failed record answers 400 unless listed here; so does one the database refused: the
+# cause is in the record (a value too large for an index entry, say), and is named.
 _STATUS_BY_ERROR = {
-    RecordError.RECORD_NOT_FOUND: 404,
-    RecordError.DATABASE_ERROR: 500,
-    RecordError.PROCESSING_FAILED: 500,
+    RecordError.RECORD_NOT_FOUND.value: 404,
+    RecordError.PROCESSING_FAILED.value: 500,
 }
+# orjson reads an integer literal beyond 64 bits as a float (2**64 becomes 1.8e19), losing
+# digits; such a literal has at least 19 digits.
+_LONG_DIGITS = re.compile(rb"[0-9]{19}")
 
 
 class GeminiError(Exception):
@@ -118,9 +128,23 @@ async def _payload(request: web.Request) -> Any:
         payload = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         raise GeminiError(400, f"Request body is not valid JSON: {exc}") from exc
+    if _LONG_DIGITS.search(body):
+        payload = _with_exact_integers(body, payload)
     if not isinstance(payload, dict) or "data" not in payload:
         raise GeminiError(400, "data field not found in request body")
     return payload["data"]
+
+
+def _with_exact_integers(body: bytes, parsed: Any) -> Any:
+    """``body`` read again by the standard parser, which keeps every integer exact.
+
+    orjson has checked the body already (it refuses more than the standard parser, such as
+    NaN and lone surrogates); past the standard parser's own limits its reading stands.
+    """
+    try:
+        return json.loads(body)
+    except (ValueError, RecursionError):
+        return parsed
 
 
 def _row_view(values: Values, entity: EntitySchema, row: Any) -> dict[str, Any]:
@@ -137,8 +161,6 @@ async def _write(
     """Publish ``records`` as one atomic chunk and wait for the batch; failures raise."""
     app = request.app
     settings = app[keys.SETTINGS]
-    if len(records) > settings.max_records_per_request:
-        raise GeminiError(413, f"A list holds at most {settings.max_records_per_request} records")
     options = ChunkOptions(publish_events=True, atomic=True)
     header = await batches.create(
         app[keys.POOL], entity.key, "rest", len(records), options, operation
@@ -162,7 +184,7 @@ async def _write(
         location = f"/api/v1/batch-inserts/{header.id}"
         raise _Processing(header.id, location)
     results = await batches.results(app[keys.POOL], header.id)
-    _raise_failures(results, many=len(records) > 1)
+    raise_failures(entity, results, many=len(records) > 1)
     return results
 
 
@@ -173,21 +195,75 @@ class _Processing(Exception):
         self.location = location
 
 
-def _raise_failures(results: Sequence[batches.RecordRow], *, many: bool) -> None:
+@dataclass(frozen=True)
+class _Failed:
+    """One refused record: why, and its problems as ``error.errors`` lists them."""
+
+    index: int
+    reason: str
+    problems: list[dict[str, Any]]
+
+
+def _refused(status: int, failed: Sequence[_Failed], *, many: bool) -> GeminiError:
+    """The first failure is the reason; a list also names each failing record."""
+    errors = [({"record": f.index} if many else {}) | p for f in failed for p in f.problems]
+    return GeminiError(status, failed[0].reason, errors if (many or len(errors) > 1) else None)
+
+
+def raise_failures(
+    entity: EntitySchema, results: Sequence[batches.RecordRow], *, many: bool
+) -> None:
+    """Raise the Gemini answer for a batch with failed records: the first one's reason."""
     failed = [r for r in results if r.status == "failed"]
     if not failed:
         return
     own = [r for r in failed if r.error != RecordError.NOT_PROCESSED.value] or failed
-    first = own[0]
-    details = first.details if isinstance(first.details, dict) else {}
-    reason = details.get("reason") or f"Record {first.index} failed: {first.error}"
-    errors: list[dict[str, Any]] = []
-    for row in own:
-        row_details = row.details if isinstance(row.details, dict) else {}
-        problems = row_details.get("errors") or [{"reason": row_details.get("reason", row.error)}]
-        errors += [({"record": row.index} if many else {}) | problem for problem in problems]
-    status = _STATUS_BY_ERROR.get(RecordError(first.error), 400) if first.error else 500
-    raise GeminiError(status, reason, errors if (many or len(errors) > 1) else None)
+    status = _STATUS_BY_ERROR.get(own[0].error, 400) if own[0].error else 500
+    raise _refused(status, [_failure(entity, row) for row in own], many=many)
+
+
+def _failure(entity: EntitySchema, row: batches.RecordRow) -> _Failed:
+    """A failed result as the client reads it, whichever shape of details it carries."""
+    details = row.details
+    if row.error == RecordError.DATABASE_ERROR.value:
+        message = details.get("message") if isinstance(details, dict) else None
+        reason = f"The database refused the record: {message or 'no reason given'}"
+        return _Failed(row.index, reason, [{"reason": reason}])
+    if isinstance(details, list):
+        # A list of problems ({"field", "message", "type"}): the inserter's own refusals,
+        # such as a NUL character it found before any writer saw the record.
+        problems = [
+            ({"field": p["field"]} if p.get("field") else {})
+            | {"reason": str(p.get("message") or p.get("type") or row.error)}
+            for p in details
+            if isinstance(p, dict)
+        ]
+        listed = ", ".join(" ".join(str(v) for v in p.values()) for p in problems)
+        reason = f"Invalid record for Entity {entity.name}: {listed or row.error}"
+        return _Failed(row.index, reason, problems or [{"reason": reason}])
+    found = details if isinstance(details, dict) else {}
+    reason = found.get("reason") or f"Record {row.index} failed: {row.error}"
+    return _Failed(row.index, reason, found.get("errors") or [{"reason": reason}])
+
+
+def _canonical(
+    request: web.Request, entity: EntitySchema, records: list[Any], *, partial: bool = False
+) -> list[dict[str, Any]]:
+    """The records as the writer will convert them, or the 400 the writer would answer.
+
+    What is published is the canonical form: converted again by the writer it stays the
+    same, and an integer beyond 64 bits in a DECIMAL travels as exact text.
+    """
+    values = _values(request)
+    converted = [values.record(entity, raw, partial=partial) for raw in records]
+    failed = []
+    for index, record in enumerate(converted):
+        if not record.ok:
+            refusal = record.refusal(entity)
+            failed.append(_Failed(index, refusal.reason, list(refusal.errors)))
+    if failed:
+        raise _refused(400, failed, many=len(records) > 1)
+    return [record.values for record in converted]
 
 
 async def _stored(
@@ -195,7 +271,7 @@ async def _stored(
 ) -> tuple[list[dict[str, Any]], datetime | None]:
     """What is stored now for the records written, in request order."""
     values = _values(request)
-    wanted = [values.parse_lk(entity, r.entity_id) for r in results if r.entity_id]
+    wanted = [values.parse_lk(entity, r.entity_id) for r in results if r.entity_id is not None]
     rows = await reads.by_keys(request.app[keys.POOL], request.app[keys.ENTITIES], entity, wanted)
     by_key = {values.lk_of(entity, values.render(entity, row)): row for row in rows}
     ordered = [by_key[values.lk_of(entity, key)] for key in wanted]
@@ -220,8 +296,12 @@ async def insert_data(request: web.Request) -> web.StreamResponse:
     records = data if many else [data]
     if not records:
         raise GeminiError(400, "data must hold at least one record")
+    most = request.app[keys.SETTINGS].max_records_per_request
+    if len(records) > most:
+        raise GeminiError(413, f"A list holds at most {most} records")
+    canonical = _canonical(request, entity, records)
     try:
-        results = await _write(request, entity, "insert", records)
+        results = await _write(request, entity, "insert", canonical)
     except _Processing as exc:
         return _processing(exc)
     rows, updated = await _stored(request, entity, results)
@@ -248,8 +328,9 @@ async def _change(request: web.Request, operation: str) -> web.StreamResponse:
                     f"Logical key field {spec.name} cannot change: the URL says"
                     f" {sql_text(value)}, the body {data[spec.name]}",
                 )
+    record = _canonical(request, entity, [data | key], partial=operation == "patch")
     try:
-        results = await _write(request, entity, operation, [data | key])
+        results = await _write(request, entity, operation, record)
     except _Processing as exc:
         return _processing(exc)
     rows, updated = await _stored(request, entity, results)
@@ -302,9 +383,13 @@ def _int_parameter(request: web.Request, name: str, default: int, minimum: int) 
     raw = request.query.get(name)
     if raw is None:
         return default
-    if not re.fullmatch(r"\d+", raw) or int(raw) < minimum:
-        raise GeminiError(400, f"Query parameter {name} must be an integer >= {minimum}")
-    return int(raw)
+    # ASCII digits, few enough that int() is cheap and the value may fit.
+    value = int(raw) if re.fullmatch(r"[0-9]{1,19}", raw) else None
+    if value is None or not minimum <= value <= _BIGINT_MAX:
+        raise GeminiError(
+            400, f"Query parameter {name} must be an integer from {minimum} to {_BIGINT_MAX}"
+        )
+    return value
 
 
 def _filters(request: web.Request, entity: EntitySchema) -> list[reads.Filter]:
@@ -325,7 +410,7 @@ def _filters(request: web.Request, entity: EntitySchema) -> list[reads.Filter]:
             )
         try:
             if operator in ("CONTAINS", "STARTS_WITH"):
-                canonical: Any = raw
+                canonical: Any = values.search_text(spec, raw)
             else:
                 canonical = values.from_text(spec, raw)
         except ConversionError as exc:

@@ -3,11 +3,14 @@
 One converter per type. The canonical form is JSON-compatible and is what PostgreSQL's
 ``jsonb_to_recordset`` casts into the typed columns (DECIMAL as a string so it stays exact,
 DATE as ``YYYY-MM-DD``, DATE_TIME as UTC with ``Z``). A value that is not of its field's
-type raises ``ConversionError`` with the Gemini framework's message.
+type raises ``ConversionError`` with the Gemini framework's message: so does a value past
+what Python or PostgreSQL can hold, and text with a NUL character, which PostgreSQL stores in
+neither ``text`` nor ``jsonb``. Nothing here raises anything else for any JSON input.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from collections.abc import Callable, Mapping
@@ -22,30 +25,53 @@ import orjson
 from batchline.entities.schema import EntitySchema, FieldSpec, FieldType, Registry
 
 _BIGINT = 2**63
-_INTEGER_TEXT = re.compile(r"^[+-]?\d+$")
-_DECIMAL_TEXT = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
-_DATE_TEXT = re.compile(r"^\d{4}-\d{2}-\d{2}$")
-_DATE_TIME_TEXT = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}")
+# ASCII digits only: \d would let other scripts' digits through to int() and Decimal().
+_INTEGER_TEXT = re.compile(r"[+-]?[0-9]{1,19}")
+_DECIMAL_TEXT = re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?")
+_DATE_TEXT = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+_DATE_TIME_TEXT = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}")
+# PostgreSQL's numeric: at most this many digits before and after the decimal point.
+_NUMERIC_INTEGER_DIGITS = 131_072
+_NUMERIC_FRACTION_DIGITS = 16_383
+# A logical-key value is a unique-index entry and a URL path segment.
+MAX_KEY_CHARACTERS = 1000
+NUL = "\x00"
+NUL_NAME = "NUL (\\u0000) characters"
+NUL_PROBLEM = f"text must not contain {NUL_NAME}"
+
+
+def visible(text: str) -> str:
+    """``text`` with NUL written as JSON spells it: a message must not carry the character."""
+    return text.replace(NUL, "\\u0000")
 
 
 def shown(value: Any) -> str:
     """A value as the conversion message shows it: strings bare, anything else as JSON."""
     if isinstance(value, str):
-        return value
+        return visible(value)
     try:
         return orjson.dumps(value).decode()
     except TypeError:
-        return repr(value)
+        pass
+    try:
+        # orjson writes no integer beyond 64 bits; the standard library writes its digits.
+        return json.dumps(value, ensure_ascii=False)
+    except ValueError:  # past Python's limit on digits in an integer's text
+        return "a value too large to show"
 
 
 class ConversionError(ValueError):
-    def __init__(self, path: str, field_type: FieldType, value: Any) -> None:
+    """``problem``, when given, says why beyond the value not being of the field's type."""
+
+    def __init__(
+        self, path: str, field_type: FieldType, value: Any, problem: str | None = None
+    ) -> None:
         self.path = path
         self.field_type = field_type
         self.value = value
-        super().__init__(
-            f"Unable to convert field {path} - {field_type.value} - for value {shown(value)}"
-        )
+        self.problem = problem
+        message = f"Unable to convert field {path} - {field_type.value} - for value {shown(value)}"
+        super().__init__(f"{message}: {problem}" if problem else message)
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +96,24 @@ class Converted:
     @property
     def ok(self) -> bool:
         return not self.problems
+
+    def refusal(self, entity: EntitySchema) -> Refusal:
+        """Why the record cannot be stored: its first conversion problem, else every problem."""
+        errors = [p.view() for p in self.problems]
+        conversions = [p for p in self.problems if p.kind == "conversion"]
+        if conversions:
+            return Refusal("conversion", conversions[0].reason, errors)
+        listed = ", ".join(f"{p.field} {p.reason}" if p.field else p.reason for p in self.problems)
+        return Refusal("validation", f"Invalid record for Entity {entity.name}: {listed}", errors)
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """A refused record as the API and the ledger report it."""
+
+    kind: str  # ``conversion`` or ``validation``
+    reason: str
+    errors: list[dict[str, str]]
 
 
 def utc_text(value: datetime) -> str:
@@ -100,7 +144,25 @@ class Values:
             )
             return result
         self._members(entity.fields, raw, "", result, partial=partial)
+        self._addressable(entity, result)
         return result
+
+    def _addressable(self, entity: EntitySchema, result: Converted) -> None:
+        """A stored record must be reachable by URL and fit its key's unique index."""
+        for name in entity.lk:
+            value = result.values.get(name)
+            if not isinstance(value, str):
+                continue
+            if not value:
+                reason = "must not be empty: a logical key value identifies the record in URLs"
+            elif len(value) > MAX_KEY_CHARACTERS:
+                reason = (
+                    f"must hold at most {MAX_KEY_CHARACTERS} characters:"
+                    " a logical key value is indexed"
+                )
+            else:
+                continue
+            result.problems.append(FieldProblem(name, "validation", reason))
 
     def lk_values(self, entity: EntitySchema, raw: Any) -> Converted:
         """Only the logical-key fields of ``raw`` (DELETE)."""
@@ -127,8 +189,11 @@ class Values:
         names = {s.name for s in specs}
         for key in raw:
             if key not in names:
+                reason = "unknown field"
+                if NUL in key:
+                    reason += f": names must not contain {NUL_NAME}"
                 result.problems.append(
-                    FieldProblem(f"{prefix}{key}", "validation", "unknown field")
+                    FieldProblem(f"{prefix}{visible(key)}", "validation", reason)
                 )
         for spec in specs:
             path = f"{prefix}{spec.name}"
@@ -192,12 +257,14 @@ class Values:
     def from_json(self, spec: FieldSpec, value: Any, path: str | None = None) -> Any:
         """A scalar JSON value in canonical form; raises ConversionError."""
         where = path or spec.name
+        if isinstance(value, str) and NUL in value:
+            raise ConversionError(where, spec.type, value, NUL_PROBLEM)
         if spec.type is FieldType.ENTITY_REF:
             key_field = self.registry.ref_key_field(spec)
             try:
                 return self.from_json(key_field, value, where)
-            except ConversionError:
-                raise ConversionError(where, spec.type, value) from None
+            except ConversionError as exc:
+                raise ConversionError(where, spec.type, value, exc.problem) from None
         convert = _FROM_JSON.get(spec.type)
         if convert is None:
             raise ConversionError(where, spec.type, value)
@@ -209,21 +276,23 @@ class Values:
     def from_text(self, spec: FieldSpec, text: str, path: str | None = None) -> Any:
         """A value written as text (URL path, query string) in canonical form."""
         where = path or spec.name
+        try:
+            return self._from_text(spec, text, where)
+        except ConversionError as exc:
+            # The message shows the text as sent, not a number it was read as on the way.
+            raise ConversionError(where, spec.type, text, exc.problem) from None
+
+    def _from_text(self, spec: FieldSpec, text: str, where: str) -> Any:
         if spec.type is FieldType.ENTITY_REF:
-            try:
-                return self.from_text(self.registry.ref_key_field(spec), text, where)
-            except ConversionError:
-                raise ConversionError(where, spec.type, text) from None
+            return self._from_text(self.registry.ref_key_field(spec), text, where)
         if spec.type is FieldType.INTEGER:
-            if not _INTEGER_TEXT.match(text):
+            if not _INTEGER_TEXT.fullmatch(text):
                 raise ConversionError(where, spec.type, text)
             return self.from_json(spec, int(text), where)
         if spec.type is FieldType.DOUBLE:
-            try:
-                number = float(text)
-            except ValueError:
-                raise ConversionError(where, spec.type, text) from None
-            return self.from_json(spec, number, where)
+            if not _DECIMAL_TEXT.fullmatch(text):
+                raise ConversionError(where, spec.type, text)
+            return self.from_json(spec, float(text), where)
         if spec.type is FieldType.BOOL:
             if text not in ("true", "false"):
                 raise ConversionError(where, spec.type, text)
@@ -231,6 +300,12 @@ class Values:
         if spec.type in (FieldType.OBJECT, FieldType.ARRAY):
             raise ConversionError(where, spec.type, text)
         return self.from_json(spec, text, where)
+
+    def search_text(self, spec: FieldSpec, text: str) -> str:
+        """Text searched for as written (CONTAINS, STARTS_WITH): any text PostgreSQL can hold."""
+        if NUL in text:
+            raise ConversionError(spec.name, spec.type, text, NUL_PROBLEM)
+        return text
 
     # --- output -------------------------------------------------------------------------------
 
@@ -309,18 +384,35 @@ def _decimal(_spec: FieldSpec, value: Any) -> Any:
     if isinstance(value, bool):
         return _INVALID
     if isinstance(value, int):
-        return str(value)
+        try:
+            return str(value)
+        except ValueError:  # more digits than Python writes (and than numeric holds)
+            return _INVALID
     if isinstance(value, float):
         return repr(value) if math.isfinite(value) else _INVALID
-    if isinstance(value, str) and _DECIMAL_TEXT.match(value):
-        return str(Decimal(value))
+    if isinstance(value, str) and _DECIMAL_TEXT.fullmatch(value):
+        try:
+            number = Decimal(value)
+        except ArithmeticError:  # an exponent past what Decimal represents
+            return _INVALID
+        return str(number) if _fits_numeric(number) else _INVALID
     return _INVALID
+
+
+def _fits_numeric(number: Decimal) -> bool:
+    exponent = number.as_tuple().exponent
+    assert isinstance(exponent, int)  # the text pattern admits no NaN or Infinity
+    integer_digits = 0 if number.is_zero() else number.adjusted() + 1
+    return integer_digits <= _NUMERIC_INTEGER_DIGITS and -exponent <= _NUMERIC_FRACTION_DIGITS
 
 
 def _double(_spec: FieldSpec, value: Any) -> Any:
     if isinstance(value, bool) or not isinstance(value, int | float):
         return _INVALID
-    number = float(value)
+    try:
+        number = float(value)
+    except OverflowError:  # an integer past the largest double
+        return _INVALID
     return number if math.isfinite(number) else _INVALID
 
 
@@ -329,7 +421,7 @@ def _bool(_spec: FieldSpec, value: Any) -> Any:
 
 
 def _date(_spec: FieldSpec, value: Any) -> Any:
-    if not isinstance(value, str) or not _DATE_TEXT.match(value):
+    if not isinstance(value, str) or not _DATE_TEXT.fullmatch(value):
         return _INVALID
     try:
         return date.fromisoformat(value).isoformat()
@@ -342,10 +434,11 @@ def _date_time(_spec: FieldSpec, value: Any) -> Any:
         return _INVALID
     try:
         parsed = datetime.fromisoformat(value)
-    except ValueError:
+        # A time without a zone names no instant; storing it as UTC would be a guess.
+        # With one, its UTC instant may lie outside years 1-9999: OverflowError.
+        return utc_text(parsed) if parsed.tzinfo is not None else _INVALID
+    except (ValueError, OverflowError):
         return _INVALID
-    # A time without a zone names no instant; storing it as UTC would be a guess.
-    return utc_text(parsed) if parsed.tzinfo is not None else _INVALID
 
 
 def _enum(spec: FieldSpec, value: Any) -> Any:

@@ -151,21 +151,13 @@ class GenericEntityWriter:
                 )
 
     def _refused(self, index: int, converted: Converted) -> RecordResult:
-        conversions = [p for p in converted.problems if p.kind == "conversion"]
-        errors = [p.view() for p in converted.problems]
-        if conversions:
-            return self._failed(
-                index, RecordError.CONVERSION_ERROR, conversions[0].reason, errors=errors
-            )
-        listed = ", ".join(
-            f"{p.field} {p.reason}" if p.field else p.reason for p in converted.problems
+        refusal = converted.refusal(self.schema)
+        error = (
+            RecordError.CONVERSION_ERROR
+            if refusal.kind == "conversion"
+            else RecordError.VALIDATION_ERROR
         )
-        return self._failed(
-            index,
-            RecordError.VALIDATION_ERROR,
-            f"Invalid record for Entity {self.schema.name}: {listed}",
-            errors=errors,
-        )
+        return self._failed(index, error, refusal.reason, errors=refusal.errors)
 
     def _duplicate_reason(self, operation: str, key: tuple[Any, ...]) -> str:
         text = self._values.lk_text(self.schema, key)

@@ -1,0 +1,78 @@
+"""How /data answers failed records, whatever shape of details the pipeline gave them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from api.entity_data import GeminiError, raise_failures
+from batchline.batches import RecordRow
+from batchline.entities.schema import EntitySchema, load_registry
+
+CATEGORY = load_registry(Path(__file__).resolve().parents[2] / "entities").require("category")
+# What the inserter records for a record holding a NUL character, before any writer runs.
+NUL_DETAILS = [
+    {
+        "field": None,
+        "message": "Text must not contain NUL (\\u0000) characters",
+        "type": "nul_character",
+    }
+]
+
+
+def answer(entity: EntitySchema, rows: list[RecordRow], *, many: bool) -> tuple[int, Any]:
+    with pytest.raises(GeminiError) as raised:
+        raise_failures(entity, rows, many=many)
+    return raised.value.status, {"reason": raised.value.reason, "errors": raised.value.errors}
+
+
+def test_the_inserters_nul_refusal_is_a_400_with_its_message() -> None:
+    rows = [RecordRow(0, "failed", None, "validation_error", NUL_DETAILS)]
+
+    assert answer(CATEGORY, rows, many=False) == (
+        400,
+        {
+            "reason": "Invalid record for Entity CATEGORY:"
+            " Text must not contain NUL (\\u0000) characters",
+            "errors": None,
+        },
+    )
+
+
+def test_in_a_list_the_nul_record_is_named_and_the_records_not_processed_are_not() -> None:
+    rows = [
+        RecordRow(0, "failed", None, "not_processed", None),
+        RecordRow(1, "failed", None, "validation_error", NUL_DETAILS),
+        RecordRow(2, "failed", None, "not_processed", None),
+    ]
+
+    status, body = answer(CATEGORY, rows, many=True)
+
+    assert status == 400
+    assert body["errors"] == [
+        {"record": 1, "reason": "Text must not contain NUL (\\u0000) characters"}
+    ]
+
+
+def test_a_database_refusal_is_a_400_with_the_database_message() -> None:
+    details = {"sqlstate": "22003", "message": "value overflows numeric format"}
+    rows = [RecordRow(0, "failed", None, "database_error", details)]
+
+    assert answer(CATEGORY, rows, many=False) == (
+        400,
+        {
+            "reason": "The database refused the record: value overflows numeric format",
+            "errors": None,
+        },
+    )
+
+
+def test_an_error_code_this_front_door_does_not_know_is_still_a_400() -> None:
+    rows = [RecordRow(0, "failed", None, "some_new_code", {"reason": "a new kind of refusal"})]
+
+    assert answer(CATEGORY, rows, many=False) == (
+        400,
+        {"reason": "a new kind of refusal", "errors": None},
+    )
