@@ -71,9 +71,11 @@ def error_middleware(renderers: dict[str, ErrorRenderer]) -> Any:
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if "\x00" in request.path or "\x00" in request.query_string:
-            # PostgreSQL stores no NUL, so such an id or filter can match nothing.
-            return render(request, 400, ErrorCode.INVALID_REQUEST, "NUL character in the URL")
+        has_own_format = any(request.path.startswith(prefix) for prefix in renderers)
+        if not has_own_format and ("\x00" in request.path or "\x00" in request.query_string):
+            # PostgreSQL stores no NUL, so such an id or filter can match nothing. Front doors
+            # with their own formats say which field it was themselves.
+            return error_response(400, ErrorCode.INVALID_REQUEST, "NUL character in the URL")
         try:
             return await handler(request)
         except ApiError as exc:
