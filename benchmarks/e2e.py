@@ -153,14 +153,15 @@ async def rest_throughput(url: str, records: int, batch: int, clients: int) -> f
         return records / (time.perf_counter() - started)
 
 
-async def kafka_throughput(url: str, bootstrap: str, records: int, chunk: int) -> float:
+async def kafka_throughput(
+    url: str, bootstrap: str, records: int, per_batch: int, chunk: int
+) -> float:
     run = uuid.uuid4().hex[:6]
     producer = Producer(
         {"bootstrap.servers": bootstrap, "linger.ms": 5, "enable.idempotence": True, "acks": "all"}
     )
     batch_ids = []
     started = time.perf_counter()
-    per_batch = chunk * 10
     for start in range(0, records, per_batch):
         batch_id = f"bench-{run}-{start}"
         batch_ids.append(batch_id)
@@ -283,7 +284,11 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             results["rest_records_per_s"] = round(rest)
             results["rest_vs_copy"] = round(rest / results["copy_records_per_s"], 3)
             kafka = await kafka_throughput(
-                url, settings.require_bootstrap_servers(), args.records, settings.chunk_size
+                url,
+                settings.require_bootstrap_servers(),
+                args.records,
+                args.batch,
+                settings.chunk_size,
             )
             results["kafka_records_per_s"] = round(kafka)
             results["kafka_vs_copy"] = round(kafka / results["copy_records_per_s"], 3)
