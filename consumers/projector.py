@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import asyncpg
 from pydantic import ValidationError
 
-from batchline.db import is_transient, json_text, outage_backoff
+from batchline.db import is_transient, outage_backoff
 from streams.deadletter import DeadLetter, Stage
 from streams.events import RecordOutcome
 from streams.messages import ConsumedMessage
@@ -26,9 +26,14 @@ BATCH_DONE_CHANNEL = "batchline_batch_done"
 
 _PROJECT = """
 WITH incoming AS (
+    -- One JSON document of rows, unpacked in C (asyncpg checks bound arrays per element).
     SELECT DISTINCT ON (batch_id, record_index) *
-    FROM unnest($1::text[], $2::int[], $3::int[], $4::text[], $5::text[], $6::text[], $7::text[])
-         AS t(batch_id, record_index, attempt, status, entity_id, error, details)
+    FROM (
+        SELECT o->>0 AS batch_id, (o->>1)::int AS record_index, (o->>2)::int AS attempt,
+               o->>3 AS status, o->>4 AS entity_id, o->>5 AS error,
+               nullif(o->6, 'null'::jsonb) AS details
+        FROM jsonb_array_elements($1::jsonb) AS o
+    ) AS t
     ORDER BY batch_id, record_index, attempt DESC
 ), known AS (
     SELECT i.* FROM incoming i JOIN batch b ON b.id = i.batch_id
@@ -38,7 +43,7 @@ WITH incoming AS (
 ), written AS (
     INSERT INTO batch_result AS r
         (batch_id, record_index, attempt, status, entity_id, error, details)
-    SELECT batch_id, record_index, attempt, status, entity_id, error, details::jsonb FROM known
+    SELECT batch_id, record_index, attempt, status, entity_id, error, details FROM known
     ON CONFLICT (batch_id, record_index) DO UPDATE
     SET attempt = EXCLUDED.attempt, status = EXCLUDED.status, entity_id = EXCLUDED.entity_id,
         error = EXCLUDED.error, details = EXCLUDED.details
@@ -73,13 +78,18 @@ async def project(conn: asyncpg.Connection, outcomes: Sequence[RecordOutcome]) -
     async with conn.transaction():
         rows = await conn.fetch(
             _PROJECT,
-            [o.batch_id for o in outcomes],
-            [o.index for o in outcomes],
-            [o.attempt for o in outcomes],
-            [o.status.value for o in outcomes],
-            [o.id for o in outcomes],
-            [o.error.value if o.error else None for o in outcomes],
-            [json_text(o.details) for o in outcomes],
+            [
+                (
+                    o.batch_id,
+                    o.index,
+                    o.attempt,
+                    o.status.value,
+                    o.id,
+                    o.error.value if o.error else None,
+                    o.details,
+                )
+                for o in outcomes
+            ],
         )
         completed = [row["id"] for row in rows if row["status"] == "completed"]
         if completed:
