@@ -18,7 +18,7 @@ from batchline import batches
 from consumers.writers.base import validation_details
 from streams.envelopes import ACTIVITY_ENTITY, ChunkOptions
 from streams.producer import DeliveryError
-from streams.publisher import publish_batch
+from streams.publisher import chunk_messages
 
 BASE = "/api/v1/batch-inserts"
 _STATUSES = ("processing", "completed", "failed")
@@ -142,13 +142,10 @@ async def create_batch(request: web.Request) -> web.StreamResponse:
             ChunkOptions(publish_events=publish_events),
         )
         try:
-            await publish_batch(
-                request.app[keys.PRODUCER],
-                header.id,
-                ACTIVITY_ENTITY,
-                activities,
-                settings.chunk_size,
-                header.options,
+            await request.app[keys.PRODUCER].send_many(
+                chunk_messages(
+                    header.id, ACTIVITY_ENTITY, activities, settings.chunk_size, header.options
+                )
             )
         except DeliveryError as exc:
             await batches.fail(pool, header.id, f"not accepted by the broker: {exc}")
@@ -300,17 +297,18 @@ async def retry_batch(request: web.Request) -> web.StreamResponse:
 
     ordered = sorted(indices)
     try:
-        await publish_batch(
-            request.app[keys.PRODUCER],
-            batch_id,
-            plan.header.entity,
-            [plan.payloads[i] for i in ordered],
-            settings.chunk_size,
-            plan.header.options,
-            record_count=plan.header.record_count,
-            attempt=plan.header.attempt,
-            indices=ordered,
-            operation=plan.header.operation,
+        await request.app[keys.PRODUCER].send_many(
+            chunk_messages(
+                batch_id,
+                plan.header.entity,
+                [plan.payloads[i] for i in ordered],
+                settings.chunk_size,
+                plan.header.options,
+                record_count=plan.header.record_count,
+                attempt=plan.header.attempt,
+                indices=ordered,
+                operation=plan.header.operation,
+            )
         )
     except DeliveryError as exc:
         await batches.fail(request.app[keys.POOL], batch_id, f"retry not accepted: {exc}")

@@ -28,7 +28,7 @@ from batchline.entities.values import ConversionError, LogicalKeyMismatch, Value
 from streams.envelopes import ChunkOptions
 from streams.events import RecordError
 from streams.producer import DeliveryError
-from streams.publisher import publish_batch
+from streams.publisher import chunk_messages
 
 _FILTER = re.compile(r"^([A-Za-z][A-Za-z0-9_]*)(?:\[([A-Z_]+)\])?$")
 _PAGING = frozenset({"start", "limit", "orderBy"})
@@ -167,14 +167,15 @@ async def _write(
     )
     try:
         # One chunk whatever its size: the list is one transaction.
-        await publish_batch(
-            app[keys.PRODUCER],
-            header.id,
-            entity.key,
-            records,
-            len(records),
-            options,
-            operation=operation,
+        await app[keys.PRODUCER].send_many(
+            chunk_messages(
+                header.id,
+                entity.key,
+                records,
+                len(records),
+                options,
+                operation=operation,
+            )
         )
     except DeliveryError as exc:
         await batches.fail(app[keys.POOL], header.id, f"not accepted by the broker: {exc}")

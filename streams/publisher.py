@@ -1,4 +1,4 @@
-"""Front-door side of ``batchline.ingest``: split a batch into chunk envelopes and produce them."""
+"""Front-door side of ``batchline.ingest``: split a batch into chunk envelopes."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Any
 
 from streams import codec, topics
 from streams.envelopes import ChunkOptions
-from streams.producer import AsyncProducer, OutgoingMessage
+from streams.producer import OutgoingMessage
 
 
 def chunk_messages(
@@ -45,31 +45,3 @@ def chunk_messages(
         if indices is not None:
             envelope["indices"] = list(indices[start : start + chunk_size])
         yield OutgoingMessage(topics.INGEST, codec.dumps(envelope), key)
-
-
-async def publish_batch(
-    producer: AsyncProducer,
-    batch_id: str,
-    entity: str,
-    records: Sequence[Any],
-    chunk_size: int,
-    options: ChunkOptions,
-    *,
-    record_count: int | None = None,
-    attempt: int = 0,
-    indices: Sequence[int] | None = None,
-    operation: str = "insert",
-) -> None:
-    await producer.send_many(
-        chunk_messages(
-            batch_id,
-            entity,
-            records,
-            chunk_size,
-            options,
-            record_count=record_count,
-            attempt=attempt,
-            indices=indices,
-            operation=operation,
-        )
-    )
