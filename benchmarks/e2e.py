@@ -63,6 +63,10 @@ def machine() -> dict[str, Any]:
     }
 
 
+def progress(phase: str) -> None:
+    print(f"{time.strftime('%H:%M:%S')} {phase}", file=sys.stderr, flush=True)
+
+
 def peak_rss_mib(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
@@ -106,17 +110,17 @@ async def copy_baseline(url: str, records: int) -> float:
 
 
 async def wait_completed(http: aiohttp.ClientSession, batch_ids: list[str]) -> None:
-    pending = list(batch_ids)
+    # Batches finish roughly in the order they were sent, so asking about the oldest
+    # unfinished one keeps the reads few; asking about every batch each round would load
+    # the API and PostgreSQL with full result pages and slow the pipeline being measured.
+    pending = list(reversed(batch_ids))
     while pending:
-        still = []
-        for batch_id in pending:
-            async with http.get(f"/api/v1/batch-inserts/{batch_id}") as response:
-                body = await response.json() if response.status == 200 else {}
-                if body.get("status") != "completed":
-                    still.append(batch_id)
-        pending = still
-        if pending:
-            await asyncio.sleep(0.05)
+        async with http.get(f"/api/v1/batch-inserts/{pending[-1]}") as response:
+            body = await response.json() if response.status == 200 else {}
+        if body.get("status") == "completed":
+            pending.pop()
+        else:
+            await asyncio.sleep(0.02)
 
 
 async def rest_throughput(url: str, records: int, batch: int, clients: int) -> float:
@@ -280,9 +284,11 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         async with processes(settings, args.workers) as pids:
             await wait_ready(url)
             await latency(url, 20, 50)  # warm-up: consumer groups joined, pools filled
+            progress("REST phase")
             rest = await rest_throughput(url, args.records, args.batch, args.clients)
             results["rest_records_per_s"] = round(rest)
             results["rest_vs_copy"] = round(rest / results["copy_records_per_s"], 3)
+            progress("Kafka producer phase")
             kafka = await kafka_throughput(
                 url,
                 settings.require_bootstrap_servers(),
@@ -292,6 +298,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             )
             results["kafka_records_per_s"] = round(kafka)
             results["kafka_vs_copy"] = round(kafka / results["copy_records_per_s"], 3)
+            progress("latency phase")
             results["latency_2_records"] = await latency(
                 url, args.latency_requests, args.latency_rate
             )
