@@ -48,7 +48,11 @@ class Settings(BaseSettings):
         ge=1,
         description="Replication factor of the topics batchline creates; 3 on a real cluster.",
     )
-    consumer_group: str = Field(default="batchline", description="Faust application id.")
+    consumer_group: str = Field(
+        default="batchline",
+        description="Faust application id (the inserter's consumer group); the projector's"
+        " group is this with `.projector` appended.",
+    )
     inserter_lanes: int = Field(
         default=4,
         ge=1,
@@ -164,10 +168,17 @@ class Settings(BaseSettings):
         }
 
     def librdkafka_consumer_config(self, group_id: str) -> dict[str, Any]:
+        """The one mapping from settings to librdkafka consumer keys."""
         return {
             "bootstrap.servers": self.require_bootstrap_servers(),
             "group.id": group_id,
             "session.timeout.ms": self.kafka_session_timeout_ms,
+            "heartbeat.interval.ms": max(self.kafka_session_timeout_ms // 5, 100),
+            "fetch.wait.max.ms": self.kafka_fetch_max_wait_ms,
             "auto.offset.reset": "earliest",
             "enable.auto.commit": False,
         }
+
+    @property
+    def projector_group(self) -> str:
+        return f"{self.consumer_group}.projector"

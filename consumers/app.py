@@ -1,7 +1,12 @@
-"""The Faust worker: agents ``inserter`` and ``projector`` and the periodic sweeps.
+"""The worker: the Faust agent ``inserter``, the ``projector`` and the periodic sweeps.
 
-Built by a factory around resources the caller owns (pool, producer), so nothing is global
+Built by factories around resources the caller owns (pool, producer), so nothing is global
 and tests can run a real worker in-process.
+
+The projector reads outcomes with a batch consumer of its own (streams.consumer), not as a
+Faust agent: there is one outcome message per record, and Faust's per-event machinery
+(aiokafka record parsing, an event object, a queue hop and an ack per message) cost the
+worker more CPU than inserting the records did.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from consumers.writers.generic import entity_writers
 from consumers.writers.instance import InstanceWriter
 from streams import topics
 from streams.admin import TopicEnsurer
+from streams.consumer import BatchConsumer
 from streams.messages import ConsumedMessage
 from streams.producer import AsyncProducer
 
@@ -136,10 +142,7 @@ def create_worker_app(resources: WorkerResources) -> faust.App:
             settings.topic_replication_factor,
         ),
     )
-    projector = Projector(resources.pool, resources.producer, settings.retry_backoff_seconds)
-
     ingest_topic = app.topic(topics.INGEST, value_serializer="raw", key_serializer="raw")
-    outcome_topic = app.topic(topics.OUTCOMES, value_serializer="raw", key_serializer="raw")
 
     async def insert_chunks(stream: faust.StreamT[bytes]) -> None:
         # Acknowledged by hand once handle() returned: written, committed, outcomes flushed.
@@ -157,19 +160,28 @@ def create_worker_app(resources: WorkerResources) -> faust.App:
         finally:
             await lanes.close(_DRAIN_SECONDS)
 
-    async def project_outcomes(stream: faust.StreamT[bytes]) -> None:
-        windows = stream.take_events(_PROJECTOR_BATCH, _PROJECTOR_WINDOW_SECONDS)  # type: ignore[attr-defined]
-        async for events in windows:
-            await projector.handle_many([_consumed(e) for e in events])
-
     app.agent(ingest_topic, name="batchline.inserter")(insert_chunks)
-    app.agent(outcome_topic, name="batchline.projector")(project_outcomes)
 
     async def sweep() -> None:
         await _sweep(resources)
 
     app.timer(_SWEEP_SECONDS, name="batchline.sweep")(sweep)
     return app
+
+
+def create_projection(resources: WorkerResources) -> BatchConsumer:
+    """The projector: outcomes -> the tables behind GET, a window of them per statement."""
+    settings = resources.settings
+    projector = Projector(resources.pool, resources.producer, settings.retry_backoff_seconds)
+    return BatchConsumer(
+        settings.librdkafka_consumer_config(settings.projector_group),
+        [topics.OUTCOMES],
+        projector.handle_many,
+        max_batch=_PROJECTOR_BATCH,
+        window_seconds=_PROJECTOR_WINDOW_SECONDS,
+        retry_seconds=settings.retry_backoff_seconds,
+        name="batchline.projector",
+    )
 
 
 async def _sweep(resources: WorkerResources) -> None:
@@ -186,10 +198,15 @@ async def _sweep(resources: WorkerResources) -> None:
 
 
 async def run_worker(resources: WorkerResources, stop: asyncio.Event) -> None:
-    """Run the agents until ``stop`` is set."""
+    """Run the inserter, the projector and the sweeps until ``stop`` is set."""
     app = create_worker_app(resources)
-    await app.start()
+    projection = create_projection(resources)
+    await projection.start()
     try:
-        await stop.wait()
+        await app.start()
+        try:
+            await stop.wait()
+        finally:
+            await app.stop()
     finally:
-        await app.stop()
+        await projection.stop()

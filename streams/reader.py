@@ -13,6 +13,7 @@ from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 
+from streams.consumer import consumed
 from streams.messages import ConsumedMessage
 
 _BATCH = 500
@@ -21,19 +22,6 @@ _POLL_SECONDS = 0.1
 
 class TopicUnreadable(RuntimeError):
     """The broker did not let us read the topic."""
-
-
-def _consumed(message: Any) -> ConsumedMessage:
-    timestamp_type, timestamp_ms = message.timestamp()
-    return ConsumedMessage(
-        topic=message.topic(),
-        partition=message.partition(),
-        offset=message.offset(),
-        key=message.key(),
-        value=message.value(),
-        headers=tuple((k, v if v is not None else b"") for k, v in message.headers() or ()),
-        timestamp_ms=timestamp_ms if timestamp_type else None,
-    )
 
 
 async def read_topic(
@@ -96,7 +84,7 @@ async def read_topic(
                 error = message.error()
                 if error is None:
                     if message.partition() in remaining:
-                        yield _consumed(message)
+                        yield consumed(message)
                 elif _is_eof(message):
                     remaining.discard(message.partition())
                 elif error.fatal() or not error.retriable():
