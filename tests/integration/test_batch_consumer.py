@@ -1,0 +1,67 @@
+"""The batch consumer the projector reads outcomes with: commit after, rewind on failure."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Sequence
+
+from confluent_kafka import Consumer, TopicPartition
+
+from batchline.settings import Settings
+from streams.admin import ensure_topics
+from streams.consumer import BatchConsumer
+from streams.messages import ConsumedMessage
+from tests.integration.kafka import produce
+
+
+async def _committed(settings: Settings, group: str, topic: str) -> int:
+    consumer = Consumer(settings.librdkafka_consumer_config(group))
+    try:
+        [position] = await asyncio.to_thread(consumer.committed, [TopicPartition(topic, 0)], 10)
+        return int(position.offset)
+    finally:
+        await asyncio.to_thread(consumer.close)
+
+
+async def test_a_failed_batch_is_read_again_and_offsets_are_committed_only_after_success(
+    settings: Settings,
+) -> None:
+    topic = f"batch-consumer-{uuid.uuid4().hex[:8]}"
+    group = f"batch-consumer-{uuid.uuid4().hex[:8]}"
+    bootstrap = settings.require_bootstrap_servers()
+    await ensure_topics(bootstrap, {topic: 1})
+    values = [f"m{n}".encode() for n in range(20)]
+    await asyncio.to_thread(produce, bootstrap, topic, [(b"k", v) for v in values])
+
+    calls: list[list[bytes]] = []
+    handled: list[bytes] = []
+    all_handled = asyncio.Event()
+
+    async def handler(batch: Sequence[ConsumedMessage]) -> None:
+        calls.append([m.value or b"" for m in batch])
+        if len(calls) == 1:
+            raise RuntimeError("database away")
+        handled.extend(m.value or b"" for m in batch)
+        if len(handled) >= len(values):
+            all_handled.set()
+
+    consumer = BatchConsumer(
+        settings.librdkafka_consumer_config(group),
+        [topic],
+        handler,
+        max_batch=8,
+        window_seconds=0.05,
+        retry_seconds=0.05,
+        name="test-batch-consumer",
+    )
+    await consumer.start()
+    try:
+        await asyncio.wait_for(all_handled.wait(), 30)
+    finally:
+        await consumer.stop()
+
+    assert handled == values  # in order, each once after the failure
+    assert calls[1][: len(calls[0])] == calls[0]  # the failed batch came back first
+    assert all(len(batch) <= 8 for batch in calls)
+    assert await _committed(settings, group, topic) == len(values)
