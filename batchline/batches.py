@@ -155,6 +155,7 @@ async def delete(pool: asyncpg.Pool, batch_id: str) -> str | None:
             return "missing"
         if status == "processing":
             return "processing"
+        await conn.execute("DELETE FROM batch_result WHERE batch_id = $1", batch_id)
         await conn.execute("DELETE FROM record_ledger WHERE batch_id = $1", batch_id)
         await conn.execute("DELETE FROM idempotency_key WHERE batch_id = $1", batch_id)
         await conn.execute("DELETE FROM batch WHERE id = $1", batch_id)

@@ -35,20 +35,29 @@ WITH incoming AS (
         FROM jsonb_array_elements($1::jsonb) AS o
     ) AS t
     ORDER BY batch_id, record_index, attempt DESC
-), known AS (
-    SELECT i.* FROM incoming i JOIN batch b ON b.id = i.batch_id
-), previous AS (
-    SELECT r.batch_id, r.record_index, r.attempt, r.status
-    FROM batch_result r JOIN known k USING (batch_id, record_index)
+), locked AS (
+    -- Once per batch, not per row: outcomes of a batch being deleted are dropped, never
+    -- left behind as results without a batch.
+    SELECT id FROM batch
+    WHERE id = ANY(ARRAY(SELECT DISTINCT batch_id FROM incoming))
+    ORDER BY id
+    FOR NO KEY UPDATE
 ), written AS (
     INSERT INTO batch_result AS r
         (batch_id, record_index, attempt, status, entity_id, error, details)
-    SELECT batch_id, record_index, attempt, status, entity_id, error, details FROM known
+    SELECT i.batch_id, i.record_index, i.attempt, i.status, i.entity_id, i.error, i.details
+    FROM incoming i JOIN locked b ON b.id = i.batch_id
     ON CONFLICT (batch_id, record_index) DO UPDATE
     SET attempt = EXCLUDED.attempt, status = EXCLUDED.status, entity_id = EXCLUDED.entity_id,
         error = EXCLUDED.error, details = EXCLUDED.details
     WHERE r.attempt <= EXCLUDED.attempt
-    RETURNING batch_id, record_index, attempt, status
+    RETURNING batch_id, record_index, attempt, status, r.xmax = 0 AS fresh
+), previous AS (
+    -- Every statement here sees the table as it was before the insert, so this finds what
+    -- a replaced row said; only replaced rows (retries, re-sent outcomes) need looking up.
+    SELECT r.batch_id, r.record_index, r.attempt, r.status
+    FROM written w JOIN batch_result r USING (batch_id, record_index)
+    WHERE NOT w.fresh
 ), delta AS (
     SELECT w.batch_id,
            sum((w.status <> 'failed')::int - coalesce((p.status <> 'failed')::int, 0)) AS ok,
