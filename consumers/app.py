@@ -50,6 +50,10 @@ _PROJECTOR_WINDOW_SECONDS = 0.005
 _SWEEP_SECONDS = 5.0
 _LANE_DEPTH = 2
 _DRAIN_SECONDS = 10.0
+# Faust waits for its consumer thread to stop, and that thread may already have died on an
+# unreachable broker; past this the process leaves anyway (uncommitted chunks come back,
+# and the ledger turns them into re-sent outcomes).
+_STOP_SECONDS = 20.0
 _OUTBOX_GRACE_SECONDS = 30.0
 
 
@@ -207,6 +211,9 @@ async def run_worker(resources: WorkerResources, stop: asyncio.Event) -> None:
         try:
             await stop.wait()
         finally:
-            await app.stop()
+            try:
+                await asyncio.wait_for(app.stop(), _STOP_SECONDS)
+            except TimeoutError:
+                log.warning("the Faust app did not stop within %.0f s; leaving", _STOP_SECONDS)
     finally:
         await projection.stop()
