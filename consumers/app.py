@@ -45,8 +45,6 @@ log = logging.getLogger(__name__)
 
 # Outcomes are small; the projector applies up to this many in one statement.
 _PROJECTOR_BATCH = 5000
-# Long enough to gather a chunk's outcomes, short enough not to show in a small POST.
-_PROJECTOR_WINDOW_SECONDS = 0.005
 _SWEEP_SECONDS = 5.0
 _LANE_DEPTH = 2
 _DRAIN_SECONDS = 10.0
@@ -182,7 +180,6 @@ def create_projection(resources: WorkerResources) -> BatchConsumer:
         [topics.OUTCOMES],
         projector.handle_many,
         max_batch=_PROJECTOR_BATCH,
-        window_seconds=_PROJECTOR_WINDOW_SECONDS,
         retry_seconds=settings.retry_backoff_seconds,
         name="batchline.projector",
     )

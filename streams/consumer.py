@@ -64,7 +64,6 @@ class BatchConsumer:
         handler: BatchHandler,
         *,
         max_batch: int,
-        window_seconds: float,
         retry_seconds: float,
         name: str,
     ) -> None:
@@ -72,7 +71,6 @@ class BatchConsumer:
         self._topics = list(topics)
         self._handler = handler
         self._max_batch = max_batch
-        self._window = window_seconds
         self._retry = retry_seconds
         self._name = name
         self._running = threading.Event()
@@ -111,14 +109,15 @@ class BatchConsumer:
             consumer.close()
 
     def _next_batch(self, consumer: Consumer) -> list[ConsumedMessage]:
-        # poll() returns as soon as one message is there; consume() then waits out the
-        # window, so a burst becomes one batch without delaying a lone message further.
+        # poll() returns as soon as one message is there; consume() without a timeout then
+        # takes what librdkafka has already fetched behind it. A lone message waits for
+        # nothing, and under load the queue fills while the previous batch is handled.
         first = consumer.poll(_IDLE_POLL_SECONDS)
         if first is None:
             return []
         messages = [first]
         if self._max_batch > 1:
-            messages += consumer.consume(self._max_batch - 1, self._window)
+            messages += consumer.consume(self._max_batch - 1, 0)
         batch = []
         for message in messages:
             error = message.error()

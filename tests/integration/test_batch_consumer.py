@@ -51,7 +51,6 @@ async def test_a_failed_batch_is_read_again_and_offsets_are_committed_only_after
         [topic],
         handler,
         max_batch=8,
-        window_seconds=0.05,
         retry_seconds=0.05,
         name="test-batch-consumer",
     )
