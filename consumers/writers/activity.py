@@ -60,10 +60,8 @@ _INSERT = f"""
 INSERT INTO activity (coordinator_id, mentor_id, activity_type, activity_date, duration_minutes)
 SELECT c, m, t, d, n
 FROM ({_INPUT}) AS input
-WHERE NOT EXISTS (  -- skips known conflicts before an id is drawn, so ids stay dense
-    SELECT 1 FROM activity a
-    WHERE (a.coordinator_id, a.mentor_id, a.activity_type, a.activity_date) = (c, m, t, d)
-)
+-- A conflicting record still draws an id, leaving a gap; probing the key first to avoid
+-- that cost a quarter of this statement for every record.
 ORDER BY position
 ON CONFLICT ON CONSTRAINT activity_natural_key DO NOTHING
 RETURNING {_COLUMNS}
