@@ -406,8 +406,9 @@ class Inserter:
 
     async def _publish(self, result: ChunkResult) -> None:
         key = result.batch_id.encode()
-        messages = [OutgoingMessage(topics.OUTCOMES, value, key) for value in result.outcomes]
-        await self._until_done(lambda: self._producer.send_many(messages), "outcomes")
+        await self._until_done(
+            lambda: self._producer.send_values(topics.OUTCOMES, key, result.outcomes), "outcomes"
+        )
         await self._until_done(
             lambda: outbox.publish(self._pool, self._producer, result.events), "domain events"
         )
