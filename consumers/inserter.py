@@ -13,7 +13,7 @@ import hashlib
 import logging
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal, TypeVar
@@ -274,7 +274,7 @@ class Inserter:
             ],
             key=lambda pair: pair[1].index,
         )
-        outcomes = [self._outcome(chunk, batch_id, attempt, r) for attempt, r in ordered]
+        outcomes = _outcomes(chunk, batch_id, ordered)
         if done:
             # A redelivery: events staged by the first run may not have been sent.
             replay_ids = [
@@ -362,21 +362,6 @@ class Inserter:
             staged.append(outbox.StagedEvent(event_id, batch_id, message))
         return staged
 
-    def _outcome(
-        self, chunk: IngestChunk, batch_id: str, attempt: int, result: RecordResult
-    ) -> bytes:
-        return encode_outcome(
-            batch_id,
-            result.index,
-            attempt,
-            result.status,
-            chunk.entity.lower(),
-            result.entity_id,
-            result.error,
-            result.details,
-            chunk.total_records,
-        )
-
     async def _unprocessed(
         self, chunk: IngestChunk, batch_id: str, letter: DeadLetter
     ) -> ChunkResult:
@@ -403,7 +388,7 @@ class Inserter:
             log.warning("could not keep the payloads of batch %s for retries: %s", batch_id, exc)
         self._count(chunk.entity, results)
         return ChunkResult(
-            batch_id, [self._outcome(chunk, batch_id, chunk.attempt, r) for r in results]
+            batch_id, _outcomes(chunk, batch_id, [(chunk.attempt, r) for r in results])
         )
 
     def _count(self, entity: str, results: Sequence[RecordResult]) -> None:
@@ -469,6 +454,20 @@ async def _ensure_header(
         chunk.options.model_dump(),
         chunk.operation,
     )
+
+
+def _outcomes(
+    chunk: IngestChunk, batch_id: str, results: Iterable[tuple[int, RecordResult]]
+) -> list[bytes]:
+    """Encoded outcomes of ``(attempt, result)`` pairs, one per record."""
+    entity = chunk.entity.lower()
+    total = chunk.total_records
+    return [
+        encode_outcome(
+            batch_id, r.index, attempt, r.status, entity, r.entity_id, r.error, r.details, total
+        )
+        for attempt, r in results
+    ]
 
 
 # How JSON spells a NUL character; PostgreSQL stores it in neither text nor jsonb.
