@@ -49,6 +49,17 @@ class RecordOutcome(BaseModel):
     record_count: int = Field(ge=1, description="Records in the whole batch.")
 
 
+_STATUS_JSON = {status: codec.dumps(status.value) for status in RecordStatus}
+_ERROR_JSON: dict[RecordError | None, bytes] = {
+    None: b"null",
+    **{error: codec.dumps(error.value) for error in RecordError},
+}
+_OUTCOME = (
+    b'{"batch_id":%b,"index":%d,"attempt":%d,"status":%b,"entity":%b,"id":%b,"error":%b,'
+    b'"details":%b,"record_count":%d}'
+)
+
+
 def encode_outcome(
     batch_id: str,
     index: int,
@@ -61,19 +72,23 @@ def encode_outcome(
     record_count: int,
 ) -> bytes:
     """A RecordOutcome's wire form, without building the model: the inserter's hot path
-    emits one per record. tests/unit pins it to the model."""
-    return codec.dumps(
-        {
-            "batch_id": batch_id,
-            "index": index,
-            "attempt": attempt,
-            "status": status.value,
-            "entity": entity,
-            "id": entity_id,
-            "error": error.value if error is not None else None,
-            "details": details,
-            "record_count": record_count,
-        }
+    emits one per record. tests/unit pins it to the model and to orjson's bytes.
+
+    Formatted rather than one ``dumps`` of a dict: orjson hands back each document in a
+    fresh buffer of a kilobyte or more, and with a chunk's thousand outcomes alive until
+    they are delivered, those allocations alone cost ~2 us per outcome. Its small
+    ``dumps`` results here are freed at once and cost next to nothing.
+    """
+    return _OUTCOME % (
+        codec.dumps(batch_id),
+        index,
+        attempt,
+        _STATUS_JSON[status],
+        codec.dumps(entity),
+        codec.dumps(entity_id),
+        _ERROR_JSON[error],
+        codec.dumps(details),
+        record_count,
     )
 
 

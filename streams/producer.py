@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
+import itertools
 import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -17,6 +19,7 @@ from typing import Any
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 Headers = Sequence[tuple[str, bytes]]
+_ProducerHeaders = list[tuple[str, str | bytes | None]]
 
 
 @dataclass(frozen=True)
@@ -32,25 +35,30 @@ class DeliveryError(RuntimeError):
 
 
 class _BatchDelivery:
-    """Resolves one future when every message of a batch is acknowledged, or the first fails."""
+    """Resolves one future when every message of a batch is acknowledged, or the first fails.
+
+    Called once per message, by the poll thread or by a thread in ``flush``, possibly both
+    at once. Without a lock: ``next()`` on an ``itertools.count`` is one C call, which the
+    GIL does not split (``threading`` numbers its threads the same way), and a late
+    ``set_exception`` after the future is done is refused by the future itself.
+    """
 
     def __init__(self, count: int) -> None:
         self.future: concurrent.futures.Future[None] = concurrent.futures.Future()
-        self._remaining = count
-        self._lock = threading.Lock()
+        self._count = count
+        self._acknowledged = itertools.count(1)
         if count == 0:
             self.future.set_result(None)
 
     def __call__(self, err: KafkaError | None, _msg: Message) -> None:
-        with self._lock:
-            if self.future.done():
-                return
-            if err is not None:
-                self.future.set_exception(DeliveryError(str(err)))
-                return
-            self._remaining -= 1
-            if self._remaining == 0:
+        if err is None:
+            # A failed message is never counted, so the count reaches the size of the
+            # batch only when every message got through.
+            if next(self._acknowledged) == self._count:
                 self.future.set_result(None)
+        elif not self.future.done():
+            with contextlib.suppress(concurrent.futures.InvalidStateError):
+                self.future.set_exception(DeliveryError(str(err)))
 
 
 class AsyncProducer:
@@ -74,20 +82,32 @@ class AsyncProducer:
         batch = list(messages)
         delivery = _BatchDelivery(len(batch))
         for message in batch:
-            while not self._produce(message, delivery):  # noqa: ASYNC110
-                # The local queue is full: give the poll thread time to drain deliveries.
+            headers: _ProducerHeaders | None = list(message.headers) if message.headers else None
+            while not self._produce(message.topic, message.value, message.key, headers, delivery):  # noqa: ASYNC110
                 await asyncio.sleep(0.01)
         await asyncio.wrap_future(delivery.future)
 
-    def _produce(self, message: OutgoingMessage, delivery: _BatchDelivery) -> bool:
+    async def send_values(self, topic: str, key: bytes | None, values: Sequence[bytes]) -> None:
+        """``send_many`` of messages that differ only in their value, without building an
+        OutgoingMessage for each: the inserter sends one outcome per record."""
+        delivery = _BatchDelivery(len(values))
+        for value in values:
+            while not self._produce(topic, value, key, None, delivery):  # noqa: ASYNC110
+                await asyncio.sleep(0.01)
+        await asyncio.wrap_future(delivery.future)
+
+    def _produce(
+        self,
+        topic: str,
+        value: bytes | None,
+        key: bytes | None,
+        headers: _ProducerHeaders | None,
+        delivery: _BatchDelivery,
+    ) -> bool:
+        """False when the local queue is full: the caller gives the poll thread time to
+        drain deliveries and tries again."""
         try:
-            self._producer.produce(
-                message.topic,
-                value=message.value,
-                key=message.key,
-                headers=list(message.headers) or None,
-                on_delivery=delivery,
-            )
+            self._producer.produce(topic, value, key, headers=headers, on_delivery=delivery)
         except BufferError:
             return False
         except KafkaException as exc:

@@ -14,6 +14,7 @@ from pydantic import (
     Field,
     StrictInt,
     StrictStr,
+    TypeAdapter,
     ValidationError,
 )
 
@@ -45,6 +46,20 @@ class Activity(BaseModel):
     @property
     def natural_key(self) -> tuple[str, str, str, date]:
         return (self.coordinator_id, self.mentor_id, self.activity_type, self.activity_date)
+
+
+# One call for the whole chunk instead of one per record: a record that is no Activity
+# comes back as it was, and only those are validated again, alone, for their errors.
+_CHUNK = TypeAdapter(list[Annotated[Activity | Any, Field(union_mode="left_to_right")]])
+
+
+def _errors(raw: Any) -> list[dict[str, Any]]:
+    """Why ``raw`` is no Activity, in the words validating it on its own gives."""
+    try:
+        Activity.model_validate(raw)
+    except ValidationError as exc:
+        return validation_details(exc)
+    raise AssertionError("a record the chunk's validation refused is valid on its own")
 
 
 _COLUMNS = "id, coordinator_id, mentor_id, activity_type, activity_date, duration_minutes"
@@ -110,27 +125,27 @@ class ActivityWriter:
         results: dict[int, RecordResult] = {}
         accepted: dict[tuple[str, str, str, date], tuple[int, Activity]] = {}
         superseded: dict[tuple[str, str, str, date], list[int]] = {}
-        for record in records:
-            try:
-                activity = Activity.model_validate(record.raw)
-            except ValidationError as exc:
+        validated = _CHUNK.validate_python([record.raw for record in records])
+        for record, activity in zip(records, validated, strict=True):
+            if not isinstance(activity, Activity):
                 results[record.index] = RecordResult.failed(
-                    record.index, RecordError.VALIDATION_ERROR, validation_details(exc)
+                    record.index, RecordError.VALIDATION_ERROR, _errors(record.raw)
                 )
                 continue
-            if activity.natural_key in accepted:
+            key = activity.natural_key
+            if key in accepted:
                 if chunk.options.ignore_constraints:
                     # Applied in index order, each takes over the row: the last one's values
                     # are what stays, and every one of them reports that row.
-                    earlier, _ = accepted.pop(activity.natural_key)
-                    superseded.setdefault(activity.natural_key, []).append(earlier)
+                    earlier, _ = accepted.pop(key)
+                    superseded.setdefault(key, []).append(earlier)
                 else:
                     # The first record with a key wins; later ones in the same chunk fail.
                     results[record.index] = RecordResult.failed(
                         record.index, RecordError.UNIQUE_CONSTRAINT_VIOLATION
                     )
                     continue
-            accepted[activity.natural_key] = (record.index, activity)
+            accepted[key] = (record.index, activity)
 
         if accepted:
             rows = list(accepted.values())

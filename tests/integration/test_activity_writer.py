@@ -30,6 +30,40 @@ async def test_one_chunk_inserts_reports_conflicts_and_keeps_input_order(
     assert second == first + 1
 
 
+async def test_a_bad_record_fails_alone_with_its_own_errors(
+    pg: asyncpg.Connection, tag: str
+) -> None:
+    records = [7, activity(tag, 0), activity(tag, 1, duration_minutes=0, extra=1), activity(tag, 2)]
+    chunk = IngestChunk(entity="activity", records=records)
+
+    async with pg.transaction():
+        results = await ActivityWriter().write(
+            pg, chunk, [PendingRecord(i, r) for i, r in enumerate(records)]
+        )
+
+    assert [r.status for r in results] == [
+        RecordStatus.FAILED,
+        RecordStatus.INSERTED,
+        RecordStatus.FAILED,
+        RecordStatus.INSERTED,
+    ]
+    assert results[0].details == [
+        {
+            "field": None,
+            "message": "Input should be a valid dictionary or instance of Activity",
+            "type": "model_type",
+        }
+    ]
+    assert results[2].details == [
+        {
+            "field": "duration_minutes",
+            "message": "Input should be greater than or equal to 1",
+            "type": "greater_than_equal",
+        },
+        {"field": "extra", "message": "Extra inputs are not permitted", "type": "extra_forbidden"},
+    ]
+
+
 async def test_ignore_constraints_updates_the_existing_row_and_returns_its_old_image(
     pg: asyncpg.Connection, tag: str
 ) -> None:

@@ -5,7 +5,10 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
+from consumers.inserter import UndeliverableMessage, decode_chunk
+from streams.deadletter import Stage
 from streams.envelopes import ChunkOptions, IngestChunk
+from streams.messages import ConsumedMessage
 from streams.publisher import chunk_messages
 from streams.topics import INGEST
 
@@ -62,3 +65,43 @@ def test_a_chunk_without_record_count_is_the_whole_batch() -> None:
     chunk = IngestChunk.model_validate_json(b'{"entity": "activity", "records": [{}, {}]}')
     assert chunk.total_records == 2
     assert chunk.batch_id is None
+
+
+def _consumed(value: bytes) -> ConsumedMessage:
+    return ConsumedMessage(topic=INGEST, partition=0, offset=0, key=None, value=value)
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        b'{"entity": "activity", "records": [{"a": "\\u00e9", "b": [1.5, -0, 1e400, NaN]}]}',
+        b'{"entity": "activity", "records": [123456789012345678901234567890]}',
+        b'{"entity": "a", "records": [1], "attempt": "2", "options": {"atomic": 1}}',
+        b'{"entity": "a", "records": [1, 2], "indices": [1.0, 0], "schema_version": 1.0}',
+        b'{"entity": "a", "records": [' + b"[" * 199 + b"]" * 199 + b"]}",
+    ],
+)
+def test_decoding_reads_a_chunk_as_pydantic_reads_its_json(payload: bytes) -> None:
+    assert repr(decode_chunk(_consumed(payload))) == repr(IngestChunk.model_validate_json(payload))
+
+
+@pytest.mark.parametrize(
+    ("payload", "stage"),
+    [
+        (b"\xff{not json", Stage.DECODE),
+        (b'{"entity": "a", "records": [' + b"[" * 200 + b"]" * 200 + b"]}", Stage.DECODE),
+        (b'{"entity": "a", "records": [1], "attempt": 1.5}', Stage.VALIDATE),
+        (b'{"entity": "a", "records": [1], "options": {"tenant": "a-b"}}', Stage.VALIDATE),
+    ],
+)
+def test_a_chunk_pydantic_refuses_is_refused_with_pydantics_error(
+    payload: bytes, stage: Stage
+) -> None:
+    with pytest.raises(ValidationError) as expected:
+        IngestChunk.model_validate_json(payload)
+
+    with pytest.raises(UndeliverableMessage) as refused:
+        decode_chunk(_consumed(payload))
+
+    assert refused.value.stage is stage
+    assert str(refused.value.cause) == str(expected.value)
