@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 from collections.abc import AsyncIterator
@@ -26,6 +27,7 @@ from streams.topics import TopicSpec, core_topics, entity_events_topic
 log = logging.getLogger(__name__)
 
 EMBEDDED_SESSION_TIMEOUT_MS = 2000
+_GC_FIRST_GENERATION_THRESHOLD = 20_000
 
 
 def stop_on_signals() -> asyncio.Event:
@@ -109,7 +111,21 @@ async def worker_main(settings: Settings) -> None:
         if settings.worker_metrics_port is not None:
             await _serve_worker_metrics(settings, metrics)
         log.info("batchline worker consuming from %s", settings.kafka_bootstrap_servers)
+        tune_garbage_collection()
         await run_worker(resources, stop)
+
+
+def tune_garbage_collection() -> None:
+    """Fewer, cheaper collections for a process that allocates thousands of objects a chunk.
+
+    With the default threshold (700 allocations) the collector ran many times per chunk and
+    its full passes walked every long-lived object of Faust and aiokafka: about a sixth of
+    the inserter's CPU. Freezing what start-up built takes those objects out of every pass;
+    the higher first threshold still collects cycles, just per chunk rather than per record.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(_GC_FIRST_GENERATION_THRESHOLD, 20, 20)
 
 
 async def _serve_worker_metrics(settings: Settings, metrics: Metrics) -> None:
