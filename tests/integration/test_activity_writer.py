@@ -30,6 +30,34 @@ async def test_one_chunk_inserts_reports_conflicts_and_keeps_input_order(
     assert second == first + 1
 
 
+async def test_a_record_whose_key_is_already_stored_fails_alone(
+    pg: asyncpg.Connection, tag: str
+) -> None:
+    stored = activity(tag, 0)
+    async with pg.transaction():
+        await ActivityWriter().write(
+            pg,
+            IngestChunk(entity="activity", records=[stored]),
+            [PendingRecord(0, stored)],
+        )
+    records = [activity(tag, 1), stored, activity(tag, 2)]
+    async with pg.transaction():
+        results = await ActivityWriter().write(
+            pg,
+            IngestChunk(entity="activity", records=records),
+            [PendingRecord(i, r) for i, r in enumerate(records)],
+        )
+
+    assert [r.status for r in results] == [
+        RecordStatus.INSERTED,
+        RecordStatus.FAILED,
+        RecordStatus.INSERTED,
+    ]
+    assert results[1].error is RecordError.UNIQUE_CONSTRAINT_VIOLATION
+    count = "SELECT count(*) FROM activity WHERE coordinator_id = $1"
+    assert await pg.fetchval(count, stored["coordinator_id"]) == 3
+
+
 async def test_a_bad_record_fails_alone_with_its_own_errors(
     pg: asyncpg.Connection, tag: str
 ) -> None:
