@@ -18,7 +18,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("dev", help="everything in one process, embedded services by default")
     commands.add_parser("api", help="the HTTP front doors")
-    commands.add_parser("worker", help="the Faust agents (inserter, projector)")
+    commands.add_parser("worker", help="the inserter (Faust agent), the projector and the sweeps")
     migrate = commands.add_parser(
         "migrate", help="apply database migrations and create or extend the entity tables"
     )

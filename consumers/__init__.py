@@ -1,1 +1,1 @@
-"""The Faust agents and what they write: inserter (entities + ledger) and projector."""
+"""The worker and what it writes: the inserter (entities + ledger) and the projector."""
