@@ -11,6 +11,7 @@ once, in order per partition.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
 import threading
 import time
@@ -76,6 +77,7 @@ class BatchConsumer:
         self._running = threading.Event()
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._in_flight: concurrent.futures.Future[None] | None = None
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -87,12 +89,24 @@ class BatchConsumer:
         )
         self._thread.start()
 
-    async def stop(self) -> None:
-        """Finish the batch in hand, commit it, leave the group."""
+    async def stop(self, grace_seconds: float = 10.0) -> None:
+        """Finish the batch in hand, commit it, leave the group.
+
+        A handler still busy after ``grace_seconds`` (waiting out a database outage, say) is
+        cancelled: its batch stays uncommitted and is read again by whoever runs next.
+        """
         self._running.clear()
-        if self._thread is not None:
-            await asyncio.to_thread(self._thread.join)
-            self._thread = None
+        thread, self._thread = self._thread, None
+        if thread is None:
+            return
+        await asyncio.to_thread(thread.join, grace_seconds)
+        in_flight = self._in_flight
+        if thread.is_alive() and in_flight is not None:
+            log.warning(
+                "%s: cancelling a batch still in hand after %.0f s", self._name, grace_seconds
+            )
+            in_flight.cancel()
+        await asyncio.to_thread(thread.join)
 
     def _run(self, consumer: Consumer) -> None:
         try:
@@ -130,6 +144,7 @@ class BatchConsumer:
     def _handled(self, consumer: Consumer, batch: list[ConsumedMessage]) -> bool:
         assert self._loop is not None
         future = asyncio.run_coroutine_threadsafe(self._handler(batch), self._loop)
+        self._in_flight = future
         try:
             future.result()
         except Exception as exc:  # noqa: BLE001 - the batch is read again, not lost

@@ -64,3 +64,39 @@ async def test_a_failed_batch_is_read_again_and_offsets_are_committed_only_after
     assert calls[1][: len(calls[0])] == calls[0]  # the failed batch came back first
     assert all(len(batch) <= 8 for batch in calls)
     assert await _committed(settings, group, topic) == len(values)
+
+
+async def test_stop_cancels_a_handler_that_does_not_finish_and_commits_nothing_of_it(
+    settings: Settings,
+) -> None:
+    topic = f"batch-consumer-{uuid.uuid4().hex[:8]}"
+    group = f"batch-consumer-{uuid.uuid4().hex[:8]}"
+    bootstrap = settings.require_bootstrap_servers()
+    await ensure_topics(bootstrap, {topic: 1})
+    await asyncio.to_thread(produce, bootstrap, topic, [(b"k", b"first"), (b"k", b"second")])
+
+    started = asyncio.Event()
+    cancelled = asyncio.Event()
+
+    async def handler(_batch: Sequence[ConsumedMessage]) -> None:
+        started.set()
+        try:
+            await asyncio.Event().wait()  # a database that never comes back
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+
+    consumer = BatchConsumer(
+        settings.librdkafka_consumer_config(group),
+        [topic],
+        handler,
+        max_batch=8,
+        retry_seconds=0.05,
+        name="test-batch-consumer",
+    )
+    await consumer.start()
+    await asyncio.wait_for(started.wait(), 30)
+    await asyncio.wait_for(consumer.stop(grace_seconds=0.5), 15)
+
+    assert cancelled.is_set()
+    assert await _committed(settings, group, topic) < 0  # nothing committed: read again later
