@@ -2,25 +2,31 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import asyncpg
 
 from consumers.writers.activity import ActivityWriter
-from consumers.writers.base import PendingRecord
+from consumers.writers.base import PendingRecord, RecordResult
 from streams.envelopes import ChunkOptions, IngestChunk
 from streams.events import RecordError, RecordStatus
 from tests.integration.activities import activity
+
+
+async def write(pg: asyncpg.Connection, records: list[Any], **chunk: Any) -> list[RecordResult]:
+    """One chunk of ``records`` through the writer, in a transaction as the inserter runs it."""
+    ingest = IngestChunk(entity="activity", records=records, **chunk)
+    pending = [PendingRecord(i, r) for i, r in zip(ingest.record_indices(), records, strict=True)]
+    async with pg.transaction():
+        return await ActivityWriter().write(pg, ingest, pending)
 
 
 async def test_one_chunk_inserts_reports_conflicts_and_keeps_input_order(
     pg: asyncpg.Connection, tag: str
 ) -> None:
     records = [activity(tag, 0), activity(tag, 1), activity(tag, 0), {"bad": True}]
-    chunk = IngestChunk(entity="activity", records=records)
 
-    async with pg.transaction():
-        results = await ActivityWriter().write(
-            pg, chunk, [PendingRecord(i, r) for i, r in enumerate(records)]
-        )
+    results = await write(pg, records)
 
     assert [r.index for r in results] == [0, 1, 2, 3]
     assert [r.status for r in results] == [RecordStatus.INSERTED] * 2 + [RecordStatus.FAILED] * 2
@@ -34,19 +40,9 @@ async def test_a_record_whose_key_is_already_stored_fails_alone(
     pg: asyncpg.Connection, tag: str
 ) -> None:
     stored = activity(tag, 0)
-    async with pg.transaction():
-        await ActivityWriter().write(
-            pg,
-            IngestChunk(entity="activity", records=[stored]),
-            [PendingRecord(0, stored)],
-        )
-    records = [activity(tag, 1), stored, activity(tag, 2)]
-    async with pg.transaction():
-        results = await ActivityWriter().write(
-            pg,
-            IngestChunk(entity="activity", records=records),
-            [PendingRecord(i, r) for i, r in enumerate(records)],
-        )
+    await write(pg, [stored])
+
+    results = await write(pg, [activity(tag, 1), stored, activity(tag, 2)])
 
     assert [r.status for r in results] == [
         RecordStatus.INSERTED,
@@ -62,12 +58,8 @@ async def test_a_bad_record_fails_alone_with_its_own_errors(
     pg: asyncpg.Connection, tag: str
 ) -> None:
     records = [7, activity(tag, 0), activity(tag, 1, duration_minutes=0, extra=1), activity(tag, 2)]
-    chunk = IngestChunk(entity="activity", records=records)
 
-    async with pg.transaction():
-        results = await ActivityWriter().write(
-            pg, chunk, [PendingRecord(i, r) for i, r in enumerate(records)]
-        )
+    results = await write(pg, records)
 
     assert [r.status for r in results] == [
         RecordStatus.FAILED,
@@ -95,18 +87,13 @@ async def test_a_bad_record_fails_alone_with_its_own_errors(
 async def test_ignore_constraints_updates_the_existing_row_and_returns_its_old_image(
     pg: asyncpg.Connection, tag: str
 ) -> None:
-    writer = ActivityWriter()
-    first = IngestChunk(entity="activity", records=[activity(tag, 0, duration_minutes=10)])
-    async with pg.transaction():
-        [created] = await writer.write(pg, first, [PendingRecord(0, first.records[0])])
+    [created] = await write(pg, [activity(tag, 0, duration_minutes=10)])
 
-    retry = IngestChunk(
-        entity="activity",
-        records=[activity(tag, 0, duration_minutes=20)],
+    [updated] = await write(
+        pg,
+        [activity(tag, 0, duration_minutes=20)],
         options=ChunkOptions(ignore_constraints=True, publish_events=True),
     )
-    async with pg.transaction():
-        [updated] = await writer.write(pg, retry, [PendingRecord(0, retry.records[0])])
 
     assert updated.status is RecordStatus.UPDATED
     assert updated.entity_id == created.entity_id
@@ -119,23 +106,15 @@ async def test_ignore_constraints_updates_the_existing_row_and_returns_its_old_i
 async def test_ignore_constraints_applies_duplicates_in_index_order(
     pg: asyncpg.Connection, tag: str
 ) -> None:
-    writer = ActivityWriter()
-    first = IngestChunk(entity="activity", records=[activity(tag, 0, duration_minutes=5)])
-    async with pg.transaction():
-        [created] = await writer.write(pg, first, [PendingRecord(0, first.records[0])])
-    records = [activity(tag, 0, duration_minutes=6), activity(tag, 0, duration_minutes=7)]
-    retry = IngestChunk(
-        entity="activity",
-        records=records,
+    [created] = await write(pg, [activity(tag, 0, duration_minutes=5)])
+
+    results = await write(
+        pg,
+        [activity(tag, 0, duration_minutes=6), activity(tag, 0, duration_minutes=7)],
         indices=[1, 2],
         record_count=3,
         options=ChunkOptions(ignore_constraints=True),
     )
-
-    async with pg.transaction():
-        results = await writer.write(
-            pg, retry, [PendingRecord(i, r) for i, r in zip([1, 2], records, strict=True)]
-        )
 
     assert [(r.index, r.status, r.entity_id) for r in results] == [
         (1, RecordStatus.UPDATED, created.entity_id),
