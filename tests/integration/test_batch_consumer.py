@@ -10,7 +10,7 @@ from confluent_kafka import Consumer, TopicPartition
 
 from batchline.settings import Settings
 from streams.admin import ensure_topics
-from streams.consumer import BatchConsumer
+from streams.consumer import BatchConsumer, BatchHandler
 from streams.messages import ConsumedMessage
 from tests.integration.kafka import produce
 
@@ -24,15 +24,34 @@ async def _committed(settings: Settings, group: str, topic: str) -> int:
         await asyncio.to_thread(consumer.close)
 
 
+async def topic_holding(settings: Settings, values: Sequence[bytes]) -> str:
+    """A new one-partition topic with ``values`` on it, in order."""
+    topic = f"batch-consumer-{uuid.uuid4().hex[:8]}"
+    bootstrap = settings.require_bootstrap_servers()
+    await ensure_topics(bootstrap, {topic: 1})
+    await asyncio.to_thread(produce, bootstrap, topic, [(b"k", v) for v in values])
+    return topic
+
+
+def batch_consumer(
+    settings: Settings, group: str, topic: str, handler: BatchHandler
+) -> BatchConsumer:
+    return BatchConsumer(
+        settings.librdkafka_consumer_config(group),
+        [topic],
+        handler,
+        max_batch=8,
+        retry_seconds=0.05,
+        name="test-batch-consumer",
+    )
+
+
 async def test_a_failed_batch_is_read_again_and_offsets_are_committed_only_after_success(
     settings: Settings,
 ) -> None:
-    topic = f"batch-consumer-{uuid.uuid4().hex[:8]}"
-    group = f"batch-consumer-{uuid.uuid4().hex[:8]}"
-    bootstrap = settings.require_bootstrap_servers()
-    await ensure_topics(bootstrap, {topic: 1})
     values = [f"m{n}".encode() for n in range(20)]
-    await asyncio.to_thread(produce, bootstrap, topic, [(b"k", v) for v in values])
+    topic = await topic_holding(settings, values)
+    group = f"batch-consumer-{uuid.uuid4().hex[:8]}"
 
     calls: list[list[bytes]] = []
     handled: list[bytes] = []
@@ -46,14 +65,7 @@ async def test_a_failed_batch_is_read_again_and_offsets_are_committed_only_after
         if len(handled) >= len(values):
             all_handled.set()
 
-    consumer = BatchConsumer(
-        settings.librdkafka_consumer_config(group),
-        [topic],
-        handler,
-        max_batch=8,
-        retry_seconds=0.05,
-        name="test-batch-consumer",
-    )
+    consumer = batch_consumer(settings, group, topic, handler)
     await consumer.start()
     try:
         await asyncio.wait_for(all_handled.wait(), 30)
@@ -69,11 +81,8 @@ async def test_a_failed_batch_is_read_again_and_offsets_are_committed_only_after
 async def test_stop_cancels_a_handler_that_does_not_finish_and_commits_nothing_of_it(
     settings: Settings,
 ) -> None:
-    topic = f"batch-consumer-{uuid.uuid4().hex[:8]}"
+    topic = await topic_holding(settings, [b"first", b"second"])
     group = f"batch-consumer-{uuid.uuid4().hex[:8]}"
-    bootstrap = settings.require_bootstrap_servers()
-    await ensure_topics(bootstrap, {topic: 1})
-    await asyncio.to_thread(produce, bootstrap, topic, [(b"k", b"first"), (b"k", b"second")])
 
     started = asyncio.Event()
     cancelled = asyncio.Event()
@@ -86,14 +95,7 @@ async def test_stop_cancels_a_handler_that_does_not_finish_and_commits_nothing_o
             cancelled.set()
             raise
 
-    consumer = BatchConsumer(
-        settings.librdkafka_consumer_config(group),
-        [topic],
-        handler,
-        max_batch=8,
-        retry_seconds=0.05,
-        name="test-batch-consumer",
-    )
+    consumer = batch_consumer(settings, group, topic, handler)
     await consumer.start()
     await asyncio.wait_for(started.wait(), 30)
     await asyncio.wait_for(consumer.stop(grace_seconds=0.5), 15)
