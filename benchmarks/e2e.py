@@ -39,6 +39,7 @@ from confluent_kafka import Producer
 from batchline.embedded import free_port
 from batchline.runtime import apply_migrations, create_topics, embedded_services
 from batchline.settings import Settings
+from benchmarks.cpu import CpuMeter, Group, listening_pid, parent_pid, per_record_us
 from streams import topics
 
 
@@ -74,7 +75,8 @@ def peak_rss_mib(pid: int) -> float:
     return float("nan")
 
 
-async def copy_baseline(url: str, records: int) -> float:
+async def copy_baseline(url: str, records: int, meter: CpuMeter) -> tuple[float, dict[str, float]]:
+    """COPY's records/second, and the CPU seconds it took, by process group."""
     conn = await asyncpg.connect(url)
     try:
         await conn.execute("DROP TABLE IF EXISTS activity_copy_bench")
@@ -90,6 +92,7 @@ async def copy_baseline(url: str, records: int) -> float:
             )
             for a in (activity(run, n) for n in range(records))
         ]
+        before = meter.reading()
         started = time.perf_counter()
         await conn.copy_records_to_table(
             "activity_copy_bench",
@@ -103,8 +106,9 @@ async def copy_baseline(url: str, records: int) -> float:
             ],
         )
         elapsed = time.perf_counter() - started
+        spent = meter.since(before, meter.reading())
         await conn.execute("DROP TABLE activity_copy_bench")
-        return records / elapsed
+        return records / elapsed, spent
     finally:
         await conn.close()
 
@@ -239,6 +243,24 @@ async def processes(settings: Settings, workers: int) -> AsyncIterator[dict[str,
         await asyncio.gather(*(p.wait() for p in started))
 
 
+async def service_groups(database_url: str, bootstrap: str) -> dict[str, Group]:
+    """PostgreSQL (postmaster and backends) and the broker, where they run on this host."""
+    groups = {}
+    conn = await asyncpg.connect(database_url)
+    try:
+        # Asked while the backend lives: once it exits, its parent can no longer be read.
+        postmaster = parent_pid(await conn.fetchval("SELECT pg_backend_pid()"))
+    finally:
+        await conn.close()
+    if postmaster is not None:
+        groups["postgres"] = Group((postmaster,), with_children=True)
+    host, _, port = bootstrap.split(",")[0].rpartition(":")
+    broker = listening_pid(int(port)) if host in ("127.0.0.1", "localhost", "::1") else None
+    if broker is not None:
+        groups["broker"] = Group((broker,))
+    return groups
+
+
 async def wait_ready(url: str) -> None:
     async with aiohttp.ClientSession(base_url=url) as http:
         for _ in range(600):
@@ -278,17 +300,37 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             "database": "configured" if base.database_url else "embedded pgserver",
             "broker": "configured" if base.kafka_bootstrap_servers else "embedded Tansu",
         }
-        results["copy_records_per_s"] = round(
-            await copy_baseline(settings.require_database_url(), args.records)
+        services = await service_groups(
+            settings.require_database_url(), settings.require_bootstrap_servers()
+        )
+        copy_rate, copy_cpu = await copy_baseline(
+            settings.require_database_url(), args.records, CpuMeter(services)
+        )
+        results["copy_records_per_s"] = round(copy_rate)
+        cpu = {"copy": per_record_us(copy_cpu, args.records)}
+        results["cpu_us_per_record"] = cpu
+        # What the whole host may spend on a record at half of COPY's rate.
+        results["budget_us_per_record_at_half_copy"] = round(
+            (os.cpu_count() or 1) * 1e6 / (copy_rate / 2), 1
         )
         async with processes(settings, args.workers) as pids:
+            meter = CpuMeter(
+                services
+                | {
+                    "api": Group((pids["api"],)),
+                    "workers": Group(tuple(p for n, p in pids.items() if n != "api")),
+                }
+            )
             await wait_ready(url)
             await latency(url, 20, 50)  # warm-up: consumer groups joined, pools filled
             progress("REST phase")
+            before = meter.reading()
             rest = await rest_throughput(url, args.records, args.batch, args.clients)
+            cpu["rest"] = per_record_us(meter.since(before, meter.reading()), args.records)
             results["rest_records_per_s"] = round(rest)
             results["rest_vs_copy"] = round(rest / results["copy_records_per_s"], 3)
             progress("Kafka producer phase")
+            before = meter.reading()
             kafka = await kafka_throughput(
                 url,
                 settings.require_bootstrap_servers(),
@@ -296,6 +338,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                 args.batch,
                 settings.chunk_size,
             )
+            cpu["kafka"] = per_record_us(meter.since(before, meter.reading()), args.records)
             results["kafka_records_per_s"] = round(kafka)
             results["kafka_vs_copy"] = round(kafka / results["copy_records_per_s"], 3)
             progress("latency phase")
@@ -334,11 +377,22 @@ def print_table(results: dict[str, Any]) -> None:
     width = max(len(r[0]) for r in rows)
     for name, value, extra in rows:
         print(f"{name:<{width}}  {value:<34} {extra}")
+    print_cpu(results["cpu_us_per_record"], results["budget_us_per_record_at_half_copy"])
     m = results["machine"]
     print(
         f"machine: {m['cores']} cores, {m['memory_gib']} GiB, {m['cpu']}, "
         f"Python {m['python']}; settings: {results['settings']}"
     )
+
+
+def print_cpu(cpu: dict[str, dict[str, float]], budget: float) -> None:
+    columns = ["postgres", "broker", "api", "workers", "benchmark", "total"]
+    print("CPU per record (us)        " + "".join(f"{c:>10}" for c in columns))
+    names = {"copy": "COPY", "rest": "REST", "kafka": "Kafka producer"}
+    for phase, spent in cpu.items():
+        cells = "".join(f"{spent[c]:>10.1f}" if c in spent else f"{'-':>10}" for c in columns)
+        print(f"{names[phase]:<27}{cells}")
+    print(f"at 0.5 x COPY the host may spend {budget:.1f} us of CPU per record, all included")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
