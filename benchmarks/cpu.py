@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import resource
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -100,13 +101,25 @@ class Group:
         return total
 
 
+def host_busy_seconds() -> float:
+    """CPU seconds the whole host spent on anything but idling, over all its cores."""
+    fields = [int(f) for f in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle, iowait = fields[3], fields[4]
+    # guest time is already counted in user time.
+    return (sum(fields[:8]) - idle - iowait) / _TICKS_PER_SECOND
+
+
 def own_seconds() -> float:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
 
 
 class CpuMeter:
-    """Snapshots of every group's CPU seconds; ``since`` gives the difference."""
+    """Snapshots of every group's CPU seconds; ``since`` gives the difference.
+
+    A reading also holds the host's busy seconds (``host``) and the clock (``wall``), so a
+    phase shows how busy the machine was and what processes outside the groups took.
+    """
 
     def __init__(self, groups: Mapping[str, Group]) -> None:
         self._groups = dict(groups)
@@ -114,6 +127,8 @@ class CpuMeter:
     def reading(self) -> dict[str, float]:
         seconds = {name: group.seconds() for name, group in self._groups.items()}
         seconds["benchmark"] = own_seconds()
+        seconds["host"] = host_busy_seconds()
+        seconds["wall"] = time.monotonic()
         return seconds
 
     @staticmethod
@@ -122,6 +137,12 @@ class CpuMeter:
 
 
 def per_record_us(seconds: Mapping[str, float], records: int) -> dict[str, float]:
-    spent = {name: round(value / records * 1e6, 1) for name, value in seconds.items()}
-    spent["total"] = round(sum(seconds.values()) / records * 1e6, 1)
+    """Microseconds of CPU per record for each group, ``other`` (the rest of the host) and
+    ``total``; ``host_busy_pct`` is how much of all cores the host used meanwhile."""
+    groups = {k: v for k, v in seconds.items() if k not in ("host", "wall")}
+    host, wall = seconds["host"], seconds["wall"]
+    spent = {name: round(value / records * 1e6, 1) for name, value in groups.items()}
+    spent["other"] = round(max(host - sum(groups.values()), 0.0) / records * 1e6, 1)
+    spent["total"] = round(max(host, sum(groups.values())) / records * 1e6, 1)
+    spent["host_busy_pct"] = round(100 * host / (wall * (os.cpu_count() or 1)))
     return spent

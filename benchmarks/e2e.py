@@ -386,12 +386,12 @@ def print_table(results: dict[str, Any]) -> None:
 
 
 def print_cpu(cpu: dict[str, dict[str, float]], budget: float) -> None:
-    columns = ["postgres", "broker", "api", "workers", "benchmark", "total"]
-    print("CPU per record (us)        " + "".join(f"{c:>10}" for c in columns))
+    columns = ["postgres", "broker", "api", "workers", "benchmark", "other", "total"]
+    print("CPU per record (us)  " + "".join(f"{c:>10}" for c in columns) + "  host busy")
     names = {"copy": "COPY", "rest": "REST", "kafka": "Kafka producer"}
     for phase, spent in cpu.items():
         cells = "".join(f"{spent[c]:>10.1f}" if c in spent else f"{'-':>10}" for c in columns)
-        print(f"{names[phase]:<27}{cells}")
+        print(f"{names[phase]:<21}{cells}  {spent['host_busy_pct']:>8.0f}%")
     print(f"at 0.5 x COPY the host may spend {budget:.1f} us of CPU per record, all included")
 
 

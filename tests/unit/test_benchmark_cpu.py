@@ -37,9 +37,17 @@ def test_a_parent_counts_the_children_it_has_reaped() -> None:
     # The child burnt 0.3 s; a live child counted at the first reading and reaped by the
     # second is neither lost nor counted twice.
     assert 0.25 <= spent["parent"] - spent["benchmark"] <= 0.6
+    assert spent["host"] >= spent["parent"] - 0.05
     assert cpu_seconds(child.pid) is None
 
 
 def test_per_record_figures_add_up() -> None:
-    spent = per_record_us({"postgres": 0.5, "workers": 1.5}, 100_000)
-    assert spent == {"postgres": 5.0, "workers": 15.0, "total": 20.0}
+    seconds = {"postgres": 0.5, "workers": 1.5, "host": 2.5, "wall": 10 / (os.cpu_count() or 1)}
+    spent = per_record_us(seconds, 100_000)
+    assert spent == {
+        "postgres": 5.0,
+        "workers": 15.0,
+        "other": 5.0,
+        "total": 25.0,
+        "host_busy_pct": 25,
+    }
