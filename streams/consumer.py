@@ -32,14 +32,16 @@ _IDLE_POLL_SECONDS = 0.1
 def consumed(message: Any) -> ConsumedMessage:
     """A confluent-kafka message (its stubs type headers as strings) as a ConsumedMessage."""
     timestamp_type, timestamp_ms = message.timestamp()
+    headers = message.headers()
     return ConsumedMessage(
-        topic=message.topic(),
-        partition=message.partition(),
-        offset=message.offset(),
-        key=message.key(),
-        value=message.value(),
-        headers=tuple((k, v if v is not None else b"") for k, v in message.headers() or ()),
-        timestamp_ms=timestamp_ms if timestamp_type else None,
+        message.topic(),
+        message.partition(),
+        message.offset(),
+        message.key(),
+        message.value(),
+        # Outcomes carry none; skipping the generator matters at one message per record.
+        tuple((k, v if v is not None else b"") for k, v in headers) if headers else (),
+        timestamp_ms if timestamp_type else None,
     )
 
 

@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from typing import NamedTuple
 
 
-@dataclass(frozen=True, slots=True)
-class ConsumedMessage:
+class ConsumedMessage(NamedTuple):
+    # Immutable like a frozen dataclass, and built in half the time: the projector makes
+    # one per record, where a frozen dataclass's __init__ was ~8% of the worker's CPU.
     topic: str
     partition: int
     offset: int
     key: bytes | None
     value: bytes | None
-    headers: Sequence[tuple[str, bytes]] = field(default_factory=tuple)
+    headers: Sequence[tuple[str, bytes]] = ()
     timestamp_ms: int | None = None
 
     def header(self, name: str) -> bytes | None:
