@@ -39,6 +39,7 @@ from confluent_kafka import Producer
 from batchline.embedded import free_port
 from batchline.runtime import apply_migrations, create_topics, embedded_services
 from batchline.settings import Settings
+from benchmarks import plot
 from benchmarks.cpu import CpuMeter, Group, listening_pid, parent_pid, per_record_us
 from streams import topics
 
@@ -407,6 +408,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--latency-rate", type=float, default=20.0, help="POSTs per second")
     parser.add_argument("--data-dir", help="embedded services' folder (default: a temp dir)")
     parser.add_argument("--output", default="benchmarks/results/e2e.json")
+    parser.add_argument("--plot", help="also draw the figures as an SVG file here")
     return parser.parse_args(argv)
 
 
@@ -418,3 +420,6 @@ if __name__ == "__main__":
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_bytes(orjson.dumps(figures, option=orjson.OPT_INDENT_2))
     print(f"written: {output}")
+    if arguments.plot:
+        Path(arguments.plot).write_text(plot.render(figures))
+        print(f"written: {arguments.plot}")
