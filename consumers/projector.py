@@ -48,20 +48,7 @@ WITH incoming AS (
     SELECT i.batch_id, i.record_index, i.attempt, i.status, i.entity_id, i.error, i.details
     FROM incoming i JOIN locked b ON b.id = i.batch_id
 {on_conflict}    RETURNING batch_id, record_index, attempt, status, r.xmax = 0 AS fresh
-), previous AS (
-    -- Every statement here sees the table as it was before the insert, so this finds what
-    -- a replaced row said; only replaced rows (retries, re-sent outcomes) need looking up.
-    SELECT r.batch_id, r.record_index, r.attempt, r.status
-    FROM written w JOIN batch_result r USING (batch_id, record_index)
-    WHERE NOT w.fresh
-), delta AS (
-    SELECT w.batch_id,
-           sum((w.status <> 'failed')::int - coalesce((p.status <> 'failed')::int, 0)) AS ok,
-           sum((w.status = 'failed')::int - coalesce((p.status = 'failed')::int, 0)) AS failed,
-           sum((p.batch_id IS NULL OR p.attempt < w.attempt)::int) AS finished
-    FROM written w LEFT JOIN previous p USING (batch_id, record_index)
-    GROUP BY w.batch_id
-)
+), {delta}
 UPDATE batch b
 SET inserted_count = b.inserted_count + d.ok,
     failed_count = b.failed_count + d.failed,
@@ -82,10 +69,33 @@ _REPLACING = _PROJECT_TEMPLATE.format(
     SET attempt = EXCLUDED.attempt, status = EXCLUDED.status, entity_id = EXCLUDED.entity_id,
         error = EXCLUDED.error, details = EXCLUDED.details
     WHERE r.attempt <= EXCLUDED.attempt
-"""
+""",
+    delta="""previous AS (
+    -- Every statement here sees the table as it was before the insert, so this finds what
+    -- a replaced row said; only replaced rows (retries, re-sent outcomes) need looking up.
+    SELECT r.batch_id, r.record_index, r.attempt, r.status
+    FROM written w JOIN batch_result r USING (batch_id, record_index)
+    WHERE NOT w.fresh
+), delta AS (
+    SELECT w.batch_id,
+           sum((w.status <> 'failed')::int - coalesce((p.status <> 'failed')::int, 0)) AS ok,
+           sum((w.status = 'failed')::int - coalesce((p.status = 'failed')::int, 0)) AS failed,
+           sum((p.batch_id IS NULL OR p.attempt < w.attempt)::int) AS finished
+    FROM written w LEFT JOIN previous p USING (batch_id, record_index)
+    GROUP BY w.batch_id
+)""",
 )
-# First outcomes replace nothing; without ON CONFLICT the insert costs a third less.
-_FRESH = _PROJECT_TEMPLATE.format(on_conflict="")
+# First outcomes replace nothing: without ON CONFLICT the insert costs a third less, and
+# with every row new the counts need no join to earlier results (0.5 of 4.3 ms per 1,000).
+_FRESH = _PROJECT_TEMPLATE.format(
+    on_conflict="",
+    delta="""delta AS (
+    SELECT batch_id, sum((status <> 'failed')::int) AS ok, sum((status = 'failed')::int) AS failed,
+           count(*) AS finished
+    FROM written
+    GROUP BY batch_id
+)""",
+)
 
 
 async def project(conn: asyncpg.Connection, outcomes: Sequence[RecordOutcome]) -> list[str]:
