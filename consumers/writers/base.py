@@ -13,8 +13,10 @@ from streams.envelopes import IngestChunk
 from streams.events import RecordError, RecordStatus
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class PendingRecord:
+    # Not frozen: one is built per record in the inserter's hot path, and a frozen
+    # dataclass sets each field through object.__setattr__, at twice the cost.
     index: int
     raw: Any
 
