@@ -98,7 +98,7 @@ class Settings(BaseSettings):
     kafka_compression: str = Field(
         default="none",
         pattern="^(none|gzip|lz4|zstd|snappy)$",
-        description="Producer compression; the worker's aiokafka needs lz4/zstd extras for those.",
+        description="Compression of what batchline produces; workers read every codec.",
     )
 
     # Dead letters.

@@ -41,9 +41,16 @@ def produce(
     messages: Sequence[tuple[bytes | None, bytes | None]],
     headers: Sequence[tuple[str, bytes]] = (),
     partition: int | None = None,
+    compression: str = "none",
 ) -> list[Delivered]:
     """Produce ``(key, value)`` pairs in order and wait for every acknowledgement."""
-    producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True})
+    producer = Producer(
+        {
+            "bootstrap.servers": bootstrap,
+            "enable.idempotence": True,
+            "compression.type": compression,
+        }
+    )
     delivered: list[Delivered] = []
     errors: list[Any] = []
 

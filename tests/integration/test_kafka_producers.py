@@ -70,3 +70,29 @@ async def test_a_chunk_without_a_batch_id_gets_one_from_its_topic_partition_and_
     body = await completed_batch(http, batch_id)
     assert (body["id"], body["status"], body["inserted_count"]) == (batch_id, "completed", 2)
     assert [r["index"] for r in body["results"]] == [0, 1]
+
+
+async def test_chunks_compressed_with_any_kafka_codec_are_read(
+    settings: Settings, worker: WorkerResources, http: aiohttp.ClientSession, tag: str
+) -> None:
+    # Producers often compress; the worker's consumer must read every codec Kafka has, and
+    # a plain chunk behind them shows its fetcher is still running.
+    codecs = ["gzip", "lz4", "snappy", "zstd", "none"]
+    assert settings.kafka_bootstrap_servers is not None
+
+    for number, codec in enumerate(codecs):
+        envelope = {
+            "entity": "activity",
+            "batch_id": f"{codec}-{tag}",
+            "records": [activity(tag, number)],
+        }
+        produce(
+            settings.kafka_bootstrap_servers,
+            INGEST,
+            [(envelope["batch_id"].encode(), orjson.dumps(envelope))],
+            compression=codec,
+        )
+
+    for codec in codecs:
+        body = await completed_batch(http, f"{codec}-{tag}")
+        assert (body["status"], body["inserted_count"]) == ("completed", 1), codec
