@@ -4,6 +4,8 @@
   that holds a parked fetch for its whole wait (Tansu does, ignoring new data) then adds up
   to 1.5 s per hop, twice per batch (ingest, outcomes). We set aiokafka's value before the
   consumer starts; aiokafka reads it once, when it builds its fetcher.
+- Faust reads committed transactions only when it runs its own (exactly-once); batchline
+  always does, so a transactional producer's aborted chunks are never written.
 - Faust's TableManager sleeps a fixed second before starting; batchline has no tables.
 """
 
@@ -22,6 +24,7 @@ class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
     def _create_worker_consumer(self, transport: Any) -> Any:
         consumer = super()._create_worker_consumer(transport)
         consumer._fetch_max_wait_ms = self.fetch_max_wait_ms
+        consumer._isolation_level = "read_committed"
         return consumer
 
 

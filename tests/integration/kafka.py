@@ -14,6 +14,7 @@ from typing import Any
 
 import aiohttp
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
 
 BATCH_INSERTS = "/api/v1/batch-inserts"
 
@@ -69,6 +70,27 @@ def produce(
     producer.close()
     assert not errors, errors
     return delivered
+
+
+def filters_aborted_transactions(bootstrap: str) -> bool:
+    """Whether the broker hides an aborted transaction's messages from read_committed readers.
+
+    Kafka does; Tansu 0.6 (the embedded broker) hands them out like committed ones.
+    """
+    topic = f"aborted-probe-{uuid.uuid4().hex[:8]}"
+    admin = AdminClient({"bootstrap.servers": bootstrap})  # alive until the topic exists
+    admin.create_topics([NewTopic(topic, 1, 1)])[topic].result(15)
+    producer = Producer({"bootstrap.servers": bootstrap, "transactional.id": topic})
+    producer.init_transactions(15)
+    producer.begin_transaction()
+    producer.produce(topic, b"aborted")
+    producer.flush(15)
+    producer.abort_transaction(15)
+    producer.begin_transaction()
+    producer.produce(topic, b"committed")
+    producer.commit_transaction(15)
+    producer.close()
+    return [r.value for r in read_all(bootstrap, topic)] == [b"committed"]
 
 
 def read_all(bootstrap: str, topic: str) -> list[Record]:

@@ -6,11 +6,13 @@ from __future__ import annotations
 import aiohttp
 import asyncpg
 import orjson
+import pytest
+from confluent_kafka import Producer
 
 from batchline.settings import Settings
 from consumers.app import WorkerResources
 from tests.integration.activities import activity
-from tests.integration.kafka import completed_batch, produce
+from tests.integration.kafka import completed_batch, filters_aborted_transactions, produce
 
 INGEST = "batchline.ingest"
 
@@ -96,3 +98,44 @@ async def test_chunks_compressed_with_any_kafka_codec_are_read(
     for codec in codecs:
         body = await completed_batch(http, f"{codec}-{tag}")
         assert (body["status"], body["inserted_count"]) == ("completed", 1), codec
+
+
+async def test_chunks_of_an_aborted_transaction_are_never_written(
+    settings: Settings,
+    worker: WorkerResources,
+    http: aiohttp.ClientSession,
+    pg: asyncpg.Connection,
+    tag: str,
+) -> None:
+    # A transactional producer's aborted chunks must stay unread; the committed chunk
+    # behind them (same partition, by key) shows the consumer has moved past them.
+    assert settings.kafka_bootstrap_servers is not None
+    if not filters_aborted_transactions(settings.kafka_bootstrap_servers):
+        pytest.skip("this broker hands aborted transactions to read_committed readers")
+    producer = Producer(
+        {"bootstrap.servers": settings.kafka_bootstrap_servers, "transactional.id": f"tx-{tag}"}
+    )
+    producer.init_transactions(15)
+
+    def chunk(batch_id: str, number: int) -> bytes:
+        return orjson.dumps(
+            {"entity": "activity", "batch_id": batch_id, "records": [activity(tag, number)]}
+        )
+
+    producer.begin_transaction()
+    producer.produce(INGEST, chunk(f"aborted-{tag}", 0), key=tag.encode())
+    producer.flush(15)
+    producer.abort_transaction(15)
+    producer.begin_transaction()
+    producer.produce(INGEST, chunk(f"committed-{tag}", 1), key=tag.encode())
+    producer.commit_transaction(15)
+    producer.close()
+
+    body = await completed_batch(http, f"committed-{tag}")
+    assert (body["status"], body["inserted_count"]) == ("completed", 1)
+    async with http.get(f"/api/v1/batch-inserts/aborted-{tag}") as response:
+        assert response.status == 404
+    stored = await pg.fetchval(
+        "SELECT count(*) FROM activity WHERE coordinator_id = $1", f"coord-{tag}"
+    )
+    assert stored == 1
