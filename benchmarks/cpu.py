@@ -49,6 +49,13 @@ def parent_pid(pid: int) -> int | None:
     return int(fields[1]) if fields is not None else None
 
 
+def process_name(pid: int) -> str | None:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return None
+
+
 def children(pid: int) -> list[int]:
     return [
         int(entry.name)

@@ -1,6 +1,6 @@
 """End-to-end benchmark: batchline against a plain COPY of the same records.
 
-    ./run batchline-bench            # or: .venv/bin/python -m benchmarks.e2e --help
+    .venv/bin/python -m benchmarks.e2e --help     # the venv that ./run creates
 
 Starts (or uses, via BATCHLINE_DATABASE_URL / BATCHLINE_KAFKA_BOOTSTRAP_SERVERS) PostgreSQL
 and Kafka, runs `batchline api` and `batchline worker` as separate processes, and measures:
@@ -10,9 +10,12 @@ and Kafka, runs `batchline api` and `batchline worker` as separate processes, an
    `completed` through GET;
 3. the same N records as chunk envelopes from a plain Kafka producer;
 4. latency of 2-record POSTs at a light fixed rate (p50 / p95 / p99);
-5. peak RSS of the API and worker processes.
+5. peak RSS of the API and worker processes;
+6. for phases 1-3, the CPU each process group spent per record (benchmarks.cpu), beside the
+   most the host may spend per record to run at half of COPY's rate.
 
-Prints a table and writes every figure, the machine and the settings to a JSON file.
+Prints a table and writes every figure, the machine and the settings to a JSON file;
+``--plot FILE.svg`` also draws them (benchmarks.plot).
 """
 
 from __future__ import annotations
@@ -40,7 +43,14 @@ from batchline.embedded import free_port
 from batchline.runtime import apply_migrations, create_topics, embedded_services
 from batchline.settings import Settings
 from benchmarks import plot
-from benchmarks.cpu import CpuMeter, Group, listening_pid, parent_pid, per_record_us
+from benchmarks.cpu import (
+    CpuMeter,
+    Group,
+    listening_pid,
+    parent_pid,
+    per_record_us,
+    process_name,
+)
 from streams import topics
 
 
@@ -250,7 +260,12 @@ async def service_groups(database_url: str, bootstrap: str) -> dict[str, Group]:
     conn = await asyncpg.connect(database_url)
     try:
         # Asked while the backend lives: once it exits, its parent can no longer be read.
-        postmaster = parent_pid(await conn.fetchval("SELECT pg_backend_pid()"))
+        backend = await conn.fetchval("SELECT pg_backend_pid()")
+        postmaster = parent_pid(backend)
+        # A server elsewhere (another host, a container) numbers its processes apart from
+        # ours; the same number here would be some other process.
+        if process_name(backend) != "postgres":
+            postmaster = None
     finally:
         await conn.close()
     if postmaster is not None:
