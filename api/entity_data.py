@@ -21,6 +21,7 @@ import orjson
 from aiohttp import web
 
 from api import keys
+from api.requests import unreadable_body
 from batchline import batches
 from batchline.entities import reads
 from batchline.entities.schema import EntitySchema, FieldSpec, FieldType
@@ -121,7 +122,10 @@ async def _payload(request: web.Request) -> Any:
     limit = request.app[keys.SETTINGS].entity_list_max_bytes
     if request.content_length is not None and request.content_length > limit:
         raise GeminiError(413, f"Request body is larger than {limit} bytes")
-    body = await request.read()
+    try:
+        body = await request.read()
+    except web.RequestPayloadError as exc:
+        raise GeminiError(400, unreadable_body(exc)) from exc
     if len(body) > limit:
         raise GeminiError(413, f"Request body is larger than {limit} bytes")
     try:

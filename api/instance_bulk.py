@@ -29,6 +29,7 @@ from aiohttp import web
 from api import keys
 from api.batch_inserts import BASE as BATCH_INSERTS
 from api.errors import ErrorRenderer
+from api.requests import unreadable_body
 from batchline import batches
 from batchline.settings import Settings
 from batchline.storage import (
@@ -138,6 +139,8 @@ async def bulk_upsert_instances(request: web.Request) -> web.StreamResponse:
         payload = orjson.loads(await request.read())
     except orjson.JSONDecodeError:
         return errors_response([_error("Request body is not valid JSON")])
+    except web.RequestPayloadError as exc:
+        return errors_response([_error(unreadable_body(exc))])
     tenant = request.headers.get(TENANT_HEADER) or settings.default_tenant
     validated = _validate(payload, tenant)
     if isinstance(validated, list):

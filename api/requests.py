@@ -27,6 +27,14 @@ async def read_body(request: web.Request, max_bytes: int) -> bytes:
             f"Request body is larger than {max_bytes} bytes",
             {"limit_bytes": max_bytes},
         ) from exc
+    except web.RequestPayloadError as exc:
+        raise ApiError(400, ErrorCode.INVALID_REQUEST, unreadable_body(exc)) from exc
+
+
+def unreadable_body(error: web.RequestPayloadError) -> str:
+    """Why a body could not be read: it does not match its Content-Encoding, or was cut off."""
+    reason = " ".join(str(error).split()).removeprefix("400, message: ")
+    return f"Request body could not be read: {reason}"
 
 
 def parse_json(body: bytes) -> Any:

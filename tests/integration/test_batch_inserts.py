@@ -353,3 +353,17 @@ async def test_numbers_past_any_page_and_nul_characters_in_urls_are_client_error
         async with http.get(path) as response:
             assert response.status == 400
             assert (await response.json())["error"]["code"] == "invalid_request"
+
+
+async def test_a_body_that_does_not_match_its_content_encoding_is_a_clear_400(
+    http: aiohttp.ClientSession,
+) -> None:
+    async with http.post(
+        BASE, data=b'{"activities": [1]}', headers={"Content-Encoding": "gzip"}
+    ) as response:
+        assert response.status == 400
+        error = (await response.json())["error"]
+    assert error["code"] == "invalid_request"
+    assert (
+        error["message"] == "Request body could not be read: Can not decode content-encoding: gzip"
+    )

@@ -260,3 +260,15 @@ async def test_a_nul_character_in_a_url_or_a_patch_is_refused(
         assert await response.json() == refusal(
             conversion("description", "STRING", "\\u0000", NUL_REASON)
         )
+
+
+async def test_a_body_that_does_not_match_its_content_encoding_is_refused(
+    http: aiohttp.ClientSession,
+) -> None:
+    async with http.post(
+        "/data/category", data=b'{"data": {"id": "g"}}', headers={"Content-Encoding": "gzip"}
+    ) as response:
+        assert response.status == 400
+        assert await response.json() == refusal(
+            "Request body could not be read: Can not decode content-encoding: gzip"
+        )

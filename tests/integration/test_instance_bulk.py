@@ -295,6 +295,17 @@ async def test_request_validation_answers_422_in_folios_errors_format(
     assert status == 422
     assert body["errors"][0]["message"] == "Request body must be a JSON object"
 
+    async with http.post(
+        "/instance-storage/instances/bulk",
+        data=b'{"recordsFileName": "f"}',
+        headers={"Content-Encoding": "gzip"},
+    ) as response:
+        assert response.status == 422
+        [error] = (await response.json())["errors"]
+    assert error["message"] == (
+        "Request body could not be read: Can not decode content-encoding: gzip"
+    )
+
 
 async def test_a_missing_file_is_500_text_with_nothing_written(
     http: aiohttp.ClientSession, pg: asyncpg.Connection, settings: Settings, tag: str
