@@ -291,7 +291,8 @@ async def retry_batch(request: web.Request) -> web.StreamResponse:
         raise ApiError(
             422,
             ErrorCode.VALIDATION_FAILED,
-            "Only indices of failed records within the batch can be retried",
+            "Only indices of failed records within the batch can be retried, and only"
+            " records whose payload was kept (without_payload: send those again)",
             refused.details,
         ) from None
 

@@ -198,22 +198,33 @@ async def start_retry(
                 {"ignore_constraints": f"not supported for {header.entity} batches"},
             )
         out_of_range = [i for i in indices if not 0 <= i < header.record_count]
-        failed = {
+        in_range = [i for i in indices if 0 <= i < header.record_count]
+        # A failed record is retried from the payload its ledger row kept; some never had
+        # one (a line of a bulk file that was no JSON, records the broker lost).
+        stored = {
             row["record_index"]: row["payload"]
             for row in await conn.fetch(
-                """SELECT l.record_index, l.payload FROM record_ledger l
-                   JOIN batch_result r USING (batch_id, record_index)
-                   WHERE l.batch_id = $1 AND l.record_index = ANY($2::int[])
-                     AND r.status = 'failed' AND l.status = 'failed'""",
+                """SELECT r.record_index, l.payload FROM batch_result r
+                   LEFT JOIN record_ledger l
+                     ON l.batch_id = r.batch_id AND l.record_index = r.record_index
+                    AND l.status = 'failed'
+                   WHERE r.batch_id = $1 AND r.record_index = ANY($2::int[])
+                     AND r.status = 'failed'""",
                 batch_id,
-                list(indices),
+                in_range,
             )
         }
-        not_failed = [i for i in indices if i not in failed and i not in out_of_range]
-        if out_of_range or not_failed:
+        failed = {i: payload for i, payload in stored.items() if payload is not None}
+        not_failed = [i for i in in_range if i not in stored]
+        without_payload = [i for i in in_range if i in stored and i not in failed]
+        if out_of_range or not_failed or without_payload:
             raise RetryRefused(
                 "invalid_indices",
-                {"out_of_range": out_of_range, "not_failed": not_failed},
+                {
+                    "out_of_range": out_of_range,
+                    "not_failed": not_failed,
+                    "without_payload": without_payload,
+                },
             )
         options = header.options.model_copy(update={"ignore_constraints": ignore_constraints})
         row = await conn.fetchrow(

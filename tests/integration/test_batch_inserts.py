@@ -235,6 +235,38 @@ async def test_retry_of_indices_that_did_not_fail_or_do_not_exist_is_422(
             assert response.status == 422, request
             assert (await response.json())["error"]["code"] == "validation_failed"
 
+    for indices, details in (
+        ([0], {"out_of_range": [], "not_failed": [0], "without_payload": []}),
+        ([5, 3_000_000_000], {"out_of_range": [5, 3_000_000_000], "not_failed": []}),
+    ):
+        async with http.put(f"{BASE}/{created['id']}", json={"retry_indices": indices}) as response:
+            assert response.status == 422, indices
+            assert (await response.json())["error"]["details"] == {
+                "without_payload": [],
+                **details,
+            }
+
+
+async def test_retry_of_a_failed_record_whose_payload_was_not_kept_says_so(
+    http: aiohttp.ClientSession, pg: asyncpg.Connection
+) -> None:
+    # As a record the broker lost before the inserter saw it: a failed result, no ledger row.
+    batch_id = await pg.fetchval(
+        "INSERT INTO batch (entity, source, record_count, pending_count, status, failed_count)"
+        " VALUES ('activity', 'rest', 1, 0, 'failed', 1) RETURNING id"
+    )
+    await pg.execute(
+        "INSERT INTO batch_result (batch_id, record_index, attempt, status, error)"
+        " VALUES ($1, 0, 0, 'failed', 'not_processed')",
+        batch_id,
+    )
+
+    async with http.put(f"{BASE}/{batch_id}", json={"retry_indices": [0]}) as response:
+        assert response.status == 422
+        error = (await response.json())["error"]
+    assert error["details"] == {"out_of_range": [], "not_failed": [], "without_payload": [0]}
+    assert "send those again" in error["message"]
+
 
 async def test_retry_and_delete_of_a_processing_batch_are_409(
     http: aiohttp.ClientSession, pg: asyncpg.Connection
