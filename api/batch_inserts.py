@@ -125,7 +125,7 @@ async def create_batch(request: web.Request) -> web.StreamResponse:
     activities = _activities(parse_json(body), settings.max_records_per_request)
     publish_events = request.query.get("publish_events", "false").lower() == "true"
 
-    idempotency_key = request.headers.get("Idempotency-Key")
+    idempotency_key = _idempotency_key(request)
     if idempotency_key is not None:
         stored = await batches.claim_idempotency_key(
             pool, idempotency_key, batches.request_fingerprint(body)
@@ -141,6 +141,8 @@ async def create_batch(request: web.Request) -> web.StreamResponse:
             len(activities),
             ChunkOptions(publish_events=publish_events),
         )
+        if idempotency_key is not None:
+            await batches.attach_idempotency_key(pool, idempotency_key, header.id)
         try:
             await request.app[keys.PRODUCER].send_many(
                 chunk_messages(
@@ -181,6 +183,21 @@ async def _answer_when_done(
     return 201, await operation_view(request, current, with_times=False)
 
 
+def _idempotency_key(request: web.Request) -> str | None:
+    key = request.headers.get("Idempotency-Key")
+    if key is None:
+        return None
+    if not key.strip() or len(key) > batches.MAX_IDEMPOTENCY_KEY_LENGTH:
+        raise ApiError(
+            400,
+            ErrorCode.INVALID_REQUEST,
+            "Idempotency-Key must be 1 to"
+            f" {batches.MAX_IDEMPOTENCY_KEY_LENGTH} characters, not blank",
+            {"header": "Idempotency-Key", "max_length": batches.MAX_IDEMPOTENCY_KEY_LENGTH},
+        )
+    return key
+
+
 async def _replay_stored(
     request: web.Request, key: str, body: bytes, stored: batches.StoredResponse
 ) -> web.StreamResponse:
@@ -191,15 +208,22 @@ async def _replay_stored(
             "Idempotency-Key was already used with a different request body",
             {"idempotency_key": key},
         )
-    if stored.status is None or stored.batch_id is None:
-        raise ApiError(
-            409,
-            ErrorCode.IDEMPOTENCY_KEY_IN_FLIGHT,
-            "A request with this Idempotency-Key is still being processed",
-            {"idempotency_key": key},
-        )
     # Tells the client that this answer is an earlier request's: nothing was inserted now.
     replayed = {"Idempotent-Replayed": "true"}
+    if stored.status is None or stored.batch_id is None:
+        pool = request.app[keys.POOL]
+        current = await batches.get(pool, stored.batch_id) if stored.batch_id else None
+        if current is None or current.status == "processing":
+            raise ApiError(
+                409,
+                ErrorCode.IDEMPOTENCY_KEY_IN_FLIGHT,
+                "A request with this Idempotency-Key is still being processed",
+                {"idempotency_key": key},
+            )
+        # The request that claimed the key died before answering; its batch has finished.
+        view = await operation_view(request, current, with_times=False)
+        await batches.store_idempotent_response(pool, key, current.id, 201, view)
+        return json_response(view, status=201, headers=replayed)
     if stored.status == 202:
         current = await batches.get(request.app[keys.POOL], stored.batch_id)
         if current is not None and current.status != "processing":

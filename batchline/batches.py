@@ -264,15 +264,27 @@ class StoredResponse:
     body: Any
 
 
+# Longer keys do not fit PostgreSQL's index entries; no client needs more than a UUID or two.
+MAX_IDEMPOTENCY_KEY_LENGTH = 255
+# A request writes its batch header within milliseconds of claiming its key. A claim that is
+# older and still has no batch belongs to a request that died (its process killed, say):
+# the next request with the key takes it over instead of being told "in flight" forever.
+_ABANDONED_CLAIM_SECONDS = 60.0
+
+
 async def claim_idempotency_key(
     pool: asyncpg.Pool, key: str, fingerprint: str
 ) -> StoredResponse | None:
     """None when this request owns the key now; else what an earlier request stored."""
     claimed = await pool.fetchval(
         """INSERT INTO idempotency_key (key, request_hash) VALUES ($1, $2)
-           ON CONFLICT (key) DO NOTHING RETURNING key""",
+           ON CONFLICT (key) DO UPDATE SET request_hash = EXCLUDED.request_hash, created_at = now()
+           WHERE idempotency_key.batch_id IS NULL AND idempotency_key.response_status IS NULL
+             AND idempotency_key.created_at < now() - make_interval(secs => $3)
+           RETURNING key""",
         key,
         fingerprint,
+        _ABANDONED_CLAIM_SECONDS,
     )
     if claimed is not None:
         return None
@@ -284,6 +296,11 @@ async def claim_idempotency_key(
     if row is None:  # released between our insert and select: claim again
         return await claim_idempotency_key(pool, key, fingerprint)
     return StoredResponse(*row.values())
+
+
+async def attach_idempotency_key(pool: asyncpg.Pool, key: str, batch_id: str) -> None:
+    """Tie a claimed key to its batch at once, so the key outlives a request that dies."""
+    await pool.execute("UPDATE idempotency_key SET batch_id = $2 WHERE key = $1", key, batch_id)
 
 
 async def store_idempotent_response(

@@ -83,6 +83,64 @@ async def test_idempotency_key_still_in_flight_is_409(
         assert (await r.json())["error"]["code"] == "idempotency_key_in_flight"
 
 
+async def test_a_key_whose_request_died_before_its_batch_is_taken_over_after_a_minute(
+    http: aiohttp.ClientSession, pg: asyncpg.Connection, tag: str
+) -> None:
+    payload = orjson.dumps({"activities": [activity(tag, 0)]})
+    await pg.execute(
+        "INSERT INTO idempotency_key (key, request_hash, created_at)"
+        " VALUES ($1, $2, now() - interval '2 minutes')",
+        f"key-{tag}",
+        batches.request_fingerprint(payload),
+    )
+
+    async with http.post(BASE, data=payload, headers={"Idempotency-Key": f"key-{tag}"}) as r:
+        assert r.status == 201
+        body = await r.json()
+    assert body["inserted_count"] == 1
+    stored = await pg.fetchrow(
+        "SELECT batch_id, response_status FROM idempotency_key WHERE key = $1", f"key-{tag}"
+    )
+    assert (stored["batch_id"], stored["response_status"]) == (body["id"], 201)
+
+
+async def test_a_key_whose_request_died_after_its_batch_answers_with_the_finished_batch(
+    http: aiohttp.ClientSession, pg: asyncpg.Connection, tag: str
+) -> None:
+    payload = orjson.dumps({"activities": [activity(tag, 0)]})
+    status, done = await post_batch(http, [activity(tag, 0)])
+    assert status == 201
+    # As left by an API process killed after writing the header, before answering.
+    await pg.execute(
+        "INSERT INTO idempotency_key (key, request_hash, batch_id) VALUES ($1, $2, $3)",
+        f"key-{tag}",
+        batches.request_fingerprint(payload),
+        done["id"],
+    )
+
+    async with http.post(BASE, data=payload, headers={"Idempotency-Key": f"key-{tag}"}) as r:
+        assert r.status == 201
+        assert r.headers["Idempotent-Replayed"] == "true"
+        assert await r.json() == done
+    count = await pg.fetchval(
+        "SELECT count(*) FROM activity WHERE coordinator_id = $1", f"coord-{tag}"
+    )
+    assert count == 1
+
+
+async def test_a_blank_or_overlong_idempotency_key_is_400(
+    http: aiohttp.ClientSession, tag: str
+) -> None:
+    for key in ("", "   ", "k" * 256, "".join(chr(65 + n % 58) for n in range(7000))):
+        status, body = await post_batch(http, [activity(tag, 0)], headers={"Idempotency-Key": key})
+        assert status == 400, key[:20]
+        assert body["error"]["code"] == "invalid_request"
+        assert body["error"]["details"] == {"header": "Idempotency-Key", "max_length": 255}
+
+    status, _ = await post_batch(http, [activity(tag, 0)], headers={"Idempotency-Key": "k" * 255})
+    assert status == 201
+
+
 async def test_a_chunk_delivered_twice_is_written_once_and_reported_as_success(
     http: aiohttp.ClientSession, pg: asyncpg.Connection, settings: Settings, tag: str
 ) -> None:
