@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from datetime import date
 from typing import Annotated, Any
@@ -27,9 +28,13 @@ from streams.events import RecordError, RecordStatus
 Identifier = Annotated[StrictStr, Field(min_length=1, max_length=200, pattern=r"\S")]
 
 
+_ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}", re.ASCII)
+
+
 def _iso_date(value: Any) -> Any:
-    """Only "YYYY-MM-DD": pydantic would also read a number as a Unix time."""
-    if not isinstance(value, str):
+    """Only "YYYY-MM-DD": pydantic would also read a number, or a string of digits, as a
+    Unix time, and a datetime at midnight as its date."""
+    if not isinstance(value, str) or not _ISO_DATE.fullmatch(value):
         raise ValueError("must be an ISO date string (YYYY-MM-DD)")
     return value
 

@@ -399,3 +399,24 @@ async def test_a_body_that_does_not_match_its_content_encoding_is_a_clear_400(
     assert (
         error["message"] == "Request body could not be read: Can not decode content-encoding: gzip"
     )
+
+
+async def test_an_activity_date_is_an_iso_date_and_nothing_else(
+    http: aiohttp.ClientSession, pg: asyncpg.Connection, tag: str
+) -> None:
+    # pydantic alone reads "0" as 1970-01-01 and a datetime at midnight as its date.
+    dates = ["0", "1774656000", "2026-03-28T00:00:00+05:00", "2026-03-28 00:00", "2026-3-28"]
+    records = [activity(tag, n, activity_date=d) for n, d in enumerate(dates)]
+
+    status, body = await post_batch(http, [*records, activity(tag, 9)])
+
+    assert status == 201
+    assert (body["inserted_count"], body["failed_count"]) == (1, len(dates))
+    for result in body["results"][: len(dates)]:
+        assert result["error"] == "validation_error"
+        assert result["details"][0]["field"] == "activity_date"
+        assert "YYYY-MM-DD" in result["details"][0]["message"]
+    stored = await pg.fetchval(
+        "SELECT count(*) FROM activity WHERE coordinator_id = $1", f"coord-{tag}"
+    )
+    assert stored == 1
