@@ -122,7 +122,9 @@ async def page(
             compare = _COMPARISONS[item.operator]
             conditions.append(
                 "("
-                + " OR ".join(f"{column} {compare} {param(v)}::{column_type}" for v in item.values)
+                + " OR ".join(
+                    f"{column} {compare} {param(v)}::text::{column_type}" for v in item.values
+                )
                 + ")"
             )
     where = " AND ".join(conditions) or "true"

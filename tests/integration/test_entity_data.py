@@ -323,6 +323,36 @@ async def test_filters_ordering_and_paging(http: aiohttp.ClientSession, tag: str
     assert ids(body) == ["2", "3", "4"]
     assert (body["meta"]["start"], body["meta"]["limit"], body["meta"]["total"]) == (2, 3, 6)
 
+
+async def test_range_filters_compare_every_ordered_type(
+    http: aiohttp.ClientSession, tag: str
+) -> None:
+    cat = await category(http, tag)
+    records = [
+        product(
+            tag,
+            n,
+            cat,
+            quantity=n,
+            weight=n + 0.5,
+            releaseDate=f"2026-01-0{n + 1}",
+            lastRestock=f"2026-01-0{n + 1}T12:00:00Z",
+        )
+        for n in range(4)
+    ]
+    assert (await post(http, "product", records))[0] == 200
+
+    for query in (
+        "quantity[GT]=1",
+        "weight[GTE]=1.6",
+        "releaseDate[GT]=2026-01-02",
+        "lastRestock[GT]=2026-01-02T12:00:00Z",
+        "lastRestock[GTE]=2026-01-03T13:00:00%2B01:00",
+    ):
+        status, body = await get(http, f"/data/product?category={cat}&{query}&orderBy=quantity")
+        assert status == 200, (query, body)
+        assert [r["quantity"] for r in body["data"]] == [2, 3], query
+
     status, body = await get(http, f"/data/product?category={cat}&price[GT]=ten")
     assert status == 400
     assert body["error"]["reason"] == "Unable to convert field price - DECIMAL - for value ten"
