@@ -62,6 +62,10 @@ class ObjectStorage(Protocol):
         ...
 
 
+MAX_KEY_BYTES = 1024
+MAX_NAME_BYTES = 255
+
+
 def object_key(name: str) -> str:
     """A client's file name as a key: leading slashes dropped (as FOLIO does), no ``..``."""
     key = name.lstrip("/")
@@ -69,6 +73,14 @@ def object_key(name: str) -> str:
         raise InvalidKey("must name a file")
     if any(part in ("", ".", "..") for part in key.split("/")) or "\x00" in key:
         raise InvalidKey("must be a relative path without empty, '.' or '..' segments")
+    # What file systems (a name) and S3 (a whole key) take, so no store fails on its own.
+    if len(key.encode()) > MAX_KEY_BYTES or any(
+        len(part.encode()) > MAX_NAME_BYTES for part in key.split("/")
+    ):
+        raise InvalidKey(
+            f"must be at most {MAX_KEY_BYTES} bytes, each '/'-separated part"
+            f" at most {MAX_NAME_BYTES}"
+        )
     return key
 
 

@@ -276,6 +276,7 @@ async def test_request_validation_answers_422_in_folios_errors_format(
         ({"recordsFileName": "f", "publishEvents": "yes"}, "publishEvents", "yes"),
         ({"recordsFileName": "f", "upsert": True}, "upsert", "true"),
         ({"recordsFileName": "../etc/passwd"}, "recordsFileName", "../etc/passwd"),
+        ({"recordsFileName": "a" * 300}, "recordsFileName", "a" * 300),
     ]
     for payload, key, value in cases:
         status, body, response = await post_bulk(http, payload)

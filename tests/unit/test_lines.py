@@ -75,6 +75,10 @@ async def test_copy_lines_with_nothing_chosen_copies_nothing() -> None:
 
 def test_object_keys_drop_leading_slashes_and_refuse_escapes() -> None:
     assert object_key("/folder/file.ndjson") == "folder/file.ndjson"
-    for bad in ("", "/", "dir/", "../x", "a/../b", "a//b", "./a"):
+    for bad in ("", "/", "dir/", "../x", "a/../b", "a//b", "./a", "a" * 256, "é" * 128):
         with pytest.raises(InvalidKey):
             object_key(bad)
+    longest_name = "a" * 255
+    assert object_key(f"d/{longest_name}") == f"d/{longest_name}"
+    with pytest.raises(InvalidKey):
+        object_key("/".join([longest_name] * 5))  # every part fits, the whole key does not
