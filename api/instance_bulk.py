@@ -359,10 +359,15 @@ WHERE batch_id = $1 AND status = 'failed' ORDER BY record_index
 
 
 def _message(error: str | None, details: Any) -> str:
-    if isinstance(details, dict) and isinstance(details.get("message"), str):
-        text = details["message"]
-    else:
-        text = error or "failed"
+    # Details are one {"message": ...} (database and locking errors) or a list of them
+    # (per-field validation, a NUL character).
+    items = details if isinstance(details, list) else [details]
+    messages = [
+        item["message"]
+        for item in items
+        if isinstance(item, dict) and isinstance(item.get("message"), str)
+    ]
+    text = "; ".join(messages) or error or "failed"
     return " ".join(text.split())  # one line per error, whatever the message holds
 
 

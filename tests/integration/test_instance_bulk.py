@@ -220,6 +220,19 @@ async def test_missing_or_malformed_required_fields_fail_per_record_with_readabl
     )
 
 
+async def test_a_nul_character_fails_its_record_with_the_reason_in_the_errors_file(
+    http: aiohttp.ClientSession, settings: Settings, tag: str
+) -> None:
+    write_file(settings, f"{tag}/nul", [instance(tag, 0), instance(tag, 1, title="a\u0000b")])
+
+    status, body, _ = await post_bulk(http, {"recordsFileName": f"{tag}/nul"})
+
+    assert (status, body["errorsNumber"]) == (201, 1)
+    assert read_file(settings, f"{tag}/nul_errors").decode().splitlines() == [
+        "2, Text must not contain NUL (\\u0000) characters"
+    ]
+
+
 async def test_a_database_constraint_fails_the_record_that_breaks_it(
     http: aiohttp.ClientSession, pg: asyncpg.Connection, settings: Settings, tag: str
 ) -> None:
