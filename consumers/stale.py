@@ -3,7 +3,8 @@
 With a broker that keeps nothing across a restart (the embedded one), a worker killed
 between its commit and its outcome events leaves ledger rows no outcome will ever
 announce, and chunks nobody will ever deliver. The ledger is the truth for the first;
-the second are counted and named in the batch's failure reason.
+the second get a failed result each (``never_delivered``), so every record of the batch
+has one, and are counted in the batch's failure reason.
 """
 
 from __future__ import annotations
@@ -27,6 +28,25 @@ FROM record_ledger l
 JOIN batch b ON b.id = l.batch_id
 LEFT JOIN batch_result r ON r.batch_id = l.batch_id AND r.record_index = l.record_index
 WHERE l.batch_id = ANY($1::text[]) AND (r.batch_id IS NULL OR r.attempt < l.attempt)
+"""
+
+# Records with no result at all never reached the inserter. (A lost retry chunk leaves its
+# records with the failed results of their earlier attempt.)
+_NEVER_DELIVERED = """
+WITH missing AS (
+    INSERT INTO batch_result AS r (batch_id, record_index, attempt, status, error, details)
+    SELECT b.id, i, b.attempt, 'failed', $2::text, jsonb_build_object('message', $3::text)
+    FROM batch b CROSS JOIN LATERAL generate_series(0, b.record_count - 1) AS i
+    WHERE b.id = ANY($1::text[]) AND b.status = 'processing'
+      AND NOT EXISTS (
+          SELECT FROM batch_result x WHERE x.batch_id = b.id AND x.record_index = i
+      )
+    RETURNING batch_id
+), counted AS (
+    SELECT batch_id, count(*) AS lost FROM missing GROUP BY batch_id
+)
+UPDATE batch b SET failed_count = b.failed_count + c.lost
+FROM counted c WHERE b.id = c.batch_id
 """
 
 _FAIL = """
@@ -60,5 +80,12 @@ async def settle_stale_batches(pool: asyncpg.Pool, older_than_seconds: float) ->
         ]
         if outcomes:
             await project(conn, outcomes)
+        await conn.execute(
+            _NEVER_DELIVERED,
+            stale,
+            RecordError.NEVER_DELIVERED.value,
+            f"its chunk never reached the inserter (no progress for {older_than_seconds:.0f} s);"
+            " send the record again",
+        )
         await conn.fetch(_FAIL, stale, older_than_seconds)
     return stale

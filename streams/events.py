@@ -31,6 +31,9 @@ class RecordError(StrEnum):
     DATABASE_ERROR = "database_error"
     PROCESSING_FAILED = "processing_failed"
     NOT_PROCESSED = "not_processed"  # rolled back: another record of its atomic chunk failed
+    # Its chunk never reached the inserter (a broker that lost it); settled as failed when
+    # the batch stopped moving. Nothing of it was kept: send the record again.
+    NEVER_DELIVERED = "never_delivered"
 
 
 class RecordOutcome(BaseModel):

@@ -218,10 +218,23 @@ async def test_a_batch_that_stops_moving_is_settled_from_its_ledger_and_fails_th
     async with http.get(f"{BASE}/{batch_id}") as response:
         body = await response.json()
     assert body["status"] == "failed"
-    assert (body["inserted_count"], body["failed_count"]) == (1, 1)
-    assert [r["index"] for r in body["results"]] == [0, 1]
+    assert (body["inserted_count"], body["failed_count"]) == (1, 2)
+    assert [r["index"] for r in body["results"]] == [0, 1, 2]
     assert body["results"][0]["activity_id"] == "pa-x1"
+    assert body["results"][2] == {
+        "index": 2,
+        "activity_id": None,
+        "status": "failed",
+        "error": "never_delivered",
+        "details": {
+            "message": "its chunk never reached the inserter (no progress for 60 s);"
+            " send the record again"
+        },
+    }
     assert "1 records never reached the inserter" in body["failure_reason"]
+    async with http.put(f"{BASE}/{batch_id}", json={"retry_indices": [2]}) as response:
+        assert response.status == 422
+        assert (await response.json())["error"]["details"]["without_payload"] == [2]
 
 
 async def test_a_stale_batch_whose_ledger_is_complete_completes(
