@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import re
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
@@ -38,7 +39,7 @@ from streams.events import (
     stable_event_id,
 )
 from streams.messages import ConsumedMessage
-from streams.producer import AsyncProducer, OutgoingMessage
+from streams.producer import AsyncProducer, DeliveryError, OutgoingMessage
 
 log = logging.getLogger(__name__)
 
@@ -101,11 +102,16 @@ def derived_batch_id(message: ConsumedMessage) -> str:
     Stable across redeliveries, and across replays from the dead-letter topic, which carry
     the position the message was first consumed at.
     """
-    origin = message.header(ORIGIN_HEADER)
+    origin = _ORIGIN.fullmatch(message.header(ORIGIN_HEADER) or b"")
     if origin is not None:
-        topic, _, position = origin.decode("utf-8", "replace").partition(":")
-        return f"kafka-{topic}-{position.replace(':', '-')}"
+        topic, partition, offset = (part.decode() for part in origin.groups())
+        return f"kafka-{topic}-{partition}-{offset}"
+    # No origin, or one a producer made up (any client can set headers): this position.
     return f"kafka-{message.topic}-{message.partition}-{message.offset}"
+
+
+# topic:partition:offset, as a replay writes it; short enough for a batch id (200).
+_ORIGIN = re.compile(rb"([A-Za-z0-9._-]{1,150}):(\d{1,10}):(\d{1,19})")
 
 
 @dataclass
@@ -143,7 +149,15 @@ class Inserter:
         self._backoff = backoff_seconds
 
     async def handle(self, message: ConsumedMessage) -> None:
-        """Process one ingest message completely; never raises for bad input."""
+        """Process one ingest message completely; never raises."""
+        try:
+            await self._handle(message)
+        except Exception as exc:
+            # A failure nobody foresaw must not stop the partition behind this message.
+            log.exception("unexpected failure handling %s[%s]@%s", *_position(message))
+            await self._dead_letter(DeadLetter.for_failure(message, exc, Stage.PROCESS, 1))
+
+    async def _handle(self, message: ConsumedMessage) -> None:
         try:
             chunk = decode_chunk(message)
             writer = self._writers.get(chunk.entity.lower())
@@ -204,9 +218,14 @@ class Inserter:
                     await self._dead_letter(letter)
                     # The failed transaction took a Kafka-produced batch's header with it;
                     # without one the failed outcomes would have nothing to land on.
-                    await self._until_done(
-                        lambda: _ensure_header(self._pool, chunk, batch_id), "batch header"
-                    )
+                    try:
+                        await self._until_done(
+                            lambda: _ensure_header_or_give_up(self._pool, chunk, batch_id),
+                            "batch header",
+                            _Permanent,
+                        )
+                    except _Permanent as exc:
+                        log.error("batch %s gets no header: %s", batch_id, exc)
                     result = await self._unprocessed(chunk, batch_id, letter)
                     break
                 await asyncio.sleep(self._backoff_for(attempts))
@@ -418,7 +437,23 @@ class Inserter:
             letter.stage.value,
             letter.error_message[:200],
         )
-        await self._until_done(lambda: self._producer.send_many([letter.to_message()]), "dlq")
+
+        async def send() -> None:
+            try:
+                await self._producer.send_many([letter.to_message()])
+            except DeliveryError as exc:
+                if exc.too_large:
+                    raise _TooLarge(str(exc)) from exc
+                raise
+
+        try:
+            await self._until_done(send, "dlq", _TooLarge)
+        except _TooLarge:
+            # Retrying would wedge the partition forever; the original stays on its topic.
+            log.error("dead letter too large for %s; sent without its value", topics.DLQ)
+            await self._until_done(
+                lambda: self._producer.send_many([letter.to_message_without_value()]), "dlq"
+            )
 
     async def _until_done(
         self,
@@ -440,6 +475,27 @@ class Inserter:
                 attempt += 1
                 log.warning("sending %s failed (attempt %d): %s", what, attempt, exc)
                 await asyncio.sleep(self._backoff_for(attempt))
+
+
+class _TooLarge(Exception):
+    """A message the producer or the topic will never take, however often it is sent."""
+
+
+def _position(message: ConsumedMessage) -> tuple[str, int, int]:
+    return message.topic, message.partition, message.offset
+
+
+class _Permanent(Exception):
+    """A database refusal that no retry changes."""
+
+
+async def _ensure_header_or_give_up(pool: asyncpg.Pool, chunk: IngestChunk, batch_id: str) -> None:
+    try:
+        await _ensure_header(pool, chunk, batch_id)
+    except asyncpg.PostgresError as exc:
+        if is_transient(exc):
+            raise
+        raise _Permanent(str(exc)) from exc
 
 
 async def _ensure_header(

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import zlib
 from collections.abc import Awaitable, Callable
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 
 class KeyedLanes(Generic[T]):
@@ -32,6 +34,10 @@ class KeyedLanes(Generic[T]):
             item = await queue.get()
             try:
                 await self._work(item)
+            except Exception:
+                # One item's failure must not end the lane: everything queued behind it,
+                # and soon every key, would wait forever.
+                log.exception("keyed lane: work failed; the lane goes on")
             finally:
                 queue.task_done()
 

@@ -43,8 +43,11 @@ class Header(StrEnum):
 # message was first consumed, so a chunk without a batch id keeps the batch id derived
 # from its first position instead of getting a new one per replay.
 ORIGIN_HEADER = "batchline.origin"
+# On a dead letter whose value the dead-letter topic would not take (too large): how large
+# it was, and where the original still is. Such a letter is a record, not a replayable copy.
+VALUE_OMITTED_HEADER = "batchline.value.omitted"
 
-_OWN_HEADERS = {h.value for h in Header}
+_OWN_HEADERS = {h.value for h in Header} | {VALUE_OMITTED_HEADER}
 _MAX_MESSAGE_CHARS = 2000
 
 
@@ -138,7 +141,7 @@ class DeadLetter(DeadLetterHeaders):
             stage=stage,
             attempts=attempts,
             first_failed_at=first_failed_at or datetime.now(UTC),
-            replay_count=int(replay) if replay and replay.isdigit() else 0,
+            replay_count=_replay_count(replay),
             key=message.key,
             value=message.value,
             original_headers=tuple((k, v) for k, v in message.headers if k not in _OWN_HEADERS),
@@ -155,6 +158,17 @@ class DeadLetter(DeadLetterHeaders):
             *((name, text.encode()) for name, text in self.header_values().items()),
         ]
         return OutgoingMessage(topics.DLQ, self.value, self.key, headers)
+
+    def to_message_without_value(self) -> OutgoingMessage:
+        """The dead letter for a value too large to be sent again: headers and a pointer."""
+        message = self.to_message()
+        size = len(self.value or b"")
+        note = (
+            f"{size} bytes, too large for {topics.DLQ};"
+            f" the original is at {self.source_topic}:{self.source_partition}:{self.source_offset}"
+        )
+        headers = [*message.headers, (VALUE_OMITTED_HEADER, note.encode())]
+        return OutgoingMessage(message.topic, None, message.key, headers)
 
     @classmethod
     def from_message(cls, message: ConsumedMessage) -> DeadLetter:
@@ -223,3 +237,17 @@ def _timestamp(message: ConsumedMessage) -> datetime | None:
     if message.timestamp_ms is None or message.timestamp_ms <= 0:
         return None
     return datetime.fromtimestamp(message.timestamp_ms / 1000, UTC)
+
+
+def _replay_count(header: bytes | None) -> int:
+    """The replay count a message carries; anything but a plain number counts as none.
+
+    A count too long to be real (int() refuses over 4,300 digits) is read as the largest
+    one, which parks the message like any that reached the replay limit.
+    """
+    if header is None or not header.isdigit():
+        return 0
+    return int(header) if len(header) <= _MAX_REPLAY_COUNT_DIGITS else 10**_MAX_REPLAY_COUNT_DIGITS
+
+
+_MAX_REPLAY_COUNT_DIGITS = 9

@@ -6,12 +6,15 @@ generated from this model.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 # A tenant names a Kafka topic ({env}.{tenant}.inventory.instance), so it is held to this.
 TENANT_PATTERN = r"^[A-Za-z0-9_]{1,63}$"
+
+# Counts and indices are PostgreSQL integers.
+MAX_INT32 = 2**31 - 1
 
 ACTIVITY_ENTITY = "activity"
 INSTANCE_ENTITY = "instance"
@@ -57,13 +60,21 @@ class IngestChunk(BaseModel):
         "Omit to have one derived from the first chunk's position: "
         "kafka-<topic>-<partition>-<offset>.",
     )
-    attempt: int = Field(default=0, ge=0, description="0 for the first run, +1 per retry.")
-    record_count: int | None = Field(
-        default=None, ge=1, description="Records in the whole batch; omit when this chunk is all."
+    attempt: int = Field(
+        default=0, ge=0, le=MAX_INT32, description="0 for the first run, +1 per retry."
     )
-    first_index: int = Field(default=0, ge=0, description="Batch index of records[0].")
-    indices: list[int] | None = Field(
-        default=None, description="Explicit batch indices (retries); default consecutive."
+    record_count: int | None = Field(
+        default=None,
+        ge=1,
+        le=MAX_INT32,
+        description="Records in the whole batch; omit when this chunk is all.",
+    )
+    first_index: int = Field(
+        default=0, ge=0, le=MAX_INT32, description="Batch index of records[0]."
+    )
+    indices: list[Annotated[int, Field(ge=0, le=MAX_INT32)]] | None = Field(
+        default=None,
+        description="Explicit, distinct batch indices (retries); default consecutive.",
     )
     records: list[Any] = Field(min_length=1, description="The records, validated per entity.")
     options: ChunkOptions = Field(default_factory=ChunkOptions)
@@ -72,6 +83,8 @@ class IngestChunk(BaseModel):
     def _indices_match_records(self) -> IngestChunk:
         if self.indices is not None and len(self.indices) != len(self.records):
             raise ValueError("indices must have one entry per record")
+        if self.indices is not None and len(set(self.indices)) != len(self.indices):
+            raise ValueError("indices must be distinct")
         total = self.total_records
         if max(self.record_indices()) >= total:
             raise ValueError("a record index is beyond record_count")

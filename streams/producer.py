@@ -33,6 +33,13 @@ class OutgoingMessage:
 class DeliveryError(RuntimeError):
     """The broker did not accept a message."""
 
+    def __init__(self, error: KafkaError | str) -> None:
+        super().__init__(str(error))
+        # Larger than the producer or the topic takes: sending it again cannot help.
+        self.too_large = (
+            isinstance(error, KafkaError) and error.code() == KafkaError.MSG_SIZE_TOO_LARGE
+        )
+
 
 class _BatchDelivery:
     """Resolves one future when every message of a batch is acknowledged, or the first fails.
@@ -58,7 +65,7 @@ class _BatchDelivery:
                 self.future.set_result(None)
         elif not self.future.done():
             with contextlib.suppress(concurrent.futures.InvalidStateError):
-                self.future.set_exception(DeliveryError(str(err)))
+                self.future.set_exception(DeliveryError(err))
 
 
 class AsyncProducer:
@@ -111,7 +118,7 @@ class AsyncProducer:
         except BufferError:
             return False
         except KafkaException as exc:
-            raise DeliveryError(str(exc)) from exc
+            raise DeliveryError(exc.args[0] if exc.args else str(exc)) from exc
         return True
 
     async def close(self, flush_seconds: float = 10.0) -> None:

@@ -43,6 +43,7 @@ def produce(
     headers: Sequence[tuple[str, bytes]] = (),
     partition: int | None = None,
     compression: str = "none",
+    max_message_bytes: int = 1_000_000,
 ) -> list[Delivered]:
     """Produce ``(key, value)`` pairs in order and wait for every acknowledgement."""
     producer = Producer(
@@ -50,6 +51,7 @@ def produce(
             "bootstrap.servers": bootstrap,
             "enable.idempotence": True,
             "compression.type": compression,
+            "message.max.bytes": max_message_bytes,
         }
     )
     delivered: list[Delivered] = []

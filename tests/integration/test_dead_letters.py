@@ -81,6 +81,27 @@ def _assert_where_and_when(letter: Record, source: Delivered, stage: str, attemp
             "tenant",
             id="tenant-that-cannot-name-a-topic",
         ),
+        pytest.param(
+            b'{"entity": "activity", "record_count": 2147483648, "records": [{}]}',
+            "validate",
+            "ValidationError",
+            "record_count",
+            id="count-beyond-a-database-integer",
+        ),
+        pytest.param(
+            b'{"entity": "activity", "record_count": 1, "indices": [-1], "records": [{}]}',
+            "validate",
+            "ValidationError",
+            "indices",
+            id="negative-index",
+        ),
+        pytest.param(
+            b'{"entity": "activity", "record_count": 2, "indices": [0, 0], "records": [{}, {}]}',
+            "validate",
+            "ValidationError",
+            "distinct",
+            id="duplicate-indices",
+        ),
     ],
 )
 async def test_a_message_that_cannot_be_read_is_dead_lettered_unchanged(
@@ -256,3 +277,66 @@ async def test_a_chunk_reusing_a_batch_id_and_index_for_other_records_is_dead_le
         await pg.fetchval("SELECT count(*) FROM activity WHERE coordinator_id = $1", f"coord-{tag}")
         == 1
     )
+
+
+async def test_a_dead_letter_too_large_for_the_dead_letter_topic_goes_without_its_value(
+    settings: Settings, worker: WorkerResources, http: aiohttp.ClientSession, tag: str
+) -> None:
+    # Larger than batchline's producer sends: retrying it would stop the partition forever.
+    key = f"huge-{tag}".encode()
+    value = b'{"entity": "activity", "records": [' + b"1," * (9 * 1024 * 1024) + b"x]}"
+    assert settings.kafka_bootstrap_servers is not None
+
+    [source] = produce(
+        settings.kafka_bootstrap_servers, INGEST, [(key, value)], max_message_bytes=64 << 20
+    )
+
+    letter = await _dead_letter_of(settings, key)
+    assert letter.value is None
+    assert _text(letter, "batchline.value.omitted") == (
+        f"{len(value)} bytes, too large for {DLQ};"
+        f" the original is at {INGEST}:{source.partition}:{source.offset}"
+    )
+    _assert_where_and_when(letter, source, "decode", attempts=1)
+    await _a_chunk_behind_it_is_written(settings, http, key, tag)
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        pytest.param([("batchline.replay.count", b"9" * 5000)], id="replay-count-of-5000-digits"),
+        pytest.param([("batchline.origin", b"a\x00b:1:2")], id="origin-with-nul"),
+        pytest.param([("batchline.origin", b"../../etc:1:2")], id="origin-with-slashes"),
+        pytest.param([("batchline.origin", b"x" * 10_000 + b":1:2")], id="origin-10-kb"),
+    ],
+)
+async def test_batchline_headers_made_up_by_a_producer_do_not_stop_the_worker(
+    settings: Settings,
+    worker: WorkerResources,
+    http: aiohttp.ClientSession,
+    tag: str,
+    headers: list[tuple[str, bytes]],
+) -> None:
+    key = f"headers-{tag}".encode()
+    envelope = {"entity": "activity", "records": [activity(tag, 0)]}
+    assert settings.kafka_bootstrap_servers is not None
+
+    [source] = produce(
+        settings.kafka_bootstrap_servers, INGEST, [(key, orjson.dumps(envelope))], headers=headers
+    )
+
+    # A made-up origin is ignored: the batch id comes from where the chunk really is.
+    body = await completed_batch(http, f"kafka-{INGEST}-{source.partition}-{source.offset}")
+    assert (body["status"], body["inserted_count"]) == ("completed", 1)
+    await _a_chunk_behind_it_is_written(settings, http, key, tag)
+
+
+async def _a_chunk_behind_it_is_written(
+    settings: Settings, http: aiohttp.ClientSession, key: bytes, tag: str
+) -> None:
+    """The same key, so the same partition and lane: it is not stuck behind what came first."""
+    assert settings.kafka_bootstrap_servers is not None
+    envelope = {"entity": "activity", "batch_id": f"behind-{tag}", "records": [activity(tag, 1)]}
+    produce(settings.kafka_bootstrap_servers, INGEST, [(key, orjson.dumps(envelope))])
+    body = await completed_batch(http, f"behind-{tag}")
+    assert (body["status"], body["inserted_count"]) == ("completed", 1)

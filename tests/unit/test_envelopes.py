@@ -54,6 +54,11 @@ def test_a_retry_carries_explicit_indices_and_its_attempt() -> None:
         b'{"entity": "activity", "records": [1, 2], "indices": [0]}',
         b'{"entity": "activity", "records": [1], "record_count": 1, "first_index": 1}',
         b'{"records": [1]}',
+        # PostgreSQL integers: larger counts, attempts and indices cannot be stored.
+        b'{"entity": "activity", "records": [1], "record_count": 2147483648}',
+        b'{"entity": "activity", "records": [1], "attempt": 1099511627776}',
+        b'{"entity": "activity", "records": [1], "record_count": 1, "indices": [-1]}',
+        b'{"entity": "activity", "records": [1, 2], "record_count": 2, "indices": [0, 0]}',
     ],
 )
 def test_malformed_envelopes_are_rejected(payload: bytes) -> None:
