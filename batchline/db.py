@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Any
 
 import asyncpg
@@ -15,14 +16,24 @@ def json_text(value: Any) -> str | None:
     asyncpg cannot tell a JSON array inside a ``jsonb[]`` parameter from another array
     dimension, so arrays of documents travel as text.
     """
-    return None if value is None else orjson.dumps(value).decode()
+    return None if value is None else _json(value)
+
+
+def _json(value: Any) -> str:
+    try:
+        return orjson.dumps(value).decode()
+    except TypeError:
+        # orjson refuses integers beyond 64 bits, which a record may hold (and fail
+        # validation for); the standard encoder writes them exactly instead of failing the
+        # whole statement, and with it every other record of the chunk.
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
 async def _init_connection(conn: asyncpg.Connection) -> None:
     for type_name in ("json", "jsonb"):
         await conn.set_type_codec(
             type_name,
-            encoder=lambda value: orjson.dumps(value).decode(),
+            encoder=_json,
             decoder=orjson.loads,
             schema="pg_catalog",
         )

@@ -3,6 +3,8 @@ REST batches and answered through GET /api/v1/batch-inserts/{id}."""
 
 from __future__ import annotations
 
+import json
+
 import aiohttp
 import asyncpg
 import orjson
@@ -139,3 +141,24 @@ async def test_chunks_of_an_aborted_transaction_are_never_written(
         "SELECT count(*) FROM activity WHERE coordinator_id = $1", f"coord-{tag}"
     )
     assert stored == 1
+
+
+async def test_a_record_with_an_integer_beyond_64_bits_fails_alone(
+    settings: Settings, worker: WorkerResources, http: aiohttp.ClientSession, tag: str
+) -> None:
+    # Its payload is kept for a retry, and the JSON encoder of the kept payloads once failed
+    # on it, taking the chunk's valid records down too.
+    records = [activity(tag, 0), activity(tag, 1, duration_minutes=10**30), activity(tag, 2)]
+    envelope = {"entity": "activity", "batch_id": f"bigint-{tag}", "records": records}
+    assert settings.kafka_bootstrap_servers is not None
+
+    produce(
+        settings.kafka_bootstrap_servers,
+        INGEST,
+        [(envelope["batch_id"].encode(), json.dumps(envelope).encode())],
+    )
+
+    body = await completed_batch(http, f"bigint-{tag}")
+    assert (body["inserted_count"], body["failed_count"]) == (2, 1)
+    assert body["results"][1]["error"] == "validation_error"
+    assert body["results"][1]["details"][0]["field"] == "duration_minutes"
