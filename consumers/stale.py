@@ -9,14 +9,24 @@ has one, and are counted in the batch's failure reason.
 
 from __future__ import annotations
 
+import logging
+
 import asyncpg
 
+from batchline.db import is_transient
 from consumers.projector import project
 from streams.events import RecordError, RecordOutcome, RecordStatus
 
-_STALE = """
+log = logging.getLogger(__name__)
+
+_STALE_IDS = """
 SELECT id FROM batch
 WHERE status = 'processing' AND progressed_at < now() - make_interval(secs => $1)
+"""
+
+_LOCK_STALE = """
+SELECT id FROM batch
+WHERE id = $1 AND status = 'processing' AND progressed_at < now() - make_interval(secs => $2)
 FOR UPDATE SKIP LOCKED
 """
 
@@ -59,33 +69,66 @@ RETURNING id
 
 
 async def settle_stale_batches(pool: asyncpg.Pool, older_than_seconds: float) -> list[str]:
-    """Returns the ids of the batches that are no longer processing now."""
+    """Returns the ids of the batches that are no longer processing now.
+
+    Each batch is settled on its own: one that cannot be (a ledger row no outcome can
+    describe, say) must not keep every other stale batch processing.
+    """
+    stale = [row["id"] for row in await pool.fetch(_STALE_IDS, older_than_seconds)]
+    settled = []
+    for batch_id in stale:
+        try:
+            done = await _settle(pool, batch_id, older_than_seconds, from_ledger=True)
+        except Exception as exc:
+            if is_transient(exc):
+                raise
+            log.warning("batch %s: its ledger cannot be projected (%s); failing it", batch_id, exc)
+            done = await _settle(pool, batch_id, older_than_seconds, from_ledger=False)
+        if done:
+            settled.append(batch_id)
+    return settled
+
+
+async def _settle(
+    pool: asyncpg.Pool, batch_id: str, older_than_seconds: float, *, from_ledger: bool
+) -> bool:
     async with pool.acquire() as conn, conn.transaction():
-        stale = [row["id"] for row in await conn.fetch(_STALE, older_than_seconds)]
-        if not stale:
-            return []
-        outcomes = [
-            RecordOutcome(
-                batch_id=row["batch_id"],
-                index=row["record_index"],
-                attempt=row["attempt"],
-                status=RecordStatus(row["status"]),
-                entity=row["entity"],
-                id=row["entity_id"],
-                error=RecordError(row["error"]) if row["error"] else None,
-                details=row["details"],
-                record_count=row["record_count"],
+        if await conn.fetchval(_LOCK_STALE, batch_id, older_than_seconds) is None:
+            return False  # settled meanwhile, moving again, or another sweep has it
+        if from_ledger:
+            outcomes = [
+                outcome
+                for row in await conn.fetch(_UNPROJECTED, [batch_id])
+                if (outcome := _outcome(row)) is not None
+            ]
+            if outcomes:
+                await project(conn, outcomes)
+            await conn.execute(
+                _NEVER_DELIVERED,
+                [batch_id],
+                RecordError.NEVER_DELIVERED.value,
+                f"its chunk never reached the inserter (no progress for {older_than_seconds:.0f}"
+                " s); send the record again",
             )
-            for row in await conn.fetch(_UNPROJECTED, stale)
-        ]
-        if outcomes:
-            await project(conn, outcomes)
-        await conn.execute(
-            _NEVER_DELIVERED,
-            stale,
-            RecordError.NEVER_DELIVERED.value,
-            f"its chunk never reached the inserter (no progress for {older_than_seconds:.0f} s);"
-            " send the record again",
+        # Without its ledger the batch cannot tell lost records from written ones: it is
+        # failed with the reason, and its records keep what the projection knows.
+        await conn.fetch(_FAIL, [batch_id], older_than_seconds)
+    return True
+
+
+def _outcome(row: asyncpg.Record) -> RecordOutcome | None:
+    try:
+        return RecordOutcome(
+            batch_id=row["batch_id"],
+            index=row["record_index"],
+            attempt=row["attempt"],
+            status=RecordStatus(row["status"]),
+            entity=row["entity"],
+            id=row["entity_id"],
+            error=RecordError(row["error"]) if row["error"] else None,
+            details=row["details"],
+            record_count=row["record_count"],
         )
-        await conn.fetch(_FAIL, stale, older_than_seconds)
-    return stale
+    except ValueError as exc:  # pydantic's ValidationError is one
+        log.warning("ledger row %s[%s] left out: %s", row["batch_id"], row["record_index"], exc)
+        return None

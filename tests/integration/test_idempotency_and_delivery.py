@@ -237,6 +237,39 @@ async def test_a_batch_that_stops_moving_is_settled_from_its_ledger_and_fails_th
         assert (await response.json())["error"]["details"]["without_payload"] == [2]
 
 
+async def test_a_stale_batch_with_a_ledger_row_no_outcome_describes_keeps_no_other_waiting(
+    worker: WorkerResources, pg: asyncpg.Connection
+) -> None:
+    ids = [
+        await pg.fetchval(
+            "INSERT INTO batch (entity, source, record_count, pending_count, progressed_at)"
+            " VALUES ('activity', 'kafka', 1, 1, now() - interval '1 hour') RETURNING id"
+        )
+        for _ in range(2)
+    ]
+    # Index -1: no outcome can carry it (envelopes refuse such indices now; older ones did not).
+    await pg.execute(
+        "INSERT INTO record_ledger (batch_id, record_index, attempt, status, entity_id)"
+        " VALUES ($1, -1, 0, 'inserted', 'pa-odd'), ($2, 0, 0, 'inserted', 'pa-fine')",
+        *ids,
+    )
+
+    settled = await settle_stale_batches(worker.pool, 60)
+
+    assert set(ids) <= set(settled)
+    rows = await pg.fetch("SELECT id, status FROM batch WHERE id = ANY($1)", ids)
+    assert {r["id"]: r["status"] for r in rows} == {ids[0]: "failed", ids[1]: "completed"}
+    results = await pg.fetch(
+        "SELECT batch_id, record_index, status, error FROM batch_result WHERE batch_id = ANY($1)"
+        " ORDER BY batch_id",
+        ids,
+    )
+    assert [tuple(r) for r in results] == [
+        (ids[0], 0, "failed", "never_delivered"),
+        (ids[1], 0, "inserted", None),
+    ]
+
+
 async def test_a_stale_batch_whose_ledger_is_complete_completes(
     worker: WorkerResources, pg: asyncpg.Connection
 ) -> None:
