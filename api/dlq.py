@@ -91,9 +91,10 @@ async def show_message(request: web.Request) -> web.StreamResponse:
 async def start_replay(request: web.Request) -> web.StreamResponse:
     """Start a replay task; answers 202 with its id and a Location to follow it."""
     settings = request.app[keys.SETTINGS]
+    # No body is no request: a replay of everything pending must be asked for, with {}.
     body = await read_body(request, settings.max_body_bytes)
     try:
-        wanted = ReplayRequest.model_validate(parse_json(body) if body.strip() else {})
+        wanted = ReplayRequest.model_validate(parse_json(body))
     except ValidationError as exc:
         raise ApiError(
             422, ErrorCode.VALIDATION_FAILED, "Invalid replay request", validation_details(exc)

@@ -60,7 +60,10 @@ def parse_moment(text: str, now: datetime | None = None) -> datetime:
     age = _AGE.match(text.strip())
     if age:
         amount, unit = float(age.group(1)), _AGE_UNITS[age.group(2)]
-        return (now or datetime.now(UTC)) - timedelta(**{unit: amount})
+        try:
+            return (now or datetime.now(UTC)) - timedelta(**{unit: amount})
+        except OverflowError:
+            raise ValueError(f"not a time: {text!r} reaches before year 1") from None
     try:
         moment = datetime.fromisoformat(text.strip())
     except ValueError:
@@ -88,6 +91,14 @@ class DeadLetterFilter(BaseModel):
     stage: Stage | None = None
     key: str | None = Field(default=None, description="Kafka key (the batch id of chunks).")
     status: LetterStatus | None = None
+
+    @field_validator("error_class", "entity", "key")
+    @classmethod
+    def _no_nul(cls, value: str | None) -> str | None:
+        # Filters are kept with their replay run, and PostgreSQL stores no NUL in jsonb.
+        if value is not None and "\x00" in value:
+            raise ValueError("must not contain NUL characters")
+        return value
 
     @field_validator("since", "until")
     @classmethod

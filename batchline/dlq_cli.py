@@ -29,7 +29,7 @@ def add_parser(commands: Any) -> None:
     listing = actions.add_parser("list", help="dead letters as a table, newest first")
     _add_filters(listing)
     listing.add_argument("--status", choices=[s.value for s in dlq.LetterStatus])
-    listing.add_argument("--limit", type=int, default=100, help="newest N (default 100)")
+    listing.add_argument("--limit", type=_limit, default=100, help="newest N (default 100)")
     listing.add_argument("--json", action="store_true", help="one JSON object per line")
 
     show = actions.add_parser("show", help="one dead letter: headers and value")
@@ -51,6 +51,15 @@ def _moment(text: str) -> datetime:
         return dlq.parse_moment(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _limit(text: str) -> int:
+    if not text.isdigit() or not 1 <= int(text) <= _MAX_LIMIT:
+        raise argparse.ArgumentTypeError(f"not a limit: {text!r} (1 to {_MAX_LIMIT})")
+    return int(text)
+
+
+_MAX_LIMIT = 1_000_000
 
 
 def _rate(text: str) -> float:

@@ -98,6 +98,10 @@ async def test_dead_letters_are_listed_filtered_and_shown(
         assert response.status == 422
     async with http.get("/ops/dlq/messages", params={"since": "yesterday"}) as response:
         assert response.status == 422
+    for since in ("99999999h", "9999999999999999999s"):
+        async with http.get("/ops/dlq/messages", params={"since": since}) as response:
+            assert response.status == 422, since
+            assert "reaches before year 1" in (await response.json())["error"]["message"]
 
     listed = await run_cli(settings, "dlq", "list", "--key", unknown_key)
     assert listed.code == 0, listed.err
@@ -114,6 +118,16 @@ async def test_dead_letters_are_listed_filtered_and_shown(
     missing = await run_cli(settings, "dlq", "show", "0:999999999")
     assert missing.code == 1
     assert "no dead letter 0:999999999" in missing.err
+    for bad in (
+        ["--limit", "-1"],
+        ["--limit", "0"],
+        ["--limit", "9" * 20],
+        ["--since", "99999999h"],
+    ):
+        refused = await run_cli(settings, "dlq", "list", *bad)
+        assert refused.code == 2, bad
+        assert "Traceback" not in refused.err
+        assert f"argument {bad[0]}" in refused.err
 
 
 async def test_a_fixed_message_replayed_over_http_succeeds_once(
@@ -267,3 +281,16 @@ async def test_a_running_replay_can_be_cancelled(
         assert (await response.json())["error"]["code"] == "replay_finished"
     async with http.get("/ops/dlq/replays/replay-missing") as response:
         assert response.status == 404
+
+
+async def test_a_replay_must_be_asked_for_with_a_json_body(http: aiohttp.ClientSession) -> None:
+    # A replay of everything pending is {}; an empty or unreadable request starts nothing.
+    async def runs() -> int:
+        async with http.get("/ops/dlq/replays", params={"limit": 100}) as response:
+            return len((await response.json())["data"])
+
+    before = await runs()
+    for body, status in ((b"", 400), (b"   ", 400), (b'{"filters": {"key": "a\\u0000b"}}', 422)):
+        async with http.post("/ops/dlq/replays", data=body) as response:
+            assert response.status == status, body
+    assert await runs() == before
