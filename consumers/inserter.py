@@ -72,6 +72,16 @@ class BatchIndexReused(Exception):
         )
 
 
+class BatchMismatch(Exception):
+    """A chunk that disagrees with its batch's header on what the batch is."""
+
+    def __init__(self, batch_id: str, field: str, stored: object, sent: object) -> None:
+        super().__init__(
+            f"batch {batch_id!r} has {field} {stored!r}, this chunk says {sent!r};"
+            " chunks of a batch must agree (use a new batch id)"
+        )
+
+
 class UnknownEntity(Exception):
     def __init__(self, entity: str) -> None:
         super().__init__(f"no writer for entity {entity!r}")
@@ -122,10 +132,20 @@ class ChunkResult:
     events: list[outbox.StagedEvent] = field(default_factory=list)
 
 
+# The batch's header as stored, whether this chunk wrote it or an earlier one (or a front
+# door) did: the statement's snapshot does not see its own insert, so one side is empty.
 _ENSURE_HEADER = """
-INSERT INTO batch (id, entity, source, record_count, pending_count, attempt, options, operation)
-VALUES ($1, $2, 'kafka', $3, $3, $4, $5, $6)
-ON CONFLICT (id) DO NOTHING
+WITH inserted AS (
+    INSERT INTO batch
+        (id, entity, source, record_count, pending_count, attempt, options, operation)
+    VALUES ($1, $2, 'kafka', $3, $3, $4, $5, $6)
+    ON CONFLICT (id) DO NOTHING
+    RETURNING entity, record_count, operation
+)
+SELECT entity, record_count, operation FROM inserted
+UNION ALL
+SELECT entity, record_count, operation FROM batch WHERE id = $1
+LIMIT 1
 """
 
 
@@ -196,8 +216,8 @@ class Inserter:
                     digest=hashlib.blake2b(message.value or b"", digest_size=16).digest(),
                 )
                 break
-            except BatchIndexReused as exc:
-                # Nothing was written and the batch already reports these records.
+            except (BatchIndexReused, BatchMismatch) as exc:
+                # Nothing was written, and the batch keeps what it already reports.
                 await self._dead_letter(DeadLetter.for_failure(message, exc, Stage.VALIDATE, 1))
                 return
             except Exception as exc:
@@ -250,7 +270,7 @@ class Inserter:
         async with self._pool.acquire() as conn, conn.transaction():
             # REST batches have their header already; chunks produced straight to Kafka
             # get theirs from the first chunk that arrives.
-            await _ensure_header(conn, chunk, batch_id)
+            _check_header(await _ensure_header(conn, chunk, batch_id), chunk, batch_id)
             done = await ledger.fetch_done(
                 conn, batch_id, [r.index for r in records], chunk.attempt
             )
@@ -500,8 +520,8 @@ async def _ensure_header_or_give_up(pool: asyncpg.Pool, chunk: IngestChunk, batc
 
 async def _ensure_header(
     conn: asyncpg.Connection | asyncpg.Pool, chunk: IngestChunk, batch_id: str
-) -> None:
-    await conn.execute(
+) -> asyncpg.Record | None:
+    return await conn.fetchrow(
         _ENSURE_HEADER,
         batch_id,
         chunk.entity.lower(),
@@ -510,6 +530,20 @@ async def _ensure_header(
         chunk.options.model_dump(),
         chunk.operation,
     )
+
+
+def _check_header(stored: asyncpg.Record | None, chunk: IngestChunk, batch_id: str) -> None:
+    """Chunks of one batch must agree with its header: else an instance chunk could land
+    in an activity batch, or a batch could collect more results than it has records."""
+    if stored is None:  # written by a transaction this statement could not see yet
+        return
+    for name, kept, sent in (
+        ("entity", stored["entity"].lower(), chunk.entity.lower()),
+        ("operation", stored["operation"], chunk.operation),
+        ("record_count", stored["record_count"], chunk.total_records),
+    ):
+        if kept != sent:
+            raise BatchMismatch(batch_id, name, kept, sent)
 
 
 def _outcomes(

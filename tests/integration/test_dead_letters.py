@@ -3,6 +3,7 @@ read back here with a plain Kafka consumer; a poison chunk never blocks its part
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 
 import aiohttp
@@ -277,6 +278,57 @@ async def test_a_chunk_reusing_a_batch_id_and_index_for_other_records_is_dead_le
         await pg.fetchval("SELECT count(*) FROM activity WHERE coordinator_id = $1", f"coord-{tag}")
         == 1
     )
+
+
+@pytest.mark.parametrize(
+    ("entity", "change", "message_part"),
+    [
+        pytest.param("activity", {"record_count": 4}, "record_count 3", id="another-count"),
+        pytest.param("activity", {"entity": "category"}, "entity 'activity'", id="another-entity"),
+        pytest.param("category", {"operation": "delete"}, "operation 'insert'", id="another-op"),
+    ],
+)
+async def test_a_chunk_that_disagrees_with_its_batch_header_is_dead_lettered(
+    settings: Settings,
+    worker: WorkerResources,
+    http: aiohttp.ClientSession,
+    tag: str,
+    entity: str,
+    change: dict[str, object],
+    message_part: str,
+) -> None:
+    batch_id = f"disagrees-{tag}"
+    key = batch_id.encode()
+    first = {
+        "entity": entity,
+        "batch_id": batch_id,
+        "record_count": 3,
+        "records": [activity(tag, 0), activity(tag, 1)],
+    }
+    later = first | {"first_index": 2, "records": [activity(tag, 2)]} | change
+    assert settings.kafka_bootstrap_servers is not None
+    produce(settings.kafka_bootstrap_servers, INGEST, [(key, orjson.dumps(first))])
+    before = await _with_results(http, batch_id, 2)
+
+    [source] = produce(settings.kafka_bootstrap_servers, INGEST, [(key, orjson.dumps(later))])
+
+    letter = await _dead_letter_of(settings, key)
+    assert _text(letter, "batchline.error.class") == "BatchMismatch"
+    assert message_part in _text(letter, "batchline.error.message")
+    _assert_where_and_when(letter, source, "validate", attempts=1)
+    assert await _with_results(http, batch_id, 2) == before
+
+
+async def _with_results(http: aiohttp.ClientSession, batch_id: str, count: int) -> object:
+    """The batch once ``count`` of its records have a result (it may still be processing)."""
+    for _ in range(300):
+        async with http.get(f"/api/v1/batch-inserts/{batch_id}") as response:
+            if response.status == 200:
+                body = await response.json()
+                if len(body["results"]) >= count:
+                    return body
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"{batch_id} never had {count} results")
 
 
 async def test_a_dead_letter_too_large_for_the_dead_letter_topic_goes_without_its_value(
