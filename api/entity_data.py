@@ -152,8 +152,18 @@ def _with_exact_integers(body: bytes, parsed: Any) -> Any:
 
 
 def _row_view(values: Values, entity: EntitySchema, row: Any) -> dict[str, Any]:
-    rendered = values.render(entity, row)
-    return dict(sorted(rendered.items()))
+    rendered: dict[str, Any] = _alphabetical(values.render(entity, row))
+    return rendered
+
+
+def _alphabetical(value: Any) -> Any:
+    """Objects with their fields in alphabetical order, at every depth (jsonb keeps nested
+    objects shortest key first)."""
+    if isinstance(value, dict):
+        return {key: _alphabetical(value[key]) for key in sorted(value)}
+    if isinstance(value, list):
+        return [_alphabetical(item) for item in value]
+    return value
 
 
 # --- writes through the pipeline --------------------------------------------------------------
@@ -483,10 +493,10 @@ def add_routes(app: web.Application) -> None:
     for base in ("/data/{entity}", "/data/{entity}/"):
         app.router.add_get(base, list_data)
         app.router.add_post(base, insert_data)
-    record = "/data/{entity}/{lk}"
-    app.router.add_get(record, get_record)
-    app.router.add_put(record, replace_record)
-    app.router.add_patch(record, patch_record)
-    app.router.add_delete(record, delete_record)
+    for record in ("/data/{entity}/{lk}", "/data/{entity}/{lk}/"):
+        app.router.add_get(record, get_record)
+        app.router.add_put(record, replace_record)
+        app.router.add_patch(record, patch_record)
+        app.router.add_delete(record, delete_record)
     app.router.add_get("/entity", list_entities)
     app.router.add_get("/entity/{entity}", get_entity)

@@ -101,6 +101,10 @@ async def test_every_type_is_stored_typed_and_answered_in_canonical_form(
         "tags": ["phone", "5g"],
         "weight": 0.25,
     }
+    assert list(body["data"]) == sorted(body["data"])
+    assert list(body["data"]["dimensions"]) == ["height", "unit", "width"]
+    # A trailing slash names the same record, as it does the collection.
+    assert (await get(http, f"/data/product/p-{tag}-1/"))[1] == body
     row = await pg.fetchrow(
         """SELECT pg_typeof(price)::text AS price, pg_typeof(quantity)::text AS quantity,
                   pg_typeof("lastRestock")::text AS restock, pg_typeof(dimensions)::text AS dims,
