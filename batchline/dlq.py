@@ -16,7 +16,7 @@ import collections
 import contextlib
 import logging
 import re
-from collections.abc import AsyncGenerator, Callable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -551,9 +551,13 @@ async def replay(
     replayer = _Replayer(settings, pool, producer, run, filters, on_progress)
     status, error = RunStatus.COMPLETED, None
     try:
-        selected = await replayer.select()
-        if not run.dry_run:
-            await replayer.put_back(selected)
+        async with _alone(pool, needed=not run.dry_run) as alone:
+            if alone:
+                selected = await replayer.select()
+                if not run.dry_run:
+                    await replayer.put_back(selected)
+            else:
+                status, error = RunStatus.FAILED, _ANOTHER_RUN
     except _Cancelled:
         status = RunStatus.CANCELLED
     except asyncio.CancelledError:
@@ -564,6 +568,31 @@ async def replay(
         status, error = RunStatus.FAILED, f"{type(exc).__name__}: {exc}"
     await _finish(pool, run.id, status, replayer.counts, error)
     return ReplayResult(run.id, status, run.dry_run, replayer.counts, error)
+
+
+_REPLAY_LOCK = 0x62_6C_64_6C_71  # "bldlq": one advisory lock for every replay run
+_ANOTHER_RUN = "another replay run is putting dead letters back; start this one when it is done"
+
+
+@contextlib.asynccontextmanager
+async def _alone(pool: asyncpg.Pool, *, needed: bool) -> AsyncIterator[bool]:
+    """Whether this run is the only one putting dead letters back (dry runs need not be).
+
+    Two runs selecting at once would both find the same letters pending and both put them
+    back. The lock is PostgreSQL's, so runs of the CLI and of every API process count; it
+    goes with the connection if the process dies.
+    """
+    if not needed:
+        yield True
+        return
+    async with pool.acquire() as conn:
+        if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", _REPLAY_LOCK):
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            await conn.execute("SELECT pg_advisory_unlock($1)", _REPLAY_LOCK)
 
 
 # --- Views (CLI --json and the operator API) ----------------------------------------------

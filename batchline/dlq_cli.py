@@ -102,7 +102,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 
 @asynccontextmanager
 async def _pool(settings: Settings) -> AsyncIterator[asyncpg.Pool]:
-    pool = await db.create_pool(settings.require_database_url(), max_size=2)
+    # One connection holds the replay lock while the run writes its marks on another.
+    pool = await db.create_pool(settings.require_database_url(), max_size=3)
     try:
         yield pool
     finally:

@@ -268,6 +268,13 @@ async def test_a_running_replay_can_be_cancelled(
         if running["counts"]["replayed"] >= 1:
             break
         await asyncio.sleep(0.1)
+    # A second run meanwhile would find the same letters pending and put them back twice.
+    second = await _finished_replay(
+        http, await _start_replay(http, {"filters": {"key": key, "stage": "route"}})
+    )
+    assert second["status"] == "failed"
+    assert "another replay run" in second["error"]
+    assert second["counts"]["replayed"] == 0
     async with http.delete(location) as response:
         assert response.status == 202
         assert (await response.json())["cancel_requested"] is True
