@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Annotated
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError
 
 from api import keys
 from api.dlq_tasks import ReplayTasks
@@ -31,7 +31,10 @@ class ReplayRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     filters: dlq.DeadLetterFilter = Field(default_factory=dlq.DeadLetterFilter)
-    dry_run: bool = Field(default=False, description="Count what would be replayed; no change.")
+    # Strict: "yes" must not pass for true on a request that may replay everything.
+    dry_run: StrictBool = Field(
+        default=False, description="Count what would be replayed; no change."
+    )
     rate_per_second: Annotated[float, Field(gt=0)] | None = Field(
         default=None, description="At most this many messages a second; unset: unpaced."
     )

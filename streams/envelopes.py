@@ -8,13 +8,26 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, model_validator
 
 # A tenant names a Kafka topic ({env}.{tenant}.inventory.instance), so it is held to this.
 TENANT_PATTERN = r"^[A-Za-z0-9_]{1,63}$"
 
 # Counts and indices are PostgreSQL integers.
 MAX_INT32 = 2**31 - 1
+
+
+def _json_integer(value: Any) -> Any:
+    # As the published schema says: "1" is no count and true no index, while 1.0 is an
+    # integer in JSON Schema. (pydantic's lax int takes all three, its strict one none.)
+    if isinstance(value, str | bool):
+        raise ValueError("must be a JSON integer")
+    return value
+
+
+# Bounds first, so the generated schema states them as minimum and maximum.
+_Position = Annotated[int, Field(ge=0, le=MAX_INT32), BeforeValidator(_json_integer)]
+_Count = Annotated[int, Field(ge=1, le=MAX_INT32), BeforeValidator(_json_integer)]
 
 ACTIVITY_ENTITY = "activity"
 INSTANCE_ENTITY = "instance"
@@ -26,16 +39,18 @@ IGNORE_CONSTRAINTS_ENTITIES = frozenset({ACTIVITY_ENTITY})
 class ChunkOptions(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    ignore_constraints: bool = Field(
+    ignore_constraints: StrictBool = Field(
         default=False, description="Resolve a unique conflict by updating the existing row."
     )
-    publish_events: bool = Field(default=False, description="Publish domain events after commit.")
+    publish_events: StrictBool = Field(
+        default=False, description="Publish domain events after commit."
+    )
     tenant: str | None = Field(
         default=None,
         pattern=TENANT_PATTERN,
         description="Tenant for FOLIO-style domain events; part of a topic name.",
     )
-    atomic: bool = Field(
+    atomic: StrictBool = Field(
         default=False, description="All records in one transaction: every one succeeds or none."
     )
 
@@ -60,19 +75,12 @@ class IngestChunk(BaseModel):
         "Omit to have one derived from the first chunk's position: "
         "kafka-<topic>-<partition>-<offset>.",
     )
-    attempt: int = Field(
-        default=0, ge=0, le=MAX_INT32, description="0 for the first run, +1 per retry."
+    attempt: _Position = Field(default=0, description="0 for the first run, +1 per retry.")
+    record_count: _Count | None = Field(
+        default=None, description="Records in the whole batch; omit when this chunk is all."
     )
-    record_count: int | None = Field(
-        default=None,
-        ge=1,
-        le=MAX_INT32,
-        description="Records in the whole batch; omit when this chunk is all.",
-    )
-    first_index: int = Field(
-        default=0, ge=0, le=MAX_INT32, description="Batch index of records[0]."
-    )
-    indices: list[Annotated[int, Field(ge=0, le=MAX_INT32)]] | None = Field(
+    first_index: _Position = Field(default=0, description="Batch index of records[0].")
+    indices: list[_Position] | None = Field(
         default=None,
         description="Explicit, distinct batch indices (retries); default consecutive.",
     )

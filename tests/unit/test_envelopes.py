@@ -59,6 +59,10 @@ def test_a_retry_carries_explicit_indices_and_its_attempt() -> None:
         b'{"entity": "activity", "records": [1], "attempt": 1099511627776}',
         b'{"entity": "activity", "records": [1], "record_count": 1, "indices": [-1]}',
         b'{"entity": "activity", "records": [1, 2], "record_count": 2, "indices": [0, 0]}',
+        # Strict, as the schema says: a string is no count, true is no index or flag.
+        b'{"entity": "activity", "records": [1], "record_count": "1"}',
+        b'{"entity": "activity", "records": [1, 2], "record_count": 2, "indices": [0, true]}',
+        b'{"entity": "activity", "records": [1], "options": {"atomic": "yes"}}',
     ],
 )
 def test_malformed_envelopes_are_rejected(payload: bytes) -> None:
@@ -81,7 +85,6 @@ def _consumed(value: bytes) -> ConsumedMessage:
     [
         b'{"entity": "activity", "records": [{"a": "\\u00e9", "b": [1.5, -0, 1e400, NaN]}]}',
         b'{"entity": "activity", "records": [123456789012345678901234567890]}',
-        b'{"entity": "a", "records": [1], "attempt": "2", "options": {"atomic": 1}}',
         b'{"entity": "a", "records": [1, 2], "indices": [1.0, 0], "schema_version": 1.0}',
         b'{"entity": "a", "records": [' + b"[" * 199 + b"]" * 199 + b"]}",
     ],
@@ -96,6 +99,8 @@ def test_decoding_reads_a_chunk_as_pydantic_reads_its_json(payload: bytes) -> No
         (b"\xff{not json", Stage.DECODE),
         (b'{"entity": "a", "records": [' + b"[" * 200 + b"]" * 200 + b"]}", Stage.DECODE),
         (b'{"entity": "a", "records": [1], "attempt": 1.5}', Stage.VALIDATE),
+        (b'{"entity": "a", "records": [1], "attempt": "2"}', Stage.VALIDATE),
+        (b'{"entity": "a", "records": [1], "options": {"atomic": 1}}', Stage.VALIDATE),
         (b'{"entity": "a", "records": [1], "options": {"tenant": "a-b"}}', Stage.VALIDATE),
     ],
 )
