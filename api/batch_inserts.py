@@ -15,6 +15,7 @@ from api.errors import ApiError, ErrorCode
 from api.requests import parse_json, query_int, read_body
 from api.responses import json_response
 from batchline import batches
+from batchline.settings import KAFKA_MESSAGE_MAX_BYTES
 from consumers.writers.base import validation_details
 from streams.envelopes import ACTIVITY_ENTITY, ChunkOptions
 from streams.producer import DeliveryError
@@ -143,12 +144,25 @@ async def create_batch(request: web.Request) -> web.StreamResponse:
         )
         if idempotency_key is not None:
             await batches.attach_idempotency_key(pool, idempotency_key, header.id)
-        try:
-            await request.app[keys.PRODUCER].send_many(
-                chunk_messages(
-                    header.id, ACTIVITY_ENTITY, activities, settings.chunk_size, header.options
-                )
+        messages = list(
+            chunk_messages(
+                header.id, ACTIVITY_ENTITY, activities, settings.chunk_size, header.options
             )
+        )
+        largest = max(len(message.value or b"") for message in messages)
+        if largest > KAFKA_MESSAGE_MAX_BYTES:
+            # Permanent: a client that retries a 503 would only pile up failed batches.
+            await batches.fail(pool, header.id, "a chunk is larger than the broker takes")
+            raise ApiError(
+                413,
+                ErrorCode.PAYLOAD_TOO_LARGE,
+                f"A chunk of this batch is {largest} bytes, more than the"
+                f" {KAFKA_MESSAGE_MAX_BYTES} a Kafka message may hold: send smaller records"
+                " or fewer per request",
+                {"limit_bytes": KAFKA_MESSAGE_MAX_BYTES, "chunk_bytes": largest},
+            )
+        try:
+            await request.app[keys.PRODUCER].send_many(messages)
         except DeliveryError as exc:
             await batches.fail(pool, header.id, f"not accepted by the broker: {exc}")
             raise ApiError(

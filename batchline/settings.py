@@ -8,6 +8,9 @@ from typing import Any
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+# The largest message batchline's producers send; a chunk over it is refused up front.
+KAFKA_MESSAGE_MAX_BYTES = 16 * 1024 * 1024
+
 
 class Settings(BaseSettings):
     """Frozen configuration shared by the API, the workers and the CLI."""
@@ -163,7 +166,7 @@ class Settings(BaseSettings):
             "acks": "all",
             "linger.ms": self.kafka_linger_ms,
             "compression.type": self.kafka_compression,
-            "message.max.bytes": 16 * 1024 * 1024,
+            "message.max.bytes": KAFKA_MESSAGE_MAX_BYTES,
             "queue.buffering.max.messages": 500_000,
         }
 

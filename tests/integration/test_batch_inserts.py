@@ -10,6 +10,8 @@ import aiohttp
 import asyncpg
 import orjson
 
+from batchline.embedded import free_port
+from batchline.runtime import serving_api
 from batchline.settings import Settings
 from tests.integration.activities import BASE, activity, post_batch
 from tests.integration.kafka import completed_batch, produce
@@ -167,6 +169,29 @@ async def test_too_many_records_or_bytes_is_413(http: aiohttp.ClientSession, tag
     async with http.post(BASE, data=io.BytesIO(huge)) as response:
         assert response.status == 413
         assert (await response.json())["error"]["code"] == "payload_too_large"
+
+
+async def test_a_batch_whose_chunk_the_broker_cannot_take_is_413_not_a_retryable_503(
+    settings: Settings, pg: asyncpg.Connection, tag: str
+) -> None:
+    roomy = settings.model_copy(update={"max_body_bytes": 40 << 20, "http_port": free_port()})
+    record = activity(tag, 0, mentor_id="m" * (17 << 20))
+    payload = io.BytesIO(orjson.dumps({"activities": [record]}))
+    async with (
+        serving_api(roomy) as url,
+        aiohttp.ClientSession(base_url=url) as http,
+        http.post(BASE, data=payload) as response,
+    ):
+        status, body = response.status, await response.json()
+
+    assert status == 413
+    assert body["error"]["code"] == "payload_too_large"
+    assert body["error"]["details"]["limit_bytes"] == 16 << 20
+    failed = await pg.fetchval(
+        "SELECT count(*) FROM batch WHERE status = 'failed' AND failure_reason LIKE 'a chunk%'"
+        " AND created_at > now() - interval '1 minute'"
+    )
+    assert failed >= 1
 
 
 async def test_unknown_ids_are_404(http: aiohttp.ClientSession) -> None:
