@@ -253,6 +253,8 @@ def _account(summary: LoadSummary, report: _Report, batch: Batch, answer: BatchA
     failed = 0
     for result in answer.results:
         index = result["index"]
+        if not 0 <= index < len(batch.records):
+            continue  # not a record this batch sent: nothing of the file to report
         answered.add(index)
         if result["status"] == "success":
             continue

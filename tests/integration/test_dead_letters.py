@@ -220,6 +220,38 @@ async def test_an_outcome_that_cannot_be_projected_is_dead_lettered_and_the_rest
     assert _text(letter, "batchline.error.class") == "UntranslatableCharacterError"
 
 
+async def test_an_outcome_past_its_batchs_last_record_is_dead_lettered_not_counted(
+    settings: Settings, worker: WorkerResources, http: aiohttp.ClientSession, tag: str
+) -> None:
+    batch_id = f"past-end-{tag}"
+    produce(
+        settings.kafka_bootstrap_servers or "",
+        INGEST,
+        [
+            (
+                batch_id.encode(),
+                orjson.dumps(
+                    {"entity": "activity", "batch_id": batch_id, "records": [activity(tag, 0)]}
+                ),
+            )
+        ],
+    )
+    before = await completed_batch(http, batch_id)
+    forged = orjson.dumps(
+        {"batch_id": batch_id, "index": 99, "status": "inserted", "entity": "activity",
+         "id": "pa-forged", "record_count": 1}
+    )  # fmt: skip
+
+    [at] = produce(settings.kafka_bootstrap_servers or "", "batchline.outcomes",
+                   [(batch_id.encode(), forged)])  # fmt: skip
+
+    letter = await _dead_letter_of(settings, batch_id.encode())
+    assert letter.value == forged
+    assert int(_text(letter, "batchline.source.offset")) == at.offset
+    assert "outcome for record 99 of batch" in _text(letter, "batchline.error.message")
+    assert await completed_batch(http, batch_id) == before
+
+
 async def test_records_of_a_dead_lettered_chunk_can_be_retried_once_the_cause_is_gone(
     settings: Settings,
     worker: WorkerResources,
