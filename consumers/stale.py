@@ -62,7 +62,10 @@ FROM counted c WHERE b.id = c.batch_id
 _FAIL = """
 UPDATE batch SET status = 'failed', completed_at = now(),
     failure_reason = 'no progress for ' || $2::int || ' s: '
-        || pending_count || ' records never reached the inserter'
+        || pending_count || ' records never reached the inserter',
+    -- Nothing is awaited any more: a late outcome replacing a never_delivered result (its
+    -- chunk was in the dead-letter topic, say, and replayed) completes the batch.
+    pending_count = 0
 WHERE id = ANY($1::text[]) AND status = 'processing'
 RETURNING id
 """

@@ -14,8 +14,10 @@ from batchline.embedded import free_port
 from batchline.runtime import serving_api
 from batchline.settings import Settings
 from consumers.app import WorkerResources
+from consumers.projector import project
 from consumers.stale import settle_stale_batches
 from streams import topics
+from streams.events import RecordOutcome, RecordStatus
 from tests.integration.activities import BASE, activity, post_batch
 
 
@@ -235,6 +237,23 @@ async def test_a_batch_that_stops_moving_is_settled_from_its_ledger_and_fails_th
     async with http.put(f"{BASE}/{batch_id}", json={"retry_indices": [2]}) as response:
         assert response.status == 422
         assert (await response.json())["error"]["details"]["without_payload"] == [2]
+
+    # The lost chunk turns up after all (replayed from the dead-letter topic, say).
+    late = RecordOutcome(
+        batch_id=batch_id,
+        index=2,
+        status=RecordStatus.INSERTED,
+        entity="activity",
+        id="pa-x3",
+        record_count=3,
+    )
+    async with worker.pool.acquire() as conn:
+        await project(conn, [late])
+    async with http.get(f"{BASE}/{batch_id}") as response:
+        body = await response.json()
+    assert (body["status"], body["inserted_count"], body["failed_count"]) == ("completed", 2, 1)
+    assert body.get("failure_reason") is None
+    assert body["results"][2]["activity_id"] == "pa-x3"
 
 
 async def test_a_stale_batch_with_a_ledger_row_no_outcome_describes_keeps_no_other_waiting(
