@@ -140,11 +140,11 @@ WITH inserted AS (
         (id, entity, source, record_count, pending_count, attempt, options, operation)
     VALUES ($1, $2, 'kafka', $3, $3, $4, $5, $6)
     ON CONFLICT (id) DO NOTHING
-    RETURNING entity, record_count, operation
+    RETURNING entity, record_count, operation, created_at
 )
-SELECT entity, record_count, operation FROM inserted
+SELECT entity, record_count, operation, created_at FROM inserted
 UNION ALL
-SELECT entity, record_count, operation FROM batch WHERE id = $1
+SELECT entity, record_count, operation, created_at FROM batch WHERE id = $1
 LIMIT 1
 """
 
@@ -270,7 +270,11 @@ class Inserter:
         async with self._pool.acquire() as conn, conn.transaction():
             # REST batches have their header already; chunks produced straight to Kafka
             # get theirs from the first chunk that arrives.
-            _check_header(await _ensure_header(conn, chunk, batch_id), chunk, batch_id)
+            header = await _ensure_header(conn, chunk, batch_id)
+            _check_header(header, chunk, batch_id)
+            # Event ids name this batch, not only its id: a deleted batch's id can be used
+            # again, and its events must not share ids with the new one's.
+            created = header["created_at"].isoformat() if header else ""
             done = await ledger.fetch_done(
                 conn, batch_id, [r.index for r in records], chunk.attempt
             )
@@ -302,7 +306,7 @@ class Inserter:
                     {r.index: r.raw for r in todo},
                     digest,
                 )
-            events = self._domain_events(writer, chunk, batch_id, results)
+            events = self._domain_events(writer, chunk, batch_id, created, results)
             await outbox.stage(conn, events)
 
         self._count(chunk.entity, results)
@@ -317,7 +321,7 @@ class Inserter:
         if done:
             # A redelivery: events staged by the first run may not have been sent.
             replay_ids = [
-                stable_event_id(batch_id, index, attempt)
+                stable_event_id(batch_id, created, index, attempt)
                 for index, (attempt, r, _) in done.items()
                 if r.status is not RecordStatus.FAILED
             ]
@@ -372,6 +376,7 @@ class Inserter:
         writer: EntityWriter,
         chunk: IngestChunk,
         batch_id: str,
+        batch_created: str,
         results: Sequence[RecordResult],
     ) -> list[outbox.StagedEvent]:
         if not chunk.options.publish_events:
@@ -382,7 +387,7 @@ class Inserter:
         for result in results:
             if result.status is RecordStatus.FAILED or result.entity_id is None:
                 continue
-            event_id = stable_event_id(batch_id, result.index, chunk.attempt)
+            event_id = stable_event_id(batch_id, batch_created, result.index, chunk.attempt)
             event = DomainEvent(
                 eventId=event_id,
                 eventTs=now_ms,

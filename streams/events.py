@@ -119,6 +119,10 @@ class DomainEvent(BaseModel):
 _EVENT_NAMESPACE = uuid.UUID("5f0c2a8e-3b1e-4f7a-9d51-6a2f7f6b9c10")
 
 
-def stable_event_id(batch_id: str, index: int, attempt: int) -> str:
-    """The same record outcome always yields the same event id, so consumers can de-duplicate."""
-    return str(uuid.uuid5(_EVENT_NAMESPACE, f"{batch_id}/{index}/{attempt}"))
+def stable_event_id(batch_id: str, batch_created: str, index: int, attempt: int) -> str:
+    """The same record outcome always yields the same event id, so consumers can de-duplicate.
+
+    ``batch_created`` (when the batch header was written) tells apart two batches that had
+    the same id in turn: deleting a batch frees its id.
+    """
+    return str(uuid.uuid5(_EVENT_NAMESPACE, f"{batch_id}/{batch_created}/{index}/{attempt}"))

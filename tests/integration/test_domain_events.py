@@ -97,6 +97,38 @@ async def test_a_redelivered_chunk_republishes_with_the_same_event_id(
     assert len({orjson.loads(e.value or b"")["eventId"] for e in events}) == 1
 
 
+async def test_a_batch_id_used_again_after_a_delete_gets_new_event_ids(
+    settings: Settings, worker: WorkerResources, http: aiohttp.ClientSession, tag: str
+) -> None:
+    # Consumers de-duplicate on eventId: the second batch's events must not look like the
+    # first one's.
+    batch_id = f"events-reused-{tag}"
+    assert settings.kafka_bootstrap_servers is not None
+    keys = []
+    for number in (0, 1):
+        envelope = {
+            "entity": "activity",
+            "batch_id": batch_id,
+            "records": [activity(tag, number)],
+            "options": {"publish_events": True},
+        }
+        produce(
+            settings.kafka_bootstrap_servers,
+            "batchline.ingest",
+            [(batch_id.encode(), orjson.dumps(envelope))],
+        )
+        body = await completed_batch(http, batch_id)
+        keys.append(body["results"][0]["activity_id"].encode())
+        if number == 0:
+            async with http.delete(f"{BASE}/{batch_id}") as response:
+                assert response.status == 200
+
+    events = await wait_for_records(
+        settings.kafka_bootstrap_servers, EVENTS, lambda r: r.key in keys, count=2
+    )
+    assert len({orjson.loads(e.value or b"")["eventId"] for e in events}) == 2
+
+
 async def _post(
     http: aiohttp.ClientSession, records: list[dict[str, object]], *, publish_events: bool
 ) -> bytes:

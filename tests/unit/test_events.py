@@ -72,15 +72,18 @@ def test_the_hot_path_encoding_is_what_orjson_makes_of_the_fields(
 
 
 def test_event_ids_are_stable_per_record_and_attempt() -> None:
-    assert stable_event_id("b", 1, 0) == stable_event_id("b", 1, 0)
+    created = "2026-03-28T10:00:00+00:00"
+    assert stable_event_id("b", created, 1, 0) == stable_event_id("b", created, 1, 0)
     assert (
         len(
             {
-                stable_event_id("b", 1, 0),
-                stable_event_id("b", 2, 0),
-                stable_event_id("b", 1, 1),
-                stable_event_id("c", 1, 0),
+                stable_event_id("b", created, 1, 0),
+                stable_event_id("b", created, 2, 0),
+                stable_event_id("b", created, 1, 1),
+                stable_event_id("c", created, 1, 0),
+                # The same id again after the first batch was deleted.
+                stable_event_id("b", "2026-03-28T11:00:00+00:00", 1, 0),
             }
         )
-        == 4
+        == 5
     )
