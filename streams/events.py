@@ -105,8 +105,8 @@ class DomainEvent(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     eventId: str = Field(
-        description="UUID derived from batch id, record index and attempt: a re-sent event "
-        "has the same one, so consumers can de-duplicate."
+        description="UUID derived from the batch (its id and creation), record index and "
+        "attempt: a re-sent event has the same one, so consumers can de-duplicate."
     )
     eventTs: int = Field(description="Commit time, epoch milliseconds.")
     type: Literal["CREATE", "UPDATE", "DELETE"]
