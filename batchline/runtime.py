@@ -10,6 +10,7 @@ import signal
 from collections.abc import AsyncIterator
 from typing import Any
 
+import asyncpg
 from aiohttp import web
 
 from api.app import create_app
@@ -44,7 +45,17 @@ async def apply_migrations(settings: Settings, *, allow_destructive: bool = Fals
     conn = await db.connect(settings.require_database_url())
     try:
         applied = await migrate(conn)
-        applied += await entity_tables.apply(conn, registry, allow_destructive=allow_destructive)
+        try:
+            applied += await entity_tables.apply(
+                conn, registry, allow_destructive=allow_destructive
+            )
+        except asyncpg.PostgresError as exc:
+            if db.is_transient(exc):
+                raise
+            # A type change the stored values cannot take, say: rolled back, nothing changed.
+            raise RuntimeError(
+                f"PostgreSQL refused the entity tables' change, nothing was changed: {exc}"
+            ) from exc
         return applied
     finally:
         await conn.close()
@@ -53,8 +64,6 @@ async def apply_migrations(settings: Settings, *, allow_destructive: bool = Fals
 async def check_entity_tables(settings: Settings) -> None:
     """API and worker serve the YAML schemas as migrated; refuse to start on a mismatch."""
     registry = load_registry(settings.entities_dir)
-    if not len(registry):
-        return
     conn = await db.connect(settings.require_database_url())
     try:
         missing = await entity_tables.pending(conn, registry)

@@ -398,5 +398,7 @@ async def _record(conn: asyncpg.Connection, registry: Registry) -> None:
 
 
 async def pending(conn: asyncpg.Connection, registry: Registry) -> list[str]:
-    """Changes the declared entities still need (entities no longer declared are ignored)."""
-    return [s.description for s in await plan(conn, registry) if registry.get(s.entity) is not None]
+    """What stands between the tables and the YAML: changes the declared entities still
+    need, and tables of entities the YAML no longer declares (which no worker could write:
+    their chunks would be dead-lettered)."""
+    return [s.description for s in await plan(conn, registry)]

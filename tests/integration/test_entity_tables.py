@@ -82,7 +82,18 @@ async def test_adding_a_field_to_a_live_entity_keeps_rows_and_data_loss_needs_th
     assert (await _columns(pg, table))["rank"] == ("text", "YES")
     assert "label" not in await _columns(pg, table)
 
+    # Values the new type cannot take: PostgreSQL refuses, and the user gets why, no trace.
+    await pg.execute(f"INSERT INTO {table} (code, rank) VALUES ('b', 'abc')")
+    live.write_text(_live(name, RANK))
+    with pytest.raises(RuntimeError, match=r'nothing was changed: invalid input .* "abc"'):
+        await apply_migrations(configured, allow_destructive=True)
+    assert (await _columns(pg, table))["rank"] == ("text", "YES")
+    await pg.execute(f"DELETE FROM {table} WHERE code = 'b'")
+
     live.unlink()
+    # A worker without the entity could not write its chunks: API and worker refuse to start.
+    with pytest.raises(RuntimeError, match=f"entity {name} is no longer declared"):
+        await check_entity_tables(configured)
     with pytest.raises(SchemaChangeRefused, match=f"entity {name} is no longer declared"):
         await apply_migrations(configured)
     await apply_migrations(configured, allow_destructive=True)
