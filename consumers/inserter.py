@@ -140,11 +140,11 @@ WITH inserted AS (
         (id, entity, source, record_count, pending_count, attempt, options, operation)
     VALUES ($1, $2, 'kafka', $3, $3, $4, $5, $6)
     ON CONFLICT (id) DO NOTHING
-    RETURNING entity, record_count, operation, created_at
+    RETURNING entity, record_count, operation, attempt, created_at
 )
-SELECT entity, record_count, operation, created_at FROM inserted
+SELECT entity, record_count, operation, attempt, created_at FROM inserted
 UNION ALL
-SELECT entity, record_count, operation, created_at FROM batch WHERE id = $1
+SELECT entity, record_count, operation, attempt, created_at FROM batch WHERE id = $1
 LIMIT 1
 """
 
@@ -549,6 +549,9 @@ def _check_header(stored: asyncpg.Record | None, chunk: IngestChunk, batch_id: s
     ):
         if kept != sent:
             raise BatchMismatch(batch_id, name, kept, sent)
+    # Retries go through the batch (PUT), which moves its attempt first.
+    if chunk.attempt > stored["attempt"]:
+        raise BatchMismatch(batch_id, "attempt", stored["attempt"], chunk.attempt)
 
 
 def _outcomes(

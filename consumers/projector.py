@@ -38,7 +38,7 @@ WITH incoming AS (
 ), locked AS (
     -- Once per batch, not per row: outcomes of a batch being deleted are dropped, never
     -- left behind as results without a batch.
-    SELECT id, record_count FROM batch
+    SELECT id, record_count, attempt FROM batch
     WHERE id = ANY(ARRAY(SELECT DISTINCT batch_id FROM incoming))
     ORDER BY id
     FOR NO KEY UPDATE
@@ -47,9 +47,11 @@ WITH incoming AS (
         (batch_id, record_index, attempt, status, entity_id, error, details)
     SELECT i.batch_id, i.record_index, i.attempt, i.status, i.entity_id, i.error, i.details
     FROM incoming i JOIN locked b ON b.id = i.batch_id
-    -- Raises for an outcome past its batch's end, which would otherwise count as a record.
-    WHERE i.record_index < b.record_count
-       OR batchline_outcome_beyond_batch(i.batch_id, i.record_index, b.record_count)
+    -- Raises for an outcome past its batch's end, which would otherwise count as a record,
+    -- or of an attempt the batch has not started, which would hide the real one's outcome.
+    WHERE (i.record_index < b.record_count AND i.attempt <= b.attempt)
+       OR batchline_outcome_beyond_batch(
+              i.batch_id, i.record_index, b.record_count, i.attempt, b.attempt)
 {on_conflict}    RETURNING batch_id, record_index, attempt, status, r.xmax = 0 AS fresh
 ), {delta}
 UPDATE batch b

@@ -220,35 +220,38 @@ async def test_an_outcome_that_cannot_be_projected_is_dead_lettered_and_the_rest
     assert _text(letter, "batchline.error.class") == "UntranslatableCharacterError"
 
 
-async def test_an_outcome_past_its_batchs_last_record_is_dead_lettered_not_counted(
-    settings: Settings, worker: WorkerResources, http: aiohttp.ClientSession, tag: str
+@pytest.mark.parametrize(
+    ("index", "attempt", "message_part"),
+    [
+        pytest.param(99, 0, "outcome for record 99 (attempt 0) of batch", id="past-the-end"),
+        pytest.param(0, 3, "outcome for record 0 (attempt 3) of batch", id="future-attempt"),
+    ],
+)
+async def test_an_outcome_past_its_batch_is_dead_lettered_not_counted(
+    settings: Settings,
+    worker: WorkerResources,
+    http: aiohttp.ClientSession,
+    tag: str,
+    index: int,
+    attempt: int,
+    message_part: str,
 ) -> None:
     batch_id = f"past-end-{tag}"
-    produce(
-        settings.kafka_bootstrap_servers or "",
-        INGEST,
-        [
-            (
-                batch_id.encode(),
-                orjson.dumps(
-                    {"entity": "activity", "batch_id": batch_id, "records": [activity(tag, 0)]}
-                ),
-            )
-        ],
-    )
+    chunk = {"entity": "activity", "batch_id": batch_id, "records": [activity(tag, 0)]}
+    bootstrap = settings.kafka_bootstrap_servers or ""
+    produce(bootstrap, INGEST, [(batch_id.encode(), orjson.dumps(chunk))])
     before = await completed_batch(http, batch_id)
     forged = orjson.dumps(
-        {"batch_id": batch_id, "index": 99, "status": "inserted", "entity": "activity",
-         "id": "pa-forged", "record_count": 1}
+        {"batch_id": batch_id, "index": index, "attempt": attempt, "status": "inserted",
+         "entity": "activity", "id": "pa-forged", "record_count": 1}
     )  # fmt: skip
 
-    [at] = produce(settings.kafka_bootstrap_servers or "", "batchline.outcomes",
-                   [(batch_id.encode(), forged)])  # fmt: skip
+    [at] = produce(bootstrap, "batchline.outcomes", [(batch_id.encode(), forged)])
 
     letter = await _dead_letter_of(settings, batch_id.encode())
     assert letter.value == forged
     assert int(_text(letter, "batchline.source.offset")) == at.offset
-    assert "outcome for record 99 of batch" in _text(letter, "batchline.error.message")
+    assert message_part in _text(letter, "batchline.error.message")
     assert await completed_batch(http, batch_id) == before
 
 
@@ -318,6 +321,7 @@ async def test_a_chunk_reusing_a_batch_id_and_index_for_other_records_is_dead_le
         pytest.param("activity", {"record_count": 4}, "record_count 3", id="another-count"),
         pytest.param("activity", {"entity": "category"}, "entity 'activity'", id="another-entity"),
         pytest.param("category", {"operation": "delete"}, "operation 'insert'", id="another-op"),
+        pytest.param("activity", {"attempt": 1}, "attempt 0", id="an-attempt-not-started"),
     ],
 )
 async def test_a_chunk_that_disagrees_with_its_batch_header_is_dead_lettered(
