@@ -104,8 +104,21 @@ def csv_items(lines: Iterable[str]) -> Iterator[ReadItem]:
                 f"{len(row)} columns where the header has {len(header)}",
             )
             continue
+        if not _valid_utf8(row):
+            yield LineError(first_line, "invalid_utf8", "not valid UTF-8")
+            continue
         record = {name: _cell(name, value) for name, value in zip(header, row, strict=True)}
         yield SourceRecord(first_line, orjson.dumps(record))
+
+
+def _valid_utf8(row: list[str]) -> bool:
+    # The file is read with surrogateescape, which keeps a bad byte as a lone surrogate
+    # instead of ending the whole file there; such text does not encode back.
+    try:
+        "".join(row).encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _header(row: list[str], line: int) -> list[str]:
@@ -132,7 +145,7 @@ def read_items(path: Path, file_format: FileFormat) -> Iterator[ReadItem]:
         with path.open("rb") as binary:
             yield from ndjson_items(binary)
     else:
-        with path.open(newline="", encoding="utf-8-sig") as text:
+        with path.open(newline="", encoding="utf-8-sig", errors="surrogateescape") as text:
             yield from csv_items(text)
 
 

@@ -125,6 +125,18 @@ def test_files_are_read_lazily_and_counted_by_lines(tmp_path: Path) -> None:
         format_for(tmp_path / "b.txt")
 
 
+def test_a_csv_row_that_is_not_utf8_fails_alone(tmp_path: Path) -> None:
+    csv_file = tmp_path / "latin1.csv"
+    csv_file.write_bytes(b"x,y\n1,caf\xe9\n3,4\n")
+
+    items = list(read_items(csv_file, FileFormat.CSV))
+
+    assert items == [
+        LineError(2, "invalid_utf8", "not valid UTF-8"),
+        SourceRecord(3, b'{"x":"3","y":"4"}'),
+    ]
+
+
 def test_idempotency_keys_follow_the_file_and_the_batching(tmp_path: Path) -> None:
     path = tmp_path / "a.ndjson"
     path.write_bytes(b"{}\n")
