@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -108,11 +108,13 @@ def faust_broker_urls(bootstrap_servers: str) -> list[str]:
     return [f"kafka://{server.strip()}" for server in bootstrap_servers.split(",") if server]
 
 
-def create_worker_app(resources: WorkerResources) -> faust.App:
+def create_worker_app(
+    resources: WorkerResources, on_fetch_failure: Callable[[Exception], None]
+) -> faust.App:
     settings = resources.settings
     session_timeout = settings.kafka_session_timeout_ms / 1000
     settings.data_dir.mkdir(parents=True, exist_ok=True)  # Faust creates only the last level
-    app = app_class(settings.kafka_fetch_max_wait_ms)(
+    app = app_class(settings.kafka_fetch_max_wait_ms, on_fetch_failure)(
         settings.consumer_group,
         broker=faust_broker_urls(settings.require_bootstrap_servers()),
         store="memory://",
@@ -198,19 +200,43 @@ async def _sweep(resources: WorkerResources) -> None:
         log.warning("sweep failed: %s", exc)
 
 
+class IngestStopped(RuntimeError):
+    """The ingest consumer's fetch loop died: the worker stops rather than idle unnoticed."""
+
+
 async def run_worker(resources: WorkerResources, stop: asyncio.Event) -> None:
-    """Run the inserter, the projector and the sweeps until ``stop`` is set."""
-    app = create_worker_app(resources)
+    """Run the inserter, the projector and the sweeps until ``stop`` is set.
+
+    Raises IngestStopped when the ingest consumer stops fetching for good, so that the
+    process exits and whatever supervises it starts a new one. Nothing is lost: offsets
+    are committed only for chunks that were processed.
+    """
+    loop = asyncio.get_running_loop()
+    failure: asyncio.Future[Exception] = loop.create_future()
+
+    def record(exc: Exception) -> None:
+        if not failure.done():
+            failure.set_result(exc)
+
+    def fetch_failed(exc: Exception) -> None:
+        loop.call_soon_threadsafe(record, exc)
+
+    app = create_worker_app(resources, fetch_failed)
     projection = create_projection(resources)
     await projection.start()
+    stopping: asyncio.Future[bool] = asyncio.ensure_future(stop.wait())
     try:
         await app.start()
         try:
-            await stop.wait()
+            either: list[asyncio.Future[Any]] = [stopping, failure]
+            await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
         finally:
             try:
                 await asyncio.wait_for(app.stop(), _STOP_SECONDS)
             except TimeoutError:
                 log.warning("the Faust app did not stop within %.0f s; leaving", _STOP_SECONDS)
     finally:
+        stopping.cancel()
         await projection.stop()
+    if failure.done():
+        raise IngestStopped(f"the ingest consumer stopped fetching: {failure.result()!r}")

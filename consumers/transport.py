@@ -7,10 +7,13 @@
 - Faust reads committed transactions only when it runs its own (exactly-once); batchline
   always does, so a transactional producer's aborted chunks are never written.
 - Faust's TableManager sleeps a fixed second before starting; batchline has no tables.
+- When the fetch loop dies (a record batch aiokafka cannot read, say), Faust logs it and
+  the worker lives on consuming nothing; we tell the worker, which then stops.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import faust
@@ -35,8 +38,11 @@ class TablelessTableManager(TableManager):
             await self.recovery.start()
 
 
-def app_class(fetch_max_wait_ms: int) -> type[faust.App]:
-    """A Faust App class whose worker consumers wait at most ``fetch_max_wait_ms``."""
+def app_class(
+    fetch_max_wait_ms: int, on_fetch_failure: Callable[[Exception], None]
+) -> type[faust.App]:
+    """A Faust App class whose worker consumers wait at most ``fetch_max_wait_ms``, and
+    call ``on_fetch_failure`` when their fetch loop dies."""
 
     class ConsumerThread(_ConsumerThread):
         pass
@@ -46,6 +52,14 @@ def app_class(fetch_max_wait_ms: int) -> type[faust.App]:
     class Consumer(faust_aiokafka.Consumer):
         def _new_consumer_thread(self) -> Any:
             return ConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
+        async def _drain_messages(self, fetcher: Any) -> None:
+            try:
+                await super()._drain_messages(fetcher)
+            except Exception as exc:
+                # Faust logs this and carries on without fetching anything, for good.
+                on_fetch_failure(exc)
+                raise
 
     class Transport(faust_aiokafka.Transport):
         pass

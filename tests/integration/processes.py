@@ -66,9 +66,17 @@ class WorkerProcess:
         self.metrics_port = metrics_port
 
     @classmethod
-    async def start(cls, settings: Settings, log: Path, **overrides: Any) -> WorkerProcess:
+    async def start(
+        cls,
+        settings: Settings,
+        log: Path,
+        python_path: Path | None = None,
+        **overrides: Any,
+    ) -> WorkerProcess:
         port = free_port()
         env = batchline_env(settings, worker_metrics_port=port, **overrides)
+        if python_path is not None:  # a sitecustomize.py there changes the worker's Python
+            env["PYTHONPATH"] = os.pathsep.join([str(python_path), env.get("PYTHONPATH", "")])
         with log.open("ab") as sink:
             process = await asyncio.create_subprocess_exec(
                 sys.executable,

@@ -1,4 +1,5 @@
-"""A worker asked to stop leaves in bounded time, even with its broker gone."""
+"""A worker leaves in bounded time when asked to, even with its broker gone, and on its own
+when its ingest consumer can no longer fetch."""
 
 from __future__ import annotations
 
@@ -7,9 +8,14 @@ import signal
 import uuid
 from pathlib import Path
 
+import orjson
+from confluent_kafka import Producer
+
 from batchline.embedded import EmbeddedKafka
 from batchline.runtime import create_topics
 from batchline.settings import Settings
+from streams import topics
+from tests.integration.activities import activity
 from tests.integration.processes import WorkerProcess
 
 
@@ -42,3 +48,42 @@ async def test_sigterm_stops_a_worker_whose_broker_went_away(
                 worker.kill()
                 await worker.process.wait()
     assert code == 0, worker.log.read_text(errors="replace")[-3000:]
+
+
+async def test_a_worker_whose_ingest_fetch_loop_dies_exits_instead_of_idling(
+    settings: Settings, tmp_path: Path, tag: str
+) -> None:
+    # A worker Python without the codec package: aiokafka cannot read an lz4 record batch,
+    # and Faust's fetch loop dies on it (as on any record batch it cannot read).
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text('import sys\nsys.modules["cramjam"] = None\n')
+    with EmbeddedKafka(tmp_path / "broker", stop_timeout=5) as broker:
+        own = settings.model_copy(
+            update={
+                "kafka_bootstrap_servers": broker.bootstrap_servers,
+                "consumer_group": f"fetch-dies-{uuid.uuid4().hex[:8]}",
+                "kafka_session_timeout_ms": 2000,
+            }
+        )
+        await create_topics(own)
+        worker = await WorkerProcess.start(own, tmp_path / "worker.log", python_path=site)
+        try:
+            for _ in range(300):
+                if await worker.serving():
+                    break
+                await asyncio.sleep(0.1)
+            # Large enough that librdkafka does compress it (it sends small ones as they are).
+            chunk = {"entity": "activity", "records": [activity(tag, n) for n in range(50)]}
+            producer = Producer(
+                {"bootstrap.servers": broker.bootstrap_servers, "compression.type": "lz4"}
+            )
+            producer.produce(topics.INGEST, orjson.dumps(chunk), key=b"lz4")
+            assert producer.flush(15) == 0
+            code = await asyncio.wait_for(worker.process.wait(), 90)
+        finally:
+            if worker.process.returncode is None:
+                worker.kill()
+                await worker.process.wait()
+    assert code == 2
+    assert worker.logged("the ingest consumer stopped fetching") == 1
