@@ -4,8 +4,10 @@ when its ingest consumer can no longer fetch."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import uuid
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import orjson
@@ -19,34 +21,42 @@ from tests.integration.activities import activity
 from tests.integration.processes import WorkerProcess
 
 
-async def test_sigterm_stops_a_worker_whose_broker_went_away(
-    settings: Settings, tmp_path: Path
-) -> None:
-    # A broker of its own, so stopping it disturbs no other test.
+@contextlib.asynccontextmanager
+async def _serving_worker(
+    settings: Settings, tmp_path: Path, python_path: Path | None = None
+) -> AsyncIterator[tuple[WorkerProcess, EmbeddedKafka]]:
+    """A worker on a broker of its own, so stopping either disturbs no other test."""
     with EmbeddedKafka(tmp_path / "broker", stop_timeout=5) as broker:
         own = settings.model_copy(
             update={
                 "kafka_bootstrap_servers": broker.bootstrap_servers,
-                "consumer_group": f"shutdown-{uuid.uuid4().hex[:8]}",
+                "consumer_group": f"own-{uuid.uuid4().hex[:8]}",
                 "kafka_session_timeout_ms": 2000,
             }
         )
         await create_topics(own)
-        worker = await WorkerProcess.start(own, tmp_path / "worker.log")
+        worker = await WorkerProcess.start(own, tmp_path / "worker.log", python_path=python_path)
         try:
             for _ in range(300):
                 if await worker.serving():
                     break
                 await asyncio.sleep(0.1)
-            await asyncio.sleep(3)  # consuming: group joined, fetch loops running
-            broker.stop()
-            await asyncio.sleep(2)
-            worker.process.send_signal(signal.SIGTERM)
-            code = await asyncio.wait_for(worker.process.wait(), 45)
+            yield worker, broker
         finally:
             if worker.process.returncode is None:
                 worker.kill()
                 await worker.process.wait()
+
+
+async def test_sigterm_stops_a_worker_whose_broker_went_away(
+    settings: Settings, tmp_path: Path
+) -> None:
+    async with _serving_worker(settings, tmp_path) as (worker, broker):
+        await asyncio.sleep(3)  # consuming: group joined, fetch loops running
+        broker.stop()
+        await asyncio.sleep(2)
+        worker.process.send_signal(signal.SIGTERM)
+        code = await asyncio.wait_for(worker.process.wait(), 45)
     assert code == 0, worker.log.read_text(errors="replace")[-3000:]
 
 
@@ -58,32 +68,14 @@ async def test_a_worker_whose_ingest_fetch_loop_dies_exits_instead_of_idling(
     site = tmp_path / "site"
     site.mkdir()
     (site / "sitecustomize.py").write_text('import sys\nsys.modules["cramjam"] = None\n')
-    with EmbeddedKafka(tmp_path / "broker", stop_timeout=5) as broker:
-        own = settings.model_copy(
-            update={
-                "kafka_bootstrap_servers": broker.bootstrap_servers,
-                "consumer_group": f"fetch-dies-{uuid.uuid4().hex[:8]}",
-                "kafka_session_timeout_ms": 2000,
-            }
+    async with _serving_worker(settings, tmp_path, python_path=site) as (worker, broker):
+        # Large enough that librdkafka does compress it (it sends small ones as they are).
+        chunk = {"entity": "activity", "records": [activity(tag, n) for n in range(50)]}
+        producer = Producer(
+            {"bootstrap.servers": broker.bootstrap_servers, "compression.type": "lz4"}
         )
-        await create_topics(own)
-        worker = await WorkerProcess.start(own, tmp_path / "worker.log", python_path=site)
-        try:
-            for _ in range(300):
-                if await worker.serving():
-                    break
-                await asyncio.sleep(0.1)
-            # Large enough that librdkafka does compress it (it sends small ones as they are).
-            chunk = {"entity": "activity", "records": [activity(tag, n) for n in range(50)]}
-            producer = Producer(
-                {"bootstrap.servers": broker.bootstrap_servers, "compression.type": "lz4"}
-            )
-            producer.produce(topics.INGEST, orjson.dumps(chunk), key=b"lz4")
-            assert producer.flush(15) == 0
-            code = await asyncio.wait_for(worker.process.wait(), 90)
-        finally:
-            if worker.process.returncode is None:
-                worker.kill()
-                await worker.process.wait()
+        producer.produce(topics.INGEST, orjson.dumps(chunk), key=b"lz4")
+        assert producer.flush(15) == 0
+        code = await asyncio.wait_for(worker.process.wait(), 90)
     assert code == 2
     assert worker.logged("the ingest consumer stopped fetching") == 1
