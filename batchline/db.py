@@ -39,6 +39,25 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
         )
 
 
+async def insert_resolving_conflicts(
+    conn: asyncpg.Connection, plain: str, resolving: str, *args: Any
+) -> list[asyncpg.Record]:
+    """Run ``plain`` (an INSERT without ON CONFLICT) in a savepoint; if it hits a key, run
+    ``resolving`` (the same INSERT with ON CONFLICT) instead.
+
+    Most writes are first runs that replace nothing, and a plain INSERT costs a quarter to
+    a third less than one with ON CONFLICT, which inserts speculatively row by row
+    (per 1,000 rows: activity 10 -> 7.5 ms, ledger 5.5 -> 3.7 ms).
+    """
+    try:
+        async with conn.transaction():
+            rows: list[asyncpg.Record] = await conn.fetch(plain, *args)
+            return rows
+    except asyncpg.UniqueViolationError:
+        resolved: list[asyncpg.Record] = await conn.fetch(resolving, *args)
+        return resolved
+
+
 # asyncpg prepares every statement, and PostgreSQL switches a prepared statement to a
 # generic plan after five runs. Tables start empty, so that plan is costed for empty tables
 # (hash joins over sequential scans) and kept as they grow to millions of rows: the

@@ -7,6 +7,7 @@ from typing import Any, NamedTuple
 
 import asyncpg
 
+from batchline.db import insert_resolving_conflicts
 from consumers.writers.base import RecordResult
 from streams.events import RecordError, RecordStatus
 
@@ -87,10 +88,4 @@ async def record(
         )
         for r in results
     ]
-    # Most chunks are first runs with nothing to replace, and a plain INSERT costs a third
-    # less than one with ON CONFLICT (5.5 -> 3.7 ms per 1,000 rows), so that goes first.
-    try:
-        async with conn.transaction():
-            await conn.execute(_INSERT, batch_id, attempt, rows, chunk_digest)
-    except asyncpg.UniqueViolationError:
-        await conn.execute(_UPSERT, batch_id, attempt, rows, chunk_digest)
+    await insert_resolving_conflicts(conn, _INSERT, _UPSERT, batch_id, attempt, rows, chunk_digest)

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import asyncpg
 from pydantic import ValidationError
 
-from batchline.db import is_transient, outage_backoff
+from batchline.db import insert_resolving_conflicts, is_transient, outage_backoff
 from streams.deadletter import DeadLetter, Stage
 from streams.events import RecordOutcome
 from streams.messages import ConsumedMessage
@@ -118,11 +118,8 @@ async def project(conn: asyncpg.Connection, outcomes: Sequence[RecordOutcome]) -
         for o in outcomes
     ]
     async with conn.transaction():
-        try:
-            async with conn.transaction():
-                rows = await conn.fetch(_FRESH, rows_document)
-        except asyncpg.UniqueViolationError:  # a retry's or a re-sent outcome
-            rows = await conn.fetch(_REPLACING, rows_document)
+        # Replacing: a retry's outcome, or one sent again.
+        rows = await insert_resolving_conflicts(conn, _FRESH, _REPLACING, rows_document)
         completed = [row["id"] for row in rows if row["status"] == "completed"]
         if completed:
             # Delivered at commit: API instances waiting on these batches answer at once.

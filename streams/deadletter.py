@@ -239,6 +239,9 @@ def _timestamp(message: ConsumedMessage) -> datetime | None:
     return datetime.fromtimestamp(message.timestamp_ms / 1000, UTC)
 
 
+_MAX_REPLAY_COUNT_DIGITS = 9
+
+
 def _replay_count(header: bytes | None) -> int:
     """The replay count a message carries; anything but a plain number counts as none.
 
@@ -248,6 +251,3 @@ def _replay_count(header: bytes | None) -> int:
     if header is None or not header.isdigit():
         return 0
     return int(header) if len(header) <= _MAX_REPLAY_COUNT_DIGITS else 10**_MAX_REPLAY_COUNT_DIGITS
-
-
-_MAX_REPLAY_COUNT_DIGITS = 9

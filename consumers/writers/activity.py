@@ -19,6 +19,7 @@ from pydantic import (
     ValidationError,
 )
 
+from batchline.db import insert_resolving_conflicts
 from consumers.writers.base import EventRoute, PendingRecord, RecordResult, validation_details
 from streams import topics
 from streams.envelopes import ACTIVITY_ENTITY, IngestChunk
@@ -109,21 +110,6 @@ RETURNING {", ".join("a." + c.strip() for c in _COLUMNS.split(","))},
 """
 
 
-async def _insert(conn: asyncpg.Connection, values: list[Any]) -> list[asyncpg.Record]:
-    """Insert new activities; the ones whose natural key exists are left out of the result.
-
-    Bulk loads rarely conflict, and a plain INSERT costs a quarter less than one with
-    ON CONFLICT (speculative insertion per row), so that is tried first, in a savepoint.
-    """
-    try:
-        async with conn.transaction():
-            rows: list[asyncpg.Record] = await conn.fetch(_INSERT_NEW, values)
-            return rows
-    except asyncpg.UniqueViolationError:
-        conflicting: list[asyncpg.Record] = await conn.fetch(_INSERT, values)
-        return conflicting
-
-
 def _row_dict(row: asyncpg.Record) -> dict[str, Any]:
     return {
         "id": row["id"],
@@ -186,7 +172,8 @@ class ActivityWriter:
             if chunk.options.ignore_constraints:
                 returned = await conn.fetch(_UPSERT, values)
             else:
-                returned = await _insert(conn, values)
+                # The ones whose natural key exists are left out of what comes back.
+                returned = await insert_resolving_conflicts(conn, _INSERT_NEW, _INSERT, values)
             with_images = chunk.options.publish_events
             for row in returned:
                 key = (
