@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import aiohttp
+import asyncpg
 
 BASE = "/api/v1/batch-inserts"
 
@@ -26,3 +27,11 @@ async def post_batch(
 ) -> tuple[int, dict[str, Any]]:
     async with http.post(BASE, json={"activities": records}, **kwargs) as response:
         return response.status, await response.json()
+
+
+async def stored_activities(pg: asyncpg.Connection, tag: str) -> int:
+    """Activity rows of the test's coordinator, as ``activity(tag, ...)`` builds them."""
+    count: int = await pg.fetchval(
+        "SELECT count(*) FROM activity WHERE coordinator_id = $1", f"coord-{tag}"
+    )
+    return count

@@ -13,7 +13,7 @@ import orjson
 from batchline.embedded import free_port
 from batchline.runtime import serving_api
 from batchline.settings import Settings
-from tests.integration.activities import BASE, activity, post_batch
+from tests.integration.activities import BASE, activity, post_batch, stored_activities
 from tests.integration.kafka import completed_batch, produce
 
 ACTIVITY_ID = re.compile(r"^pa-\d{3,}$")
@@ -80,9 +80,7 @@ async def test_conflicts_in_batch_duplicates_and_invalid_records_fail_per_record
     assert {d["field"] for d in results[3]["details"]} == {"duration_minutes", "mentor_id"}
     assert results[4]["status"] == "success"
     assert {d["field"] for d in results[5]["details"]} == {"activity_date", "activity_type"}
-    stored = await pg.fetchval(
-        "SELECT count(*) FROM activity WHERE coordinator_id = $1", f"coord-{tag}"
-    )
+    stored = await stored_activities(pg, tag)
     assert stored == 3
 
 
@@ -320,10 +318,7 @@ async def test_delete_removes_the_operation_but_not_the_activities(
         }
     async with http.get(f"{BASE}/{created['id']}") as response:
         assert response.status == 404
-    assert (
-        await pg.fetchval("SELECT count(*) FROM activity WHERE coordinator_id = $1", f"coord-{tag}")
-        == 1
-    )
+    assert await stored_activities(pg, tag) == 1
     assert (
         await pg.fetchval("SELECT count(*) FROM batch_result WHERE batch_id = $1", created["id"])
         == 0
@@ -351,10 +346,7 @@ async def test_batch_larger_than_one_chunk_comes_back_complete_and_ordered(
     assert status == 201
     assert body["inserted_count"] == 5000
     assert [r["index"] for r in body["results"]] == list(range(5000))
-    assert (
-        await pg.fetchval("SELECT count(*) FROM activity WHERE coordinator_id = $1", f"coord-{tag}")
-        == 5000
-    )
+    assert await stored_activities(pg, tag) == 5000
 
 
 async def test_a_nul_character_fails_its_record_alone(
@@ -369,10 +361,7 @@ async def test_a_nul_character_fails_its_record_alone(
     assert [r["status"] for r in body["results"]] == ["success", "failed", "success"]
     assert body["results"][1]["error"] == "validation_error"
     assert body["results"][1]["details"][0]["type"] == "nul_character"
-    assert (
-        await pg.fetchval("SELECT count(*) FROM activity WHERE coordinator_id = $1", f"coord-{tag}")
-        == 2
-    )
+    assert await stored_activities(pg, tag) == 2
 
 
 async def test_a_rest_batch_never_takes_an_id_a_kafka_producer_already_used(
@@ -441,7 +430,5 @@ async def test_an_activity_date_is_an_iso_date_and_nothing_else(
         assert result["error"] == "validation_error"
         assert result["details"][0]["field"] == "activity_date"
         assert "YYYY-MM-DD" in result["details"][0]["message"]
-    stored = await pg.fetchval(
-        "SELECT count(*) FROM activity WHERE coordinator_id = $1", f"coord-{tag}"
-    )
+    stored = await stored_activities(pg, tag)
     assert stored == 1

@@ -19,7 +19,7 @@ import pytest
 from batchline.embedded import EmbeddedKafka, free_port
 from batchline.runtime import create_topics
 from batchline.settings import Settings
-from tests.integration.activities import activity
+from tests.integration.activities import activity, stored_activities
 from tests.integration.kafka import completed_batch, produce, read_all
 from tests.integration.processes import WorkerProcess
 from tests.tcp_proxy import TcpProxy, postgres_target, through_proxy
@@ -127,9 +127,7 @@ async def test_a_database_outage_mid_stream_loses_nothing_and_dead_letters_nothi
             0,
         ), batch_id
         assert {r["status"] for r in body["results"]} == {"success"}
-    stored = await pg.fetchval(
-        "SELECT count(*) FROM activity WHERE coordinator_id = $1", f"coord-{tag}"
-    )
+    stored = await stored_activities(pg, tag)
     assert stored == sum(batches.values())
     assert read_all(own_broker, "batchline.dlq") == []
     assert worker.logged("transient database error, retrying the chunk")

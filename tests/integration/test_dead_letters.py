@@ -13,7 +13,7 @@ import pytest
 
 from batchline.settings import Settings
 from consumers.app import WorkerResources
-from tests.integration.activities import activity
+from tests.integration.activities import activity, stored_activities
 from tests.integration.kafka import (
     Delivered,
     Record,
@@ -281,10 +281,7 @@ async def test_records_of_a_dead_lettered_chunk_can_be_retried_once_the_cause_is
         body = await response.json()
 
     assert (body["inserted_count"], body["failed_count"]) == (2, 0)
-    assert (
-        await pg.fetchval("SELECT count(*) FROM activity WHERE coordinator_id = $1", f"coord-{tag}")
-        == 2
-    )
+    assert await stored_activities(pg, tag) == 2
 
 
 async def test_a_chunk_reusing_a_batch_id_and_index_for_other_records_is_dead_lettered(
@@ -309,10 +306,7 @@ async def test_a_chunk_reusing_a_batch_id_and_index_for_other_records_is_dead_le
     assert _text(letter, "batchline.error.class") == "BatchIndexReused"
     _assert_where_and_when(letter, source, "validate", attempts=1)
     assert await completed_batch(http, batch_id) == before
-    assert (
-        await pg.fetchval("SELECT count(*) FROM activity WHERE coordinator_id = $1", f"coord-{tag}")
-        == 1
-    )
+    assert await stored_activities(pg, tag) == 1
 
 
 @pytest.mark.parametrize(

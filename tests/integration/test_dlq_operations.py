@@ -13,7 +13,7 @@ import orjson
 
 from batchline.settings import Settings
 from consumers.app import WorkerResources
-from tests.integration.activities import activity
+from tests.integration.activities import activity, stored_activities
 from tests.integration.kafka import completed_batch, produce, read_all, wait_for_records
 from tests.integration.processes import run_cli
 from tests.integration.refusals import refusing_ledger
@@ -168,10 +168,7 @@ async def test_a_fixed_message_replayed_over_http_succeeds_once(
         await asyncio.sleep(0.1)
     assert (fixed["status"], fixed["inserted_count"], fixed["failed_count"]) == ("completed", 2, 0)
     assert [r["status"] for r in fixed["results"]] == ["success", "success"]
-    assert (
-        await pg.fetchval("SELECT count(*) FROM activity WHERE coordinator_id = $1", f"coord-{tag}")
-        == 2
-    )
+    assert await stored_activities(pg, tag) == 2
     [replayed] = await _letters(http, key=batch_id)
     assert (replayed["status"], replayed["replay_id"]) == ("replayed", run["id"])
 

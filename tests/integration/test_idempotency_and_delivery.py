@@ -18,7 +18,7 @@ from consumers.projector import project
 from consumers.stale import settle_stale_batches
 from streams import topics
 from streams.events import RecordOutcome, RecordStatus
-from tests.integration.activities import BASE, activity, post_batch
+from tests.integration.activities import BASE, activity, post_batch, stored_activities
 
 
 async def test_same_idempotency_key_and_body_answers_the_stored_response_once(
@@ -32,10 +32,7 @@ async def test_same_idempotency_key_and_body_answers_the_stored_response_once(
 
     assert first == second
     assert first[0] == 201
-    assert (
-        await pg.fetchval("SELECT count(*) FROM activity WHERE coordinator_id = $1", f"coord-{tag}")
-        == 2
-    )
+    assert await stored_activities(pg, tag) == 2
     assert (
         await pg.fetchval(
             "SELECT count(*) FROM batch_result r JOIN activity a ON a.id = r.entity_id"
@@ -124,9 +121,7 @@ async def test_a_key_whose_request_died_after_its_batch_answers_with_the_finishe
         assert r.status == 201
         assert r.headers["Idempotent-Replayed"] == "true"
         assert await r.json() == done
-    count = await pg.fetchval(
-        "SELECT count(*) FROM activity WHERE coordinator_id = $1", f"coord-{tag}"
-    )
+    count = await stored_activities(pg, tag)
     assert count == 1
 
 
@@ -164,10 +159,7 @@ async def test_a_chunk_delivered_twice_is_written_once_and_reported_as_success(
 
     assert (body["inserted_count"], body["failed_count"]) == (2, 0)
     assert [r["status"] for r in body["results"]] == ["success", "success"]
-    assert (
-        await pg.fetchval("SELECT count(*) FROM activity WHERE coordinator_id = $1", f"coord-{tag}")
-        == 2
-    )
+    assert await stored_activities(pg, tag) == 2
     # Both deliveries were processed before we looked: the ledger holds one row per record.
     await asyncio.sleep(1)
     again = await _completed(http, batch_id)

@@ -13,7 +13,7 @@ from confluent_kafka import Producer
 
 from batchline.settings import Settings
 from consumers.app import WorkerResources
-from tests.integration.activities import activity
+from tests.integration.activities import activity, stored_activities
 from tests.integration.kafka import completed_batch, filters_aborted_transactions, produce
 
 INGEST = "batchline.ingest"
@@ -137,9 +137,7 @@ async def test_chunks_of_an_aborted_transaction_are_never_written(
     assert (body["status"], body["inserted_count"]) == ("completed", 1)
     async with http.get(f"/api/v1/batch-inserts/aborted-{tag}") as response:
         assert response.status == 404
-    stored = await pg.fetchval(
-        "SELECT count(*) FROM activity WHERE coordinator_id = $1", f"coord-{tag}"
-    )
+    stored = await stored_activities(pg, tag)
     assert stored == 1
 
 
