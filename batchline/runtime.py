@@ -22,7 +22,7 @@ from batchline.metrics import Metrics
 from batchline.settings import Settings
 from consumers.app import run_worker, worker_resources
 from sql.migrator import migrate
-from streams.admin import ensure_topics
+from streams.admin import check_connection, ensure_topics
 from streams.topics import TopicSpec, core_topics, entity_events_topic
 
 log = logging.getLogger(__name__)
@@ -82,8 +82,10 @@ async def create_topics(settings: Settings) -> None:
         TopicSpec(entity_events_topic(entity.name), settings.ingest_partitions)
         for entity in load_registry(settings.entities_dir)
     ]
+    admin_config = settings.librdkafka_admin_config()
+    await asyncio.to_thread(check_connection, admin_config)
     await ensure_topics(
-        settings.require_bootstrap_servers(),
+        admin_config,
         {spec.name: spec.partitions for spec in specs},
         settings.topic_replication_factor,
     )

@@ -5,8 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from streams.security import KafkaSecurity, SaslMechanism, SecurityProtocol
 
 # The largest message batchline's producers send; a chunk over it is refused up front.
 KAFKA_MESSAGE_MAX_BYTES = 16 * 1024 * 1024
@@ -104,6 +106,32 @@ class Settings(BaseSettings):
         description="Compression of what batchline produces; workers read every codec.",
     )
 
+    # Kafka TLS and SASL (every client: confluent-kafka producers, consumers, admin; Faust).
+    kafka_security_protocol: SecurityProtocol = Field(
+        default=SecurityProtocol.PLAINTEXT,
+        description="Kafka security.protocol: PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL.",
+    )
+    kafka_ssl_ca_file: Path | None = Field(
+        default=None,
+        description="PEM file of the CA(s) that signed the brokers' certificates;"
+        " unset: the system's trust store.",
+    )
+    kafka_ssl_cert_file: Path | None = Field(
+        default=None, description="PEM client certificate, for brokers that require mutual TLS."
+    )
+    kafka_ssl_key_file: Path | None = Field(
+        default=None, description="PEM private key of the client certificate."
+    )
+    kafka_ssl_key_password: SecretStr | None = Field(
+        default=None, description="Password of an encrypted client key."
+    )
+    kafka_sasl_mechanism: SaslMechanism = Field(
+        default=SaslMechanism.PLAIN,
+        description="SASL mechanism: PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512.",
+    )
+    kafka_sasl_username: str | None = Field(default=None, description="SASL user name.")
+    kafka_sasl_password: SecretStr | None = Field(default=None, description="SASL password.")
+
     # Dead letters.
     dlq_max_replays: int = Field(
         default=3,
@@ -146,6 +174,11 @@ class Settings(BaseSettings):
         " a longer NDJSON line fails as a record.",
     )
 
+    @model_validator(mode="after")
+    def _kafka_security_consistent(self) -> Settings:
+        self.kafka_security()
+        return self
+
     def require_database_url(self) -> str:
         if not self.database_url:
             raise RuntimeError("BATCHLINE_DATABASE_URL is not set (use `batchline dev` to embed)")
@@ -158,10 +191,32 @@ class Settings(BaseSettings):
             )
         return self.kafka_bootstrap_servers
 
+    def kafka_security(self) -> KafkaSecurity:
+        """TLS and SASL for every Kafka client (raises on contradictory settings)."""
+        return KafkaSecurity(
+            protocol=self.kafka_security_protocol,
+            ca_file=self.kafka_ssl_ca_file,
+            cert_file=self.kafka_ssl_cert_file,
+            key_file=self.kafka_ssl_key_file,
+            key_password=self.kafka_ssl_key_password,
+            sasl_mechanism=self.kafka_sasl_mechanism,
+            sasl_username=self.kafka_sasl_username,
+            sasl_password=self.kafka_sasl_password,
+        )
+
+    def librdkafka_admin_config(self) -> dict[str, Any]:
+        """The one mapping from settings to librdkafka admin-client keys."""
+        return {
+            "bootstrap.servers": self.require_bootstrap_servers(),
+            "log_level": 3,
+            **self.kafka_security().librdkafka(),
+        }
+
     def librdkafka_producer_config(self) -> dict[str, Any]:
         """The one mapping from settings to librdkafka producer keys."""
         return {
             "bootstrap.servers": self.require_bootstrap_servers(),
+            **self.kafka_security().librdkafka(),
             "enable.idempotence": True,
             "acks": "all",
             "linger.ms": self.kafka_linger_ms,
@@ -174,6 +229,7 @@ class Settings(BaseSettings):
         """The one mapping from settings to librdkafka consumer keys."""
         return {
             "bootstrap.servers": self.require_bootstrap_servers(),
+            **self.kafka_security().librdkafka(),
             "group.id": group_id,
             "session.timeout.ms": self.kafka_session_timeout_ms,
             "heartbeat.interval.ms": max(self.kafka_session_timeout_ms // 5, 100),

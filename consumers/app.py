@@ -117,6 +117,7 @@ def create_worker_app(
     app = app_class(settings.kafka_fetch_max_wait_ms, on_fetch_failure)(
         settings.consumer_group,
         broker=faust_broker_urls(settings.require_bootstrap_servers()),
+        broker_credentials=settings.kafka_security().faust_credentials(),
         store="memory://",
         web_enabled=False,
         topic_allow_declare=False,
@@ -141,7 +142,7 @@ def create_worker_app(
         settings.max_processing_attempts,
         settings.retry_backoff_seconds,
         TopicEnsurer(
-            settings.require_bootstrap_servers(),
+            settings.librdkafka_admin_config(),
             settings.ingest_partitions,
             settings.topic_replication_factor,
         ),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping
+from typing import Any
 
 
 class TopicCreationError(RuntimeError):
@@ -11,7 +12,7 @@ class TopicCreationError(RuntimeError):
 
 
 async def ensure_topics(
-    bootstrap_servers: str,
+    admin_config: Mapping[str, Any],
     topics: Mapping[str, int],
     replication_factor: int = 1,
     *,
@@ -27,7 +28,7 @@ async def ensure_topics(
     from confluent_kafka.admin import AdminClient
     from confluent_kafka.cimpl import NewTopic
 
-    admin = AdminClient({"bootstrap.servers": bootstrap_servers, "log_level": 3})
+    admin = AdminClient(dict(admin_config))
     new = [
         NewTopic(name, num_partitions=partitions, replication_factor=replication_factor)
         for name, partitions in topics.items()
@@ -50,8 +51,10 @@ async def ensure_topics(
 class TopicEnsurer:
     """Creates each topic once per process, the first time something is about to use it."""
 
-    def __init__(self, bootstrap_servers: str, partitions: int, replication_factor: int) -> None:
-        self._bootstrap_servers = bootstrap_servers
+    def __init__(
+        self, admin_config: Mapping[str, Any], partitions: int, replication_factor: int
+    ) -> None:
+        self._admin_config = admin_config
         self._partitions = partitions
         self._replication_factor = replication_factor
         self._known: set[str] = set()
@@ -59,7 +62,37 @@ class TopicEnsurer:
     async def ensure(self, topic: str) -> None:
         if topic in self._known:
             return
-        await ensure_topics(
-            self._bootstrap_servers, {topic: self._partitions}, self._replication_factor
-        )
+        await ensure_topics(self._admin_config, {topic: self._partitions}, self._replication_factor)
         self._known.add(topic)
+
+
+class BrokerUnreachableError(RuntimeError):
+    """No broker answered at start-up: wrong address, TLS or SASL settings, or it is down."""
+
+
+def check_connection(admin_config: Mapping[str, Any], timeout: float = 15.0) -> None:
+    """Ask the cluster for its metadata once, and fail with what librdkafka saw if it can't.
+
+    Without this a wrong CA or password shows only as a producer retrying forever; here it
+    is a start-up error naming the cause ("certificate verify failed", "Authentication
+    failed", "Connection refused").
+    """
+    from confluent_kafka import KafkaException
+    from confluent_kafka.admin import AdminClient
+
+    seen: list[str] = []
+
+    def remember(error: Any) -> None:
+        seen.append(str(error))
+
+    config: dict[str, Any] = {**admin_config, "error_cb": remember}
+    admin = AdminClient(config)
+    servers = admin_config.get("bootstrap.servers")
+    protocol = admin_config.get("security.protocol", "PLAINTEXT")
+    try:
+        admin.list_topics(timeout=timeout)
+    except KafkaException as exc:
+        causes = "; ".join(dict.fromkeys(seen)) or str(exc)
+        raise BrokerUnreachableError(
+            f"cannot reach Kafka at {servers} over {protocol} within {timeout:.0f} s: {causes}"
+        ) from None

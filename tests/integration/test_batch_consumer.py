@@ -28,7 +28,7 @@ async def topic_holding(settings: Settings, values: Sequence[bytes]) -> str:
     """A new one-partition topic with ``values`` on it, in order."""
     topic = f"batch-consumer-{uuid.uuid4().hex[:8]}"
     bootstrap = settings.require_bootstrap_servers()
-    await ensure_topics(bootstrap, {topic: 1})
+    await ensure_topics(settings.librdkafka_admin_config(), {topic: 1})
     await asyncio.to_thread(produce, bootstrap, topic, [(b"k", v) for v in values])
     return topic
 
