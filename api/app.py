@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from api import batch_inserts, dlq, entity_data, instance_bulk, keys, operations
+from api import access, batch_inserts, dlq, entity_data, instance_bulk, keys, operations
 from api.completion import CompletionWaiter
 from api.errors import ErrorRenderer, error_middleware
 from batchline import db
@@ -19,7 +19,8 @@ from streams.producer import AsyncProducer
 def create_app(settings: Settings, metrics: Metrics | None = None) -> web.Application:
     renderers: dict[str, ErrorRenderer] = {}
     app = web.Application(
-        client_max_size=settings.max_body_bytes, middlewares=[error_middleware(renderers)]
+        client_max_size=settings.max_body_bytes,
+        middlewares=[error_middleware(renderers), *access.middlewares(settings)],
     )
     app[keys.SETTINGS] = settings
     app[keys.METRICS] = metrics or Metrics()

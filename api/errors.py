@@ -22,6 +22,9 @@ log = logging.getLogger(__name__)
 class ErrorCode(StrEnum):
     INVALID_JSON = "invalid_json"
     INVALID_REQUEST = "invalid_request"
+    UNAUTHORIZED = "unauthorized"
+    FORBIDDEN = "forbidden"
+    UNSUPPORTED_MEDIA_TYPE = "unsupported_media_type"
     VALIDATION_FAILED = "validation_failed"
     PAYLOAD_TOO_LARGE = "payload_too_large"
     NOT_FOUND = "not_found"
@@ -50,10 +53,16 @@ def error_response(status: int, code: ErrorCode, message: str, details: Any = No
 
 
 _HTTP_CODES = {
+    401: ErrorCode.UNAUTHORIZED,
+    403: ErrorCode.FORBIDDEN,
     404: ErrorCode.NOT_FOUND,
     405: ErrorCode.METHOD_NOT_ALLOWED,
     413: ErrorCode.PAYLOAD_TOO_LARGE,
+    415: ErrorCode.UNSUPPORTED_MEDIA_TYPE,
 }
+
+# Headers of a refusal that the rendered error keeps: how to authenticate, what is allowed.
+_KEPT_HEADERS = ("WWW-Authenticate", "Allow")
 
 # Front doors with their own error formats: path prefix -> renderer(status, message).
 ErrorRenderer = Callable[[int, str], web.StreamResponse]
@@ -84,7 +93,11 @@ def error_middleware(renderers: dict[str, ErrorRenderer]) -> Any:
             if exc.status < 400:
                 raise
             code = _HTTP_CODES.get(exc.status, ErrorCode.VALIDATION_FAILED)
-            return render(request, exc.status, code, exc.reason)
+            response = render(request, exc.status, code, exc.reason)
+            for name in _KEPT_HEADERS:
+                if name in exc.headers:
+                    response.headers[name] = exc.headers[name]
+            return response
         except Exception:
             log.exception("unhandled error on %s %s", request.method, request.path)
             return render(request, 500, ErrorCode.INTERNAL_ERROR, "Internal server error")

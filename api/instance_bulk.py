@@ -77,18 +77,22 @@ def _error(message: str, key: str | None = None, value: Any = None) -> dict[str,
     return error
 
 
-def errors_response(errors: list[dict[str, Any]]) -> web.Response:
-    return web.json_response({"errors": errors, "total_records": len(errors)}, status=422)
+def errors_response(errors: list[dict[str, Any]], status: int = 422) -> web.Response:
+    return web.json_response({"errors": errors, "total_records": len(errors)}, status=status)
 
 
 def text_response(status: int, message: str) -> web.Response:
     return web.Response(status=status, text=message, content_type="text/plain")
 
 
+# Refusals of the request itself, answered as FOLIO's errors; the rest (500) as text.
+_JSON_STATUSES = frozenset({401, 403, 415, 422})
+
+
 def render_error(status: int, message: str) -> web.StreamResponse:
-    """Errors the middleware renders under this path: 422 as FOLIO's errors, else text."""
-    if status == 422:
-        return errors_response([_error(message)])
+    """Errors the middleware renders under this path: FOLIO's errors, or text for 5xx."""
+    if status in _JSON_STATUSES:
+        return errors_response([_error(message)], status)
     return text_response(status, message)
 
 

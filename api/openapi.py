@@ -7,6 +7,7 @@ from typing import Any
 
 from aiohttp import web
 
+from api import access, keys
 from api.batch_inserts import RetryRequest
 from api.dlq import ReplayRequest
 from consumers.writers.activity import Activity
@@ -48,6 +49,7 @@ _REQUEST_BODIES: dict[tuple[str, str], dict[str, Any]] = {
 
 
 def openapi_document(app: web.Application) -> dict[str, Any]:
+    settings = app[keys.SETTINGS]
     paths: dict[str, dict[str, Any]] = {}
     for route in app.router.routes():
         if route.method == "HEAD":
@@ -68,6 +70,7 @@ def openapi_document(app: web.Application) -> dict[str, Any]:
             {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
             for name in re.findall(r"{(\w+)}", path)
         ]
+        operation.update(access.openapi_security(route.method, path, settings))
         if parameters:
             operation["parameters"] = parameters
         body = _REQUEST_BODIES.get((route.method, path))
@@ -81,4 +84,5 @@ def openapi_document(app: web.Application) -> dict[str, Any]:
         "openapi": "3.1.0",
         "info": {"title": "batchline", "version": "0.1.0"},
         "paths": dict(sorted(paths.items())),
+        "components": {"securitySchemes": {access.BEARER_SCHEME: access.openapi_security_scheme()}},
     }

@@ -1,4 +1,4 @@
-"""``batchline``: dev | api | worker | migrate | dlq | load."""
+"""``batchline``: dev | api | worker | migrate | dlq | load | token."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import asyncio
 import sys
 from collections.abc import Sequence
 
-from batchline import dlq_cli, load_cli, logs, runtime
+from batchline import dlq_cli, load_cli, logs, runtime, token_cli
 from batchline.settings import Settings
 
 
@@ -30,11 +30,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     dlq_cli.add_parser(commands)
     load_cli.add_parser(commands)
+    token_cli.add_parser(commands)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "token":
+        return token_cli.run(args)  # needs no configuration, and may be making the first
     settings = Settings()
     logs.configure(settings.log_level, settings.log_format)
     try:

@@ -13,6 +13,7 @@ from typing import Any
 import asyncpg
 from aiohttp import web
 
+from api.access import authentication_summary
 from api.app import create_app
 from batchline import db
 from batchline.embedded import EmbeddedKafka, EmbeddedPostgres
@@ -110,6 +111,10 @@ async def api_main(settings: Settings) -> None:
     await create_topics(settings)
     async with serving_api(settings) as url:
         log.info("batchline API listening on %s", url)
+        if settings.api_token_table():
+            log.info(authentication_summary(settings))
+        else:
+            log.warning(authentication_summary(settings))
         await stop.wait()
 
 
@@ -184,5 +189,6 @@ async def dev_main(settings: Settings) -> None:
         metrics = Metrics()
         async with worker_resources(live, metrics) as resources, serving_api(live, metrics) as url:
             log.info("batchline is up: %s  (Ctrl-C stops everything)", url)
+            log.info(authentication_summary(settings))
             print(f"batchline dev: API on {url}  docs {url}/docs", flush=True)
             await run_worker(resources, stop)

@@ -8,6 +8,7 @@ from typing import Any
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from batchline.tokens import TokenTable, parse_tokens
 from streams.security import KafkaSecurity, SaslMechanism, SecurityProtocol
 
 # The largest message batchline's producers send; a chunk over it is refused up front.
@@ -17,7 +18,10 @@ KAFKA_MESSAGE_MAX_BYTES = 16 * 1024 * 1024
 class Settings(BaseSettings):
     """Frozen configuration shared by the API, the workers and the CLI."""
 
-    model_config = SettingsConfigDict(env_prefix="BATCHLINE_", frozen=True, extra="ignore")
+    # Errors never echo the input: it may hold a password or a token pasted by mistake.
+    model_config = SettingsConfigDict(
+        env_prefix="BATCHLINE_", frozen=True, extra="ignore", hide_input_in_errors=True
+    )
 
     # Services. Left unset, `batchline dev` starts embedded ones.
     database_url: str | None = Field(
@@ -43,6 +47,24 @@ class Settings(BaseSettings):
         default=10.0, ge=0, description="How long a POST/PUT waits for completion before 202."
     )
     page_limit_max: int = Field(default=100, ge=1, description="Largest `limit` for list calls.")
+
+    # Authentication (off while no token is configured).
+    api_tokens: SecretStr = Field(
+        default=SecretStr(""),
+        description="Bearer tokens that may call the API: comma-separated"
+        " NAME:ROLE[+ROLE]:SHA256HEX entries (`batchline token create ROLE`); empty: no"
+        " authentication.",
+    )
+    metrics_public: bool = Field(
+        default=True,
+        description="With tokens configured, /metrics stays open (for a scraper); false: it"
+        " needs an operator token.",
+    )
+    openapi_public: bool = Field(
+        default=True,
+        description="With tokens configured, /openapi.json stays open; false: it needs a token"
+        " of any role.",
+    )
 
     # Pipeline.
     chunk_size: int = Field(default=1000, ge=1, description="Records per Kafka chunk envelope.")
@@ -175,9 +197,14 @@ class Settings(BaseSettings):
     )
 
     @model_validator(mode="after")
-    def _kafka_security_consistent(self) -> Settings:
+    def _consistent(self) -> Settings:
         self.kafka_security()
+        self.api_token_table()
         return self
+
+    def api_token_table(self) -> TokenTable:
+        """The configured tokens; empty means authentication is off."""
+        return TokenTable(parse_tokens(self.api_tokens.get_secret_value()))
 
     def require_database_url(self) -> str:
         if not self.database_url:
