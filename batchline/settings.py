@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
 
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -29,6 +30,26 @@ class Settings(BaseSettings):
     )
     kafka_bootstrap_servers: str | None = Field(
         default=None, description="Kafka bootstrap servers; unset under `dev` starts Tansu."
+    )
+    database_password: SecretStr | None = Field(
+        default=None,
+        description="PostgreSQL password, kept out of the URL (and out of anything that shows"
+        " it); overrides one in the URL.",
+    )
+    database_sslmode: str | None = Field(
+        default=None,
+        pattern="^(disable|allow|prefer|require|verify-ca|verify-full)$",
+        description="libpq sslmode for every connection; unset: the URL's, else `prefer`.",
+    )
+    database_sslrootcert: Path | None = Field(
+        default=None,
+        description="PEM CA bundle that signed the server's certificate (verify-ca, verify-full).",
+    )
+    database_sslcert: Path | None = Field(
+        default=None, description="PEM client certificate, for servers that require one."
+    )
+    database_sslkey: Path | None = Field(
+        default=None, description="PEM private key of the client certificate."
     )
     data_dir: Path = Field(
         default=Path(".batchline"), description="Where embedded services keep data and logs."
@@ -207,9 +228,33 @@ class Settings(BaseSettings):
         return TokenTable(parse_tokens(self.api_tokens.get_secret_value()))
 
     def require_database_url(self) -> str:
+        """The URL every connection uses (pool, migrations, CLI), with the password and TLS
+        settings merged in; what the URL itself says about TLS wins over the settings."""
         if not self.database_url:
             raise RuntimeError("BATCHLINE_DATABASE_URL is not set (use `batchline dev` to embed)")
-        return self.database_url
+        parts = urlsplit(self.database_url)
+        query = dict(parse_qsl(parts.query, keep_blank_values=True))
+        merged = {
+            name: str(value)
+            for name, value in (
+                ("sslmode", self.database_sslmode),
+                ("sslrootcert", self.database_sslrootcert),
+                ("sslcert", self.database_sslcert),
+                ("sslkey", self.database_sslkey),
+            )
+            if value is not None and name not in query
+        }
+        if not merged and self.database_password is None:
+            return self.database_url
+        netloc = parts.netloc
+        if self.database_password is not None:
+            hosts = netloc.rpartition("@")[2]
+            user = quote(unquote(parts.username or ""), safe="")
+            password = quote(self.database_password.get_secret_value(), safe="")
+            netloc = f"{user}:{password}@{hosts}"
+        url = f"{parts.scheme}://{netloc}{parts.path}"
+        query_string = urlencode(query | merged, safe="/")
+        return f"{url}?{query_string}" if query_string else url
 
     def require_bootstrap_servers(self) -> str:
         if not self.kafka_bootstrap_servers:
