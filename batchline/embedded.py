@@ -133,6 +133,7 @@ class EmbeddedKafka:
     """Tansu broker (memory storage) as a child process.
 
     ``EmbeddedKafka(log_dir)`` picks a free loopback port unless *port* is given.
+    *advertised_port* makes the broker tell clients to connect elsewhere (a proxy in front).
     The broker runs in its own process group (so Ctrl-C in a terminal does not
     kill it before the app has shut down), is SIGINTed then SIGKILLed on
     :meth:`stop`, at interpreter exit (atexit), and - on Linux, when started from
@@ -147,6 +148,7 @@ class EmbeddedKafka:
         *,
         host: str = "127.0.0.1",
         port: int | None = None,
+        advertised_port: int | None = None,
         startup_timeout: float = 30.0,
         stop_timeout: float = 5.0,
         binary: str | None = None,
@@ -154,6 +156,7 @@ class EmbeddedKafka:
         self._log_dir = Path(log_dir)
         self._host = host
         self._requested_port = port
+        self._advertised_port = advertised_port
         self._port: int | None = None
         self._startup_timeout = startup_timeout
         self._stop_timeout = stop_timeout
@@ -261,13 +264,14 @@ class EmbeddedKafka:
             raise EmbeddedServiceError("EmbeddedKafka already started")
         self._port = self._requested_port or free_port(self._host)
         url = f"tcp://{self._host}:{self._port}"
+        advertised = f"tcp://{self._host}:{self._advertised_port or self._port}"
         cmd = [
             self._resolve_binary(),
             "broker",
             "--listener-url",
             url,
             "--advertised-listener-url",
-            url,
+            advertised,
             "--storage-engine",
             "memory://tansu/",
         ]

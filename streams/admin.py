@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -70,29 +71,36 @@ class BrokerUnreachableError(RuntimeError):
     """No broker answered at start-up: wrong address, TLS or SASL settings, or it is down."""
 
 
-def check_connection(admin_config: Mapping[str, Any], timeout: float = 15.0) -> None:
-    """Ask the cluster for its metadata once, and fail with what librdkafka saw if it can't.
+def check_connection(admin_config: Mapping[str, Any], timeout: float = 30.0) -> None:
+    """Ask the cluster for its metadata, and fail with what librdkafka saw if it can't.
 
     Without this a wrong CA or password shows only as a producer retrying forever; here it
     is a start-up error naming the cause ("certificate verify failed", "Authentication
-    failed", "Connection refused").
+    failed"). Those fail at once; a broker that is not up yet gets ``timeout`` seconds.
     """
-    from confluent_kafka import KafkaException
+    from confluent_kafka import KafkaError, KafkaException
     from confluent_kafka.admin import AdminClient
 
     seen: list[str] = []
+    fatal: list[str] = []
+    fatal_codes = {KafkaError._SSL, KafkaError._AUTHENTICATION}  # retrying changes nothing
 
-    def remember(error: Any) -> None:
-        seen.append(str(error))
+    def remember(error: KafkaError) -> None:
+        (fatal if error.code() in fatal_codes else seen).append(error.str())
 
     config: dict[str, Any] = {**admin_config, "error_cb": remember}
     admin = AdminClient(config)
-    servers = admin_config.get("bootstrap.servers")
-    protocol = admin_config.get("security.protocol", "PLAINTEXT")
-    try:
-        admin.list_topics(timeout=timeout)
-    except KafkaException as exc:
-        causes = "; ".join(dict.fromkeys(seen)) or str(exc)
-        raise BrokerUnreachableError(
-            f"cannot reach Kafka at {servers} over {protocol} within {timeout:.0f} s: {causes}"
-        ) from None
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            admin.list_topics(timeout=min(1.0, timeout))
+            return
+        except KafkaException as exc:
+            admin.poll(0.1)  # serves error_cb
+            if fatal or time.monotonic() >= deadline:
+                causes = fatal[0] if fatal else "; ".join(dict.fromkeys(seen)) or str(exc)
+                servers = admin_config.get("bootstrap.servers")
+                protocol = admin_config.get("security.protocol", "PLAINTEXT")
+                raise BrokerUnreachableError(
+                    f"cannot reach Kafka at {servers} over {protocol}: {causes}"
+                ) from None
