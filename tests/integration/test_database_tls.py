@@ -4,13 +4,9 @@ test's own (the test server speaks no TLS)."""
 
 from __future__ import annotations
 
-import asyncio
-import os
 import ssl
-import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
-from subprocess import PIPE
 
 import pytest
 
@@ -19,6 +15,7 @@ from batchline.embedded import free_port
 from batchline.runtime import apply_migrations
 from batchline.settings import Settings
 from tests.certificates import Certificates, make_certificates
+from tests.integration.processes import run_cli
 from tests.tcp_proxy import postgres_target, through_proxy
 from tests.tls_proxy import PostgresTlsProxy, server_context
 
@@ -103,18 +100,15 @@ async def test_require_against_a_server_without_tls_fails(settings: Settings) ->
 async def test_the_cli_connects_over_tls_from_the_environment(
     settings: Settings, tls_proxy: PostgresTlsProxy, certificates: Certificates
 ) -> None:
-    env = {
-        **os.environ,
-        "BATCHLINE_DATABASE_URL": through_proxy(settings.require_database_url(), tls_proxy.port),
-        "BATCHLINE_DATABASE_SSLMODE": "verify-full",
-        "BATCHLINE_DATABASE_SSLROOTCERT": str(certificates.ca_file),
-        "BATCHLINE_ENTITIES_DIR": str(settings.entities_dir),
-    }
-    # The proxy runs on this event loop: the command must not block it.
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "batchline.cli", "migrate", env=env, stdout=PIPE, stderr=PIPE
+    finished = await run_cli(
+        settings,
+        "migrate",
+        database_url=through_proxy(settings.require_database_url(), tls_proxy.port),
+        database_sslmode="verify-full",
+        database_sslrootcert=certificates.ca_file,
+        entities_dir=settings.entities_dir,
     )
-    stdout, stderr = await asyncio.wait_for(process.communicate(), 60)
-    assert process.returncode == 0, stderr.decode()
-    assert "up to date" in stdout.decode()
+
+    assert finished.code == 0, finished.err
+    assert "up to date" in finished.out
     assert tls_proxy.tls_sessions >= 1
