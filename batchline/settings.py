@@ -9,8 +9,8 @@ from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from batchline.kafka_security import KafkaSecurity, SaslMechanism, SecurityProtocol
 from batchline.tokens import TokenTable, parse_tokens
-from streams.security import KafkaSecurity, SaslMechanism, SecurityProtocol
 
 # The largest message batchline's producers send; a chunk over it is refused up front.
 KAFKA_MESSAGE_MAX_BYTES = 16 * 1024 * 1024

@@ -16,10 +16,10 @@ from pathlib import Path
 import aiohttp
 
 from batchline.embedded import EmbeddedKafka, free_port
+from batchline.kafka_security import SecurityProtocol
 from batchline.runtime import create_topics, serving_api
 from batchline.settings import Settings
 from consumers.app import run_worker, worker_resources
-from streams.security import SecurityProtocol
 from tests.certificates import Certificates, make_certificates
 from tests.integration.activities import BASE, activity
 from tests.integration.processes import run_cli

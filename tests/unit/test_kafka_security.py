@@ -10,8 +10,8 @@ import pytest
 from faust.transport.drivers.aiokafka import credentials_to_aiokafka_auth
 from pydantic import ValidationError
 
+from batchline.kafka_security import SaslMechanism, SecurityProtocol
 from batchline.settings import Settings
-from streams.security import SaslMechanism, SecurityProtocol
 from tests.certificates import Certificates, make_certificates
 
 SECRET = "s3cret-sasl-password"
