@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,8 @@ from batchline.loader.reading import (
 )
 from batchline.loader.sending import RetryPolicy
 
+# The client's token comes from the environment, not the command line (which `ps` shows).
+TOKEN_VARIABLE = "BATCHLINE_TOKEN"  # noqa: S105 - the name of a variable, not a secret
 # Line errors shown as they are found; the rest are counted (and all are in --report).
 _SHOWN_LINE_ERRORS = 20
 
@@ -31,7 +34,8 @@ def add_parser(commands: Any) -> None:
         help="send an NDJSON or CSV file of activities to the API in batches",
         description="Send a large NDJSON (one activity per line) or CSV (header row naming"
         " the fields) file to POST /api/v1/batch-inserts in concurrent batches. Re-running"
-        " the same command after a crash inserts nothing twice.",
+        " the same command after a crash inserts nothing twice. When the API requires tokens,"
+        f" put one with the producer role in the environment variable {TOKEN_VARIABLE}.",
     )
     parser.add_argument("file", type=Path, help="the NDJSON or CSV file")
     parser.add_argument(
@@ -110,6 +114,7 @@ def run(args: argparse.Namespace) -> int:
         publish_events=args.publish_events,
         report=args.report,
         retry=RetryPolicy(max_attempts=args.max_attempts),
+        token=os.environ.get(TOKEN_VARIABLE) or None,
     )
     bars = _Bars(estimated_records(path, file_format))
     try:

@@ -43,6 +43,8 @@ class LoadOptions:
     publish_events: bool = False
     report: Path | None = None
     retry: RetryPolicy = field(default_factory=RetryPolicy)
+    # Sent as Authorization: Bearer when the API requires tokens (the producer role).
+    token: str | None = field(default=None, repr=False)
 
 
 class Progress(Protocol):
@@ -184,7 +186,10 @@ async def load(options: LoadOptions, progress: Progress | None = None) -> LoadSu
     connector = aiohttp.TCPConnector(limit=options.concurrency)
 
     with _report(options.report) as report:
-        async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
+        headers = {"Authorization": f"Bearer {options.token}"} if options.token else None
+        async with aiohttp.ClientSession(
+            timeout=timeout, connector=connector, headers=headers
+        ) as session:
             sender = BatchSender(
                 session, options.url, publish_events=options.publish_events, retry=options.retry
             )

@@ -7,10 +7,12 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 import asyncpg
+import orjson
 import pytest
 
 from batchline.embedded import free_port
@@ -22,6 +24,7 @@ from streams.topics import INGEST
 from tests.integration.activities import BASE, activity, stored_activities
 from tests.integration.instances import BULK, instance, new_id, write_file
 from tests.integration.kafka import read_all
+from tests.integration.processes import run_cli
 
 
 @dataclass(frozen=True)
@@ -51,12 +54,12 @@ def tokens() -> tuple[Tokens, str]:
 
 
 @pytest.fixture
-async def secured(
+async def secured_url(
     settings: Settings,
     worker: WorkerResources,
     tokens: tuple[Tokens, str],
     caplog: pytest.LogCaptureFixture,
-) -> AsyncIterator[aiohttp.ClientSession]:
+) -> AsyncIterator[str]:
     """The API with tokens required, every log record of the run captured."""
     caplog.set_level(logging.DEBUG)
     configured = settings.model_copy(
@@ -66,10 +69,13 @@ async def secured(
             "metrics_public": False,
         }
     )
-    async with (
-        serving_api(configured) as url,
-        aiohttp.ClientSession(base_url=url) as http,
-    ):
+    async with serving_api(configured) as url:
+        yield url
+
+
+@pytest.fixture
+async def secured(secured_url: str) -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession(base_url=secured_url) as http:
         yield http
 
 
@@ -276,3 +282,25 @@ async def test_a_page_on_another_origin_cannot_write(
 
     async with http.post(BASE, data=body, headers={"Content-Type": "application/json"}) as r:
         assert r.status == 201
+
+
+async def test_batchline_load_sends_the_token_from_its_environment(
+    secured_url: str,
+    settings: Settings,
+    tokens: tuple[Tokens, str],
+    pg: asyncpg.Connection,
+    tag: str,
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "activities.ndjson"
+    path.write_bytes(b"".join(orjson.dumps(activity(tag, n)) + b"\n" for n in range(3)))
+    command = ("load", str(path), "--url", secured_url, "--max-attempts", "1")
+
+    refused = await run_cli(settings, *command)
+    assert refused.code == 1
+    assert "401" in refused.out + refused.err
+    assert await stored_activities(pg, tag) == 0
+
+    loaded = await run_cli(settings, *command, token=tokens[0].producer)
+    assert loaded.code == 0, loaded.err
+    assert await stored_activities(pg, tag) == 3
