@@ -14,6 +14,7 @@ from api import keys
 from api.errors import ApiError, ErrorCode
 from api.requests import parse_json, query_int, read_body
 from api.responses import json_response
+from api.tenancy import TENANT_HEADER, batch_tenant, requested_tenant
 from batchline import batches
 from batchline.settings import KAFKA_MESSAGE_MAX_BYTES
 from consumers.writers.base import validation_details
@@ -70,9 +71,26 @@ def processing_response(header: batches.BatchHeader) -> web.Response:
     return json_response(body, status=202, headers={"Location": location})
 
 
+def _tenant(request: web.Request) -> str:
+    """The tenant whose batches the request may see (those of no tenant too)."""
+    tenant = requested_tenant(request)
+    refusal = request.app[keys.SETTINGS].tenant_policy().refusal(tenant)
+    if refusal is not None:
+        raise ApiError(
+            400,
+            ErrorCode.UNKNOWN_TENANT,
+            f"{TENANT_HEADER} {refusal}",
+            {"header": TENANT_HEADER, "value": tenant},
+        )
+    return tenant
+
+
 async def _header_or_404(request: web.Request, batch_id: str) -> batches.BatchHeader:
+    """The batch, if it exists for the request's tenant: another tenant's is not found."""
+    tenant = _tenant(request)
     header = await batches.get(request.app[keys.POOL], batch_id)
-    if header is None:
+    default = request.app[keys.SETTINGS].default_tenant
+    if header is None or batch_tenant(header, default) not in (None, tenant):
         raise ApiError(404, ErrorCode.NOT_FOUND, f"Batch insert {batch_id} not found")
     return header
 
@@ -269,7 +287,14 @@ async def list_batches(request: web.Request) -> web.StreamResponse:
             f"Query parameter 'status' must be one of {', '.join(_STATUSES)}",
             {"parameter": "status", "value": status},
         )
-    headers, total = await batches.page(request.app[keys.POOL], page, limit, status)
+    headers, total = await batches.page(
+        request.app[keys.POOL],
+        page,
+        limit,
+        status,
+        tenant=_tenant(request),
+        default_tenant=settings.default_tenant,
+    )
     return json_response(
         {
             "data": [summary_view(h) | {"created_at": timestamp(h.created_at)} for h in headers],
@@ -311,6 +336,7 @@ async def retry_batch(request: web.Request) -> web.StreamResponse:
             "'retry_indices' must be a non-empty list of distinct indices",
             {"field": "retry_indices"},
         )
+    await _header_or_404(request, batch_id)
     try:
         plan = await batches.start_retry(
             request.app[keys.POOL], batch_id, indices, retry.ignore_constraints
@@ -375,6 +401,7 @@ async def retry_batch(request: web.Request) -> web.StreamResponse:
 
 async def delete_batch(request: web.Request) -> web.StreamResponse:
     batch_id = request.match_info["batch_id"]
+    await _header_or_404(request, batch_id)
     refused = await batches.delete(request.app[keys.POOL], batch_id)
     if refused == "missing":
         raise ApiError(404, ErrorCode.NOT_FOUND, f"Batch insert {batch_id} not found")

@@ -22,6 +22,7 @@ log = logging.getLogger(__name__)
 class ErrorCode(StrEnum):
     INVALID_JSON = "invalid_json"
     INVALID_REQUEST = "invalid_request"
+    UNKNOWN_TENANT = "unknown_tenant"
     UNAUTHORIZED = "unauthorized"
     FORBIDDEN = "forbidden"
     UNSUPPORTED_MEDIA_TYPE = "unsupported_media_type"

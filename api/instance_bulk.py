@@ -15,7 +15,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import re
 import tempfile
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -30,6 +29,7 @@ from api import keys
 from api.batch_inserts import BASE as BATCH_INSERTS
 from api.errors import ErrorRenderer
 from api.requests import unreadable_body
+from api.tenancy import TENANT_HEADER, requested_tenant
 from batchline import batches
 from batchline.settings import Settings
 from batchline.storage import (
@@ -43,8 +43,9 @@ from batchline.storage import (
     object_key,
     open_storage,
 )
+from batchline.tenants import Tenants
 from consumers.projector import project
-from streams.envelopes import INSTANCE_ENTITY, TENANT_PATTERN, ChunkOptions
+from streams.envelopes import INSTANCE_ENTITY, ChunkOptions
 from streams.events import RecordError, RecordOutcome, RecordStatus
 from streams.producer import AsyncProducer, DeliveryError
 from streams.publisher import chunk_messages
@@ -55,9 +56,6 @@ PATH = "/instance-storage/instances/bulk"
 UPSERT = "upsert"
 FAILED_ENTITIES_SUFFIX = "_failedEntities"
 ERRORS_SUFFIX = "_errors"
-TENANT_HEADER = "X-Okapi-Tenant"
-# A tenant becomes part of a topic name: FOLIO's tenant ids are letters, digits and '_'.
-_TENANT = re.compile(TENANT_PATTERN)
 _FIELDS = ("recordsFileName", "publishEvents")
 # Failed lines found by the front door are projected in groups of this many.
 _UNREADABLE_BATCH = 1000
@@ -106,7 +104,7 @@ class BulkRequest:
     tenant: str
 
 
-def _validate(payload: Any, tenant: str) -> BulkRequest | list[dict[str, Any]]:
+def _validate(payload: Any, tenant: str, tenants: Tenants) -> BulkRequest | list[dict[str, Any]]:
     """The request, or FOLIO-style errors naming every offending key."""
     if not isinstance(payload, dict):
         return [_error("Request body must be a JSON object")]
@@ -126,11 +124,17 @@ def _validate(payload: Any, tenant: str) -> BulkRequest | list[dict[str, Any]]:
             key = object_key(name)
         except InvalidKey as exc:
             errors.append(_error(str(exc), "recordsFileName", name))
+        prefix = tenants.key_prefix(tenant)
+        if key and prefix is not None and not key.startswith(prefix):
+            errors.append(
+                _error(f"must be under {prefix} for this tenant", "recordsFileName", name)
+            )
     publish_events = payload.get("publishEvents", True)
     if not isinstance(publish_events, bool):
         errors.append(_error("must be a boolean", "publishEvents", publish_events))
-    if not _TENANT.match(tenant):
-        errors.append(_error("must be letters, digits and '_'", TENANT_HEADER, tenant))
+    refusal = tenants.refusal(tenant)
+    if refusal is not None:
+        errors.append(_error(refusal, TENANT_HEADER, tenant))
     if errors:
         return errors
     return BulkRequest(key, publish_events, tenant)
@@ -145,8 +149,7 @@ async def bulk_upsert_instances(request: web.Request) -> web.StreamResponse:
         return errors_response([_error("Request body is not valid JSON")])
     except web.RequestPayloadError as exc:
         return errors_response([_error(unreadable_body(exc))])
-    tenant = request.headers.get(TENANT_HEADER) or settings.default_tenant
-    validated = _validate(payload, tenant)
+    validated = _validate(payload, requested_tenant(request), settings.tenant_policy())
     if isinstance(validated, list):
         return errors_response(validated)
 

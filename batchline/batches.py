@@ -121,21 +121,39 @@ async def results_json(
     return text
 
 
+# Batches of a status ({s}, or any) that a tenant ({t}) sees: its own and those of no
+# tenant. An instance batch without one was written for the default tenant ({d});
+# api.tenancy.batch_tenant says the same in Python.
+_VISIBLE = """({s}::text IS NULL OR status = {s})
+    AND coalesce(options ->> 'tenant', CASE WHEN entity = 'instance' THEN {d} END, {t}) = {t}"""
+
+
 async def page(
-    conn: asyncpg.Connection | asyncpg.Pool, page: int, limit: int, status: str | None
+    conn: asyncpg.Connection | asyncpg.Pool,
+    page: int,
+    limit: int,
+    status: str | None,
+    *,
+    tenant: str,
+    default_tenant: str,
 ) -> tuple[list[BatchHeader], int]:
     rows = await conn.fetch(
         f"""SELECT {_HEADER_COLUMNS}, count(*) OVER () AS total FROM batch
-            WHERE ($1::text IS NULL OR status = $1)
+            WHERE {_VISIBLE.format(s="$1", d="$4", t="$5")}
             ORDER BY created_at DESC, id DESC LIMIT $2 OFFSET $3""",
         status,
         limit,
         (page - 1) * limit,
+        default_tenant,
+        tenant,
     )
     if rows:
         return [_header(dict_without(row, "total")) for row in rows], rows[0]["total"]
     total = await conn.fetchval(
-        "SELECT count(*) FROM batch WHERE ($1::text IS NULL OR status = $1)", status
+        f"SELECT count(*) FROM batch WHERE {_VISIBLE.format(s='$1', d='$2', t='$3')}",
+        status,
+        default_tenant,
+        tenant,
     )
     return [], int(total)
 

@@ -45,6 +45,10 @@ async def apply_migrations(settings: Settings, *, allow_destructive: bool = Fals
     registry = load_registry(settings.entities_dir)
     conn = await db.connect(settings.require_database_url())
     try:
+        # Migrations that give existing rows a tenant give them this one.
+        await conn.execute(
+            "SELECT set_config('batchline.default_tenant', $1, false)", settings.default_tenant
+        )
         applied = await migrate(conn)
         try:
             applied += await entity_tables.apply(
@@ -189,6 +193,6 @@ async def dev_main(settings: Settings) -> None:
         metrics = Metrics()
         async with worker_resources(live, metrics) as resources, serving_api(live, metrics) as url:
             log.info("batchline is up: %s  (Ctrl-C stops everything)", url)
-            log.info(authentication_summary(settings))
             print(f"batchline dev: API on {url}  docs {url}/docs", flush=True)
+            print(f"batchline dev: {authentication_summary(settings)}", flush=True)
             await run_worker(resources, stop)

@@ -10,6 +10,7 @@ from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from batchline.kafka_security import KafkaSecurity, SaslMechanism, SecurityProtocol
+from batchline.tenants import Tenants
 from batchline.tokens import TokenTable, parse_tokens
 
 # The largest message batchline's producers send; a chunk over it is refused up front.
@@ -188,6 +189,17 @@ class Settings(BaseSettings):
     # Domain events.
     env: str = Field(default="folio", description="FOLIO environment name in event topics.")
     default_tenant: str = Field(default="diku", description="Tenant when no X-Okapi-Tenant.")
+    tenants: str = Field(
+        default="",
+        description="The FOLIO tenants served, comma-separated; empty: any tenant id of"
+        " letters, digits and '_'. Must include the default tenant.",
+    )
+    storage_tenant_prefix: str | None = Field(
+        default=None,
+        description="Confines each tenant's recordsFileName (and so its error files) to keys"
+        " starting with this, `{tenant}` replaced by the tenant, e.g. `{tenant}/`; unset: any"
+        " key.",
+    )
 
     # Object storage and the instance bulk front door.
     storage_url: str | None = Field(
@@ -221,7 +233,12 @@ class Settings(BaseSettings):
     def _consistent(self) -> Settings:
         self.kafka_security()
         self.api_token_table()
+        self.tenant_policy()
         return self
+
+    def tenant_policy(self) -> Tenants:
+        """Which tenants exist and where each may read and write in object storage."""
+        return Tenants.configure(self.default_tenant, self.tenants, self.storage_tenant_prefix)
 
     def api_token_table(self) -> TokenTable:
         """The configured tokens; empty means authentication is off."""

@@ -10,8 +10,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, model_validator
 
-# A tenant names a Kafka topic ({env}.{tenant}.inventory.instance), so it is held to this.
-TENANT_PATTERN = r"^[A-Za-z0-9_]{1,63}$"
+from batchline.tenants import TENANT_PATTERN
 
 # Counts and indices are PostgreSQL integers.
 MAX_INT32 = 2**31 - 1

@@ -90,7 +90,8 @@ WITH input AS (
     SELECT * FROM unnest($1::uuid[], $2::text[], $3::int[], $4::text[])
          WITH ORDINALITY AS t(id, doc, request_version, request_hrid, position)
 ), stored AS (
-    SELECT i.id, i.jsonb FROM instance i WHERE i.id IN (SELECT id FROM input) FOR UPDATE
+    SELECT i.id, i.jsonb FROM instance i
+    WHERE i.tenant = $5 AND i.id IN (SELECT id FROM input) FOR UPDATE
 ), accepted AS (
     SELECT input.*, stored.jsonb AS old
     FROM input LEFT JOIN stored USING (id)
@@ -98,8 +99,8 @@ WITH input AS (
        OR (stored.jsonb -> '_version' IS NOT DISTINCT FROM to_jsonb(input.request_version)
            AND (input.request_hrid IS NULL OR input.request_hrid = stored.jsonb ->> 'hrid'))
 )
-INSERT INTO instance AS t (id, jsonb)
-SELECT id,
+INSERT INTO instance AS t (tenant, id, jsonb)
+SELECT $5, id,
        doc::jsonb || jsonb_build_object(
            'id', id,
            '_version', 1,
@@ -108,7 +109,7 @@ SELECT id,
                         ELSE 'in' || lpad(nextval('instance_hrid_seq')::text, 11, '0') END)
 FROM accepted
 ORDER BY position
-ON CONFLICT (id) DO UPDATE
+ON CONFLICT (tenant, id) DO UPDATE
 SET jsonb = EXCLUDED.jsonb || jsonb_build_object(
         '_version', coalesce((t.jsonb ->> '_version')::int, 0) + 1,
         'hrid', coalesce((SELECT a.request_hrid FROM accepted a WHERE a.id = t.id),
@@ -122,7 +123,7 @@ RETURNING t.id, t.jsonb, (t.xmax = 0) AS created,
 
 _STORED = """
 SELECT id, jsonb -> '_version' AS version, jsonb ->> 'hrid' AS hrid
-FROM instance WHERE id = ANY($1::uuid[])
+FROM instance WHERE tenant = $2 AND id = ANY($1::uuid[])
 """
 
 
@@ -134,8 +135,11 @@ class InstanceWriter:
         self._env = env
         self._default_tenant = default_tenant
 
+    def _tenant(self, chunk: IngestChunk) -> str:
+        return chunk.options.tenant or self._default_tenant
+
     def event_route(self, chunk: IngestChunk) -> EventRoute:
-        tenant = chunk.options.tenant or self._default_tenant
+        tenant = self._tenant(chunk)
         return EventRoute(
             topics.instance_events_topic(self._env, tenant),
             ((TENANT_HEADER, tenant.encode()),),
@@ -160,8 +164,9 @@ class InstanceWriter:
             if position == len(rounds):
                 rounds.append([])
             rounds[position].append(candidate)
+        tenant = self._tenant(chunk)
         for candidates in rounds:
-            results.update(await self._upsert(conn, candidates))
+            results.update(await self._upsert(conn, tenant, candidates))
         return [results[record.index] for record in records]
 
     def _candidate(
@@ -187,7 +192,7 @@ class InstanceWriter:
         return _Candidate(record.index, instance_id, record.raw, instance.version, instance.hrid)
 
     async def _upsert(
-        self, conn: asyncpg.Connection, candidates: Sequence[_Candidate]
+        self, conn: asyncpg.Connection, tenant: str, candidates: Sequence[_Candidate]
     ) -> dict[int, RecordResult]:
         rows = await conn.fetch(
             _UPSERT,
@@ -195,6 +200,7 @@ class InstanceWriter:
             [json_text(c.doc) for c in candidates],
             [c.version for c in candidates],
             [c.hrid for c in candidates],
+            tenant,
         )
         by_id = {c.id: c for c in candidates}
         results: dict[int, RecordResult] = {}
@@ -209,14 +215,15 @@ class InstanceWriter:
                 new=row["jsonb"],
             )
         if by_id:
-            results.update(await self._refused(conn, list(by_id.values())))
+            results.update(await self._refused(conn, tenant, list(by_id.values())))
         return results
 
     async def _refused(
-        self, conn: asyncpg.Connection, candidates: Sequence[_Candidate]
+        self, conn: asyncpg.Connection, tenant: str, candidates: Sequence[_Candidate]
     ) -> dict[int, RecordResult]:
         """Why rows were not written: their stored ``_version`` or ``hrid`` differ."""
-        stored = {row["id"]: row for row in await conn.fetch(_STORED, [c.id for c in candidates])}
+        ids = [c.id for c in candidates]
+        stored = {row["id"]: row for row in await conn.fetch(_STORED, ids, tenant)}
         results = {}
         for candidate in candidates:
             row = stored[candidate.id]

@@ -54,3 +54,23 @@ def test_a_database_url_with_nothing_to_add_is_used_as_it_is() -> None:
         Settings(database_url=url, database_sslmode="disable").require_database_url()
         == url + "&sslmode=disable"
     )
+
+
+def test_tenants_and_storage_prefix_are_checked_when_read() -> None:
+    tenants = Settings(
+        tenants="diku, college_1", storage_tenant_prefix="tenants/{tenant}/"
+    ).tenant_policy()
+
+    assert tenants.refusal("college_1") is None
+    assert tenants.refusal("college_2") == "is not a tenant of this service"
+    assert tenants.refusal("../diku") == "must be letters, digits and '_'"
+    assert tenants.key_prefix("college_1") == "tenants/college_1/"
+    assert Settings().tenant_policy().refusal("anyone_at_all") is None
+    assert Settings().tenant_policy().key_prefix("diku") is None
+    for wrong, message in (
+        ({"tenants": "college_1"}, "default tenant 'diku' is not among"),
+        ({"tenants": "diku,bad-name"}, "tenant 'bad-name'"),
+        ({"storage_tenant_prefix": "shared/"}, "must contain {tenant}"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            Settings(**wrong)
