@@ -16,7 +16,9 @@ from aiohttp.typedefs import Middleware
 from aiohttp.web_urldispatcher import SystemRoute
 
 from api.errors import Handler
+from api.tenancy import TENANT_HEADER, requested_tenant
 from batchline.settings import Settings
+from batchline.tenants import is_tenant_name
 from batchline.tokens import ApiToken, Role, TokenTable
 
 log = logging.getLogger(__name__)
@@ -132,6 +134,10 @@ def authentication_middleware(settings: Settings, tokens: TokenTable) -> Middlew
         if not token.roles & needed:
             wanted = " or ".join(sorted(needed))
             raise web.HTTPForbidden(reason=f"This needs the {wanted} role")
+        tenant = requested_tenant(request)
+        if not token.may_act_for(tenant):
+            named = tenant if is_tenant_name(tenant) else f"in {TENANT_HEADER}"
+            raise web.HTTPForbidden(reason=f"This token may not act for tenant {named}")
         request[TOKEN] = token
         return await handler(request)
 

@@ -74,8 +74,8 @@ class Settings(BaseSettings):
     api_tokens: SecretStr = Field(
         default=SecretStr(""),
         description="Bearer tokens that may call the API: comma-separated"
-        " NAME:ROLE[+ROLE]:SHA256HEX entries (`batchline token create ROLE`); empty: no"
-        " authentication.",
+        " NAME:ROLE[+ROLE]:SHA256HEX[:TENANT[+TENANT]] entries (`batchline token create`);"
+        " empty: no authentication.",
     )
     metrics_public: bool = Field(
         default=True,

@@ -24,13 +24,22 @@ def add_parser(commands: Any) -> None:
     create.add_argument(
         "--name", help="who holds it (letters, digits, _ . -); default: the roles joined by -"
     )
+    create.add_argument(
+        "--tenant",
+        action="append",
+        dest="tenants",
+        metavar="TENANT",
+        help="it may act only for this tenant (X-Okapi-Tenant); repeat for several;"
+        " default: any tenant the service serves",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     roles = frozenset(Role(role) for role in args.roles)
     name = args.name or "-".join(sorted(roles))
     try:
-        token, entry = create_token(roles, name)
+        tenants = frozenset(args.tenants) if args.tenants else None
+        token, entry = create_token(roles, name, tenants)
     except TokenConfigError as exc:
         print(f"batchline: {exc}", file=sys.stderr)
         return 2

@@ -14,6 +14,8 @@ import secrets
 from dataclasses import dataclass
 from enum import StrEnum
 
+from batchline.tenants import is_tenant_name
+
 TOKEN_PREFIX = "bl_"  # noqa: S105 - a label that makes a leaked token recognisable
 _NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 _DIGEST = re.compile(r"^[0-9a-f]{64}$")
@@ -26,7 +28,7 @@ class Role(StrEnum):
 
 
 class TokenConfigError(ValueError):
-    """An entry of BATCHLINE_API_TOKENS is not NAME:ROLE[+ROLE]:SHA256HEX."""
+    """An entry of BATCHLINE_API_TOKENS is not NAME:ROLE[+ROLE]:SHA256HEX[:TENANT[+TENANT]]."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,12 +36,17 @@ class ApiToken:
     name: str
     roles: frozenset[Role]
     digest: bytes
+    # The tenants it may act for (X-Okapi-Tenant); None: any tenant the service serves.
+    tenants: frozenset[str] | None = None
 
     @property
     def entry(self) -> str:
         """The token as one BATCHLINE_API_TOKENS entry."""
-        roles = "+".join(sorted(self.roles))
-        return f"{self.name}:{roles}:{self.digest.hex()}"
+        entry = f"{self.name}:{'+'.join(sorted(self.roles))}:{self.digest.hex()}"
+        return entry if self.tenants is None else f"{entry}:{'+'.join(sorted(self.tenants))}"
+
+    def may_act_for(self, tenant: str) -> bool:
+        return self.tenants is None or tenant in self.tenants
 
 
 def digest(token: str) -> bytes:
@@ -47,18 +54,19 @@ def digest(token: str) -> bytes:
 
 
 def parse_tokens(text: str) -> tuple[ApiToken, ...]:
-    """``NAME:ROLE[+ROLE]:SHA256HEX`` entries separated by commas or white space."""
+    """``NAME:ROLE[+ROLE]:SHA256HEX[:TENANT[+TENANT]]`` entries separated by commas or
+    white space."""
     tokens: list[ApiToken] = []
     for entry in re.split(r"[\s,]+", text.strip()):
         if not entry:
             continue
         parts = entry.split(":")
-        if len(parts) != 3:
+        if len(parts) not in (3, 4):
             raise TokenConfigError(
                 f"API token entry {_shown(entry)} is not NAME:ROLE[+ROLE]:SHA256HEX"
-                " (make one with `batchline token create ROLE`)"
+                "[:TENANT[+TENANT]] (make one with `batchline token create ROLE`)"
             )
-        name, roles, hex_digest = parts
+        name, roles, hex_digest = parts[:3]
         if not _NAME.match(name):
             raise TokenConfigError(f"API token name {name!r}: use 1-64 of A-Z a-z 0-9 _ . -")
         if not _DIGEST.match(hex_digest):
@@ -71,8 +79,17 @@ def parse_tokens(text: str) -> tuple[ApiToken, ...]:
         except ValueError:
             known = ", ".join(Role)
             raise TokenConfigError(f"API token {name!r}: roles {roles!r}, known: {known}") from None
-        tokens.append(ApiToken(name, parsed, bytes.fromhex(hex_digest)))
+        tenants = _tenants(name, parts[3]) if len(parts) == 4 else None
+        tokens.append(ApiToken(name, parsed, bytes.fromhex(hex_digest), tenants))
     return tuple(tokens)
+
+
+def _tenants(name: str, text: str) -> frozenset[str]:
+    tenants = frozenset(text.split("+"))
+    wrong = sorted(tenant for tenant in tenants if not is_tenant_name(tenant))
+    if wrong:
+        raise TokenConfigError(f"API token {name!r}: tenant {wrong[0]!r} is not a tenant id")
+    return tenants
 
 
 def _shown(entry: str) -> str:
@@ -80,12 +97,16 @@ def _shown(entry: str) -> str:
     return repr(entry[:6] + "…") if len(entry) > 6 else repr(entry)
 
 
-def create_token(roles: frozenset[Role], name: str) -> tuple[str, ApiToken]:
+def create_token(
+    roles: frozenset[Role], name: str, tenants: frozenset[str] | None = None
+) -> tuple[str, ApiToken]:
     """A new random token and its configuration entry."""
     if not _NAME.match(name):
         raise TokenConfigError(f"token name {name!r}: use 1-64 of A-Z a-z 0-9 _ . -")
+    if tenants is not None:
+        _tenants(name, "+".join(tenants))
     token = TOKEN_PREFIX + secrets.token_urlsafe(32)
-    return token, ApiToken(name, roles, digest(token))
+    return token, ApiToken(name, roles, digest(token), tenants)
 
 
 class TokenTable:

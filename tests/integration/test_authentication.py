@@ -33,6 +33,7 @@ class Tokens:
     reader: str
     operator: str
     everything: str
+    college: str  # producer and reader for the tenant "college" only
 
     def header(self, token: str) -> dict[str, str]:
         return {"Authorization": f"Bearer {token}"}
@@ -49,6 +50,9 @@ def tokens() -> tuple[Tokens, str]:
             "everything": frozenset(Role),
         }.items()
     }
+    made["college"] = create_token(
+        frozenset({Role.PRODUCER, Role.READER}), "college", frozenset({"college"})
+    )
     configured = ",".join(entry.entry for _, entry in made.values())
     return Tokens(**{name: token for name, (token, _) in made.items()}), configured
 
@@ -304,3 +308,23 @@ async def test_batchline_load_sends_the_token_from_its_environment(
     loaded = await run_cli(settings, *command, token=tokens[0].producer)
     assert loaded.code == 0, loaded.err
     assert await stored_activities(pg, tag) == 3
+
+
+async def test_a_token_for_one_tenant_acts_for_no_other(
+    secured: aiohttp.ClientSession, settings: Settings, tokens: tuple[Tokens, str], tag: str
+) -> None:
+    t = tokens[0]
+    write_file(settings, f"college/{tag}.ndjson", [instance(tag, 0)])
+    bulk = {"recordsFileName": f"college/{tag}.ndjson"}
+
+    for tenant in ("university", None):  # another tenant, or the default one
+        headers = {"X-Okapi-Tenant": tenant} if tenant else {}
+        status, body, _ = await _call(secured, "POST", BULK, t.college, json=bulk, headers=headers)
+        assert status == 403
+        assert body["errors"][0]["message"].startswith("This token may not act for tenant")
+        assert (await _call(secured, "GET", BASE, t.college, headers=headers))[0] == 403
+
+    college = {"X-Okapi-Tenant": "college"}
+    status, body, _ = await _call(secured, "POST", BULK, t.college, json=bulk, headers=college)
+    assert (status, body["errorsNumber"]) == (201, 0)
+    assert (await _call(secured, "GET", BASE, t.college, headers=college))[0] == 200

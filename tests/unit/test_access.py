@@ -102,6 +102,7 @@ def test_several_tokens_are_told_apart() -> None:
         (f"x:writer:{'a' * 64}", "known: producer, reader, operator"),
         ("x:reader:bl_not-a-digest", "SHA-256"),
         (f"bad/name:reader:{'a' * 64}", "token name"),
+        (f"x:reader:{'a' * 64}:diku+no-such/tenant", "is not a tenant id"),
     ],
 )
 def test_malformed_entries_are_refused_without_echoing_them(entries: str, message: str) -> None:
@@ -110,3 +111,15 @@ def test_malformed_entries_are_refused_without_echoing_them(entries: str, messag
     with pytest.raises(ValueError, match=message) as refused:
         Settings(api_tokens=entries)
     assert "pasted-the-token" not in str(refused.value)
+
+
+def test_a_token_may_be_bound_to_tenants(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["token", "create", "producer", "--tenant", "college", "--tenant", "diku"]) == 0
+    token, line = capsys.readouterr().out.splitlines()
+
+    assert line.endswith(":college+diku")
+    found = Settings(api_tokens=line.partition("=")[2]).api_token_table().find(token)
+    assert found is not None
+    assert found.tenants == {"college", "diku"}
+    assert found.may_act_for("college")
+    assert not found.may_act_for("university")
