@@ -135,3 +135,27 @@ def test_the_sasl_password_is_not_in_the_settings_repr() -> None:
 
     assert SECRET not in repr(settings)
     assert SECRET not in str(settings.model_dump())
+
+
+@pytest.mark.parametrize("mechanism", list(SaslMechanism))
+@pytest.mark.parametrize("protocol", list(SecurityProtocol))
+async def test_the_clients_themselves_accept_every_combination(
+    protocol: SecurityProtocol, mechanism: SaslMechanism, certificates: Certificates
+) -> None:
+    # The clients check their configuration when built (unknown keys, a mechanism this
+    # build of librdkafka lacks, aiokafka's protocol/context pairing); nothing connects.
+    from aiokafka import AIOKafkaProducer
+    from confluent_kafka import Consumer, Producer
+    from confluent_kafka.admin import AdminClient
+
+    settings = _settings(
+        protocol,
+        certificates,
+        kafka_sasl_mechanism=mechanism,
+        kafka_bootstrap_servers="127.0.0.1:9",
+    )
+    Producer(settings.librdkafka_producer_config()).flush(0)
+    Consumer(settings.librdkafka_consumer_config("group")).close()
+    AdminClient(settings.librdkafka_admin_config())
+    auth = credentials_to_aiokafka_auth(settings.kafka_security().faust_credentials())
+    await AIOKafkaProducer(bootstrap_servers="127.0.0.1:9", **auth).stop()
