@@ -8,8 +8,8 @@ from pathlib import Path
 import asyncpg
 import pytest
 
+from batchline.cli.runtime import apply_migrations, check_entity_tables
 from batchline.entities.tables import SchemaChangeRefused
-from batchline.runtime import apply_migrations, check_entity_tables
 from batchline.settings import Settings
 from tests.integration.conftest import EXAMPLE_ENTITIES
 

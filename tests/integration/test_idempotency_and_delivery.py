@@ -10,8 +10,8 @@ import orjson
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from batchline import batches
-from batchline.embedded import free_port
-from batchline.runtime import serving_api
+from batchline.cli.embedded import free_port
+from batchline.cli.runtime import serving_api
 from batchline.settings import Settings
 from consumers.app import WorkerResources
 from consumers.projector import project

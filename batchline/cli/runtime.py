@@ -15,7 +15,7 @@ from aiohttp import web
 
 from api.app import create_app
 from batchline import db
-from batchline.embedded import EmbeddedKafka, EmbeddedPostgres
+from batchline.cli.embedded import EmbeddedKafka, EmbeddedPostgres
 from batchline.entities import tables as entity_tables
 from batchline.entities.schema import load_registry
 from batchline.metrics import Metrics
