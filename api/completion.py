@@ -13,8 +13,8 @@ from collections import defaultdict
 
 import asyncpg
 
-from batchline import db
 from consumers.projector import BATCH_DONE_CHANNEL
+from sql import db
 
 log = logging.getLogger(__name__)
 

@@ -22,10 +22,9 @@ from aiohttp import web
 
 from api import keys
 from api.requests import unreadable_body
-from batchline import batches
-from batchline.entities import reads
 from batchline.entities.schema import EntitySchema, FieldSpec, FieldType
 from batchline.entities.values import ConversionError, LogicalKeyMismatch, Values, sql_text
+from sql import batches, entity_rows
 from streams.envelopes import ChunkOptions
 from streams.events import RecordError
 from streams.producer import DeliveryError
@@ -287,10 +286,12 @@ async def _stored(
     """What is stored now for the records written, in request order."""
     values = _values(request)
     wanted = [values.parse_lk(entity, r.entity_id) for r in results if r.entity_id is not None]
-    rows = await reads.by_keys(request.app[keys.POOL], request.app[keys.ENTITIES], entity, wanted)
+    rows = await entity_rows.by_keys(
+        request.app[keys.POOL], request.app[keys.ENTITIES], entity, wanted
+    )
     by_key = {values.lk_of(entity, values.render(entity, row)): row for row in rows}
     ordered = [by_key[values.lk_of(entity, key)] for key in wanted]
-    return [_row_view(values, entity, row) for row in ordered], reads.last_update(ordered)
+    return [_row_view(values, entity, row) for row in ordered], entity_rows.last_update(ordered)
 
 
 def _success(data: Any, updated: datetime | None, status: int = 200) -> web.Response:
@@ -370,7 +371,9 @@ async def delete_record(request: web.Request) -> web.StreamResponse:
     entity = _entity(request)
     key = _key(request, entity)
     # Read first: once the pipeline has deleted it, only its domain event still knows it.
-    before = await reads.by_keys(request.app[keys.POOL], request.app[keys.ENTITIES], entity, [key])
+    before = await entity_rows.by_keys(
+        request.app[keys.POOL], request.app[keys.ENTITIES], entity, [key]
+    )
     try:
         await _write(request, entity, "delete", [key])
     except _Processing as exc:
@@ -387,7 +390,9 @@ async def get_record(request: web.Request) -> web.StreamResponse:
     """One record by its logical key."""
     entity = _entity(request)
     key = _key(request, entity)
-    rows = await reads.by_keys(request.app[keys.POOL], request.app[keys.ENTITIES], entity, [key])
+    rows = await entity_rows.by_keys(
+        request.app[keys.POOL], request.app[keys.ENTITIES], entity, [key]
+    )
     if not rows:
         text = _values(request).lk_text(entity, tuple(key.values()))
         raise GeminiError(404, f"EntityRecord with id {text} not found for {entity.name}")
@@ -407,7 +412,7 @@ def _int_parameter(request: web.Request, name: str, default: int, minimum: int) 
     return value
 
 
-def _filters(request: web.Request, entity: EntitySchema) -> list[reads.Filter]:
+def _filters(request: web.Request, entity: EntitySchema) -> list[entity_rows.Filter]:
     values = _values(request)
     grouped: dict[tuple[FieldSpec, str], list[str]] = {}
     for name, raw in request.query.items():
@@ -418,7 +423,7 @@ def _filters(request: web.Request, entity: EntitySchema) -> list[reads.Filter]:
         if match is None or spec is None:
             raise GeminiError(400, f"Field {name} not found for entity {entity.name}")
         operator = match[2] or "EQ"
-        allowed = reads.OPERATORS.get(operator)
+        allowed = entity_rows.OPERATORS.get(operator)
         if allowed is None or spec.type not in allowed:
             raise GeminiError(
                 400, f"Filter {operator} is not available for field {spec.name} ({spec.type})"
@@ -433,18 +438,19 @@ def _filters(request: web.Request, entity: EntitySchema) -> list[reads.Filter]:
         text = sql_text(canonical)
         grouped.setdefault((spec, operator), []).append(text)
     return [
-        reads.Filter(spec, operator, tuple(texts)) for (spec, operator), texts in grouped.items()
+        entity_rows.Filter(spec, operator, tuple(texts))
+        for (spec, operator), texts in grouped.items()
     ]
 
 
-def _orders(request: web.Request, entity: EntitySchema) -> list[reads.Order]:
+def _orders(request: web.Request, entity: EntitySchema) -> list[entity_rows.Order]:
     orders = []
     for item in filter(None, request.query.get("orderBy", "").split(",")):
         name = item.removeprefix("-")
         spec = entity.field(name)
         if spec is None or spec.type in (FieldType.OBJECT, FieldType.ARRAY):
             raise GeminiError(400, f"Cannot order by {name}: not a sortable field of {entity.name}")
-        orders.append(reads.Order(spec, item.startswith("-")))
+        orders.append(entity_rows.Order(spec, item.startswith("-")))
     return orders
 
 
@@ -457,7 +463,7 @@ async def list_data(request: web.Request) -> web.StreamResponse:
     limit = min(
         _int_parameter(request, "limit", settings.page_limit_max, 1), settings.page_limit_max
     )
-    result = await reads.page(
+    result = await entity_rows.page(
         request.app[keys.POOL],
         request.app[keys.ENTITIES],
         entity,
@@ -467,7 +473,7 @@ async def list_data(request: web.Request) -> web.StreamResponse:
         limit,
     )
     values = _values(request)
-    meta = _meta(reads.last_update(result.rows)) | {
+    meta = _meta(entity_rows.last_update(result.rows)) | {
         "start": start,
         "limit": limit,
         "total": result.total,

@@ -30,7 +30,6 @@ from api import keys
 from api.batch_inserts import BASE as BATCH_INSERTS
 from api.errors import ErrorRenderer
 from api.requests import unreadable_body
-from batchline import batches
 from batchline.settings import Settings
 from batchline.storage import (
     READ_CHUNK_BYTES,
@@ -44,6 +43,7 @@ from batchline.storage import (
     open_storage,
 )
 from consumers.projector import project
+from sql import batches
 from streams.envelopes import INSTANCE_ENTITY, TENANT_PATTERN, ChunkOptions
 from streams.events import RecordError, RecordOutcome, RecordStatus
 from streams.producer import AsyncProducer, DeliveryError

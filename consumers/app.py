@@ -21,7 +21,6 @@ from typing import Any
 import asyncpg
 import faust
 
-from batchline import db
 from batchline.entities.schema import load_registry
 from batchline.metrics import Metrics
 from batchline.settings import Settings
@@ -35,6 +34,7 @@ from consumers.writers.activity import ActivityWriter
 from consumers.writers.base import EntityWriter
 from consumers.writers.generic import entity_writers
 from consumers.writers.instance import InstanceWriter
+from sql import db
 from streams import topics
 from streams.admin import TopicEnsurer
 from streams.consumer import BatchConsumer

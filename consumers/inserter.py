@@ -23,10 +23,10 @@ import asyncpg
 import pydantic_core
 from pydantic import ValidationError
 
-from batchline.db import is_transient, outage_backoff
 from batchline.metrics import Metrics
 from consumers import ledger, outbox
 from consumers.writers.base import ChunkRejected, EntityWriter, PendingRecord, RecordResult
+from sql.db import is_transient, outage_backoff
 from streams import codec, topics
 from streams.admin import TopicCreationError, TopicEnsurer
 from streams.deadletter import ORIGIN_HEADER, DeadLetter, Stage

@@ -7,8 +7,8 @@ from typing import Any, NamedTuple
 
 import asyncpg
 
-from batchline.db import insert_resolving_conflicts
 from consumers.writers.base import RecordResult
+from sql.db import insert_resolving_conflicts
 from streams.events import RecordError, RecordStatus
 
 _FETCH = """

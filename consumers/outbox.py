@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import asyncpg
 
-from batchline.db import json_text
+from sql.db import json_text
 from streams.producer import AsyncProducer, OutgoingMessage
 
 

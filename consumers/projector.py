@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import asyncpg
 from pydantic import ValidationError
 
-from batchline.db import insert_resolving_conflicts, is_transient, outage_backoff
+from sql.db import insert_resolving_conflicts, is_transient, outage_backoff
 from streams.deadletter import DeadLetter, Stage
 from streams.events import RecordOutcome
 from streams.messages import ConsumedMessage

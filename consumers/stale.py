@@ -13,8 +13,8 @@ import logging
 
 import asyncpg
 
-from batchline.db import is_transient
 from consumers.projector import project
+from sql.db import is_transient
 from streams.events import RecordError, RecordOutcome, RecordStatus
 
 log = logging.getLogger(__name__)

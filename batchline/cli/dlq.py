@@ -14,8 +14,9 @@ import asyncpg
 import orjson
 from tqdm import tqdm
 
-from batchline import db, dlq
+from batchline import dlq
 from batchline.settings import Settings
+from sql import db
 from streams.deadletter import Stage
 from streams.producer import AsyncProducer
 

@@ -14,13 +14,12 @@ import asyncpg
 from aiohttp import web
 
 from api.app import create_app
-from batchline import db
 from batchline.cli.embedded import EmbeddedKafka, EmbeddedPostgres
-from batchline.entities import tables as entity_tables
 from batchline.entities.schema import load_registry
 from batchline.metrics import Metrics
 from batchline.settings import Settings
 from consumers.app import run_worker, worker_resources
+from sql import db, entity_tables
 from sql.migrator import migrate
 from streams.admin import ensure_topics
 from streams.topics import TopicSpec, core_topics, entity_events_topic

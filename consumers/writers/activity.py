@@ -19,8 +19,8 @@ from pydantic import (
     ValidationError,
 )
 
-from batchline.db import insert_resolving_conflicts
 from consumers.writers.base import EventRoute, PendingRecord, RecordResult, validation_details
+from sql.db import insert_resolving_conflicts
 from streams import topics
 from streams.envelopes import ACTIVITY_ENTITY, IngestChunk
 from streams.events import RecordError, RecordStatus

@@ -16,9 +16,9 @@ from typing import Any
 import asyncpg
 
 from batchline.entities.schema import EntitySchema, FieldSpec, FieldType, Registry
-from batchline.entities.tables import ident, lk_constraint
 from batchline.entities.values import Converted, FieldProblem, Values, sql_text
 from consumers.writers.base import ChunkRejected, EventRoute, PendingRecord, RecordResult
+from sql.entity_tables import ident, lk_constraint
 from streams import topics
 from streams.envelopes import IngestChunk
 from streams.events import RecordError, RecordStatus

@@ -18,8 +18,8 @@ from typing import Annotated, Any
 import asyncpg
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError
 
-from batchline.db import json_text
 from consumers.writers.base import EventRoute, PendingRecord, RecordResult, validation_details
+from sql.db import json_text
 from streams import topics
 from streams.envelopes import INSTANCE_ENTITY, IngestChunk
 from streams.events import RecordError, RecordStatus

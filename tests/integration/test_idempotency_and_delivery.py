@@ -9,13 +9,13 @@ import asyncpg
 import orjson
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from batchline import batches
 from batchline.cli.embedded import free_port
 from batchline.cli.runtime import serving_api
 from batchline.settings import Settings
 from consumers.app import WorkerResources
 from consumers.projector import project
 from consumers.stale import settle_stale_batches
+from sql import batches
 from streams import topics
 from streams.events import RecordOutcome, RecordStatus
 from tests.integration.activities import BASE, activity, post_batch, stored_activities

@@ -10,7 +10,7 @@ from typing import Any
 import asyncpg
 
 from batchline.entities.schema import EntitySchema, FieldSpec, FieldType, Registry
-from batchline.entities.tables import ident
+from sql.entity_tables import ident
 
 # Operators of GET /data filters (``field[OP]=value``); EQ is a plain ``field=value``.
 ORDERED_TYPES = frozenset(
@@ -73,7 +73,7 @@ async def by_keys(
     """The stored rows for ``keys`` (canonical logical-key values), in no particular order."""
     if not keys:
         return []
-    statement = f"SELECT t.* FROM {ident(entity.table)} t {_key_join(registry, entity)}"  # noqa: S608
+    statement = f"SELECT t.* FROM {ident(entity.table)} t {_key_join(registry, entity)}"
     rows: list[asyncpg.Record] = await conn.fetch(statement, list(keys))
     return rows
 
@@ -131,7 +131,7 @@ async def page(
     ordering = [f"t.{ident(o.spec.name)} {'DESC' if o.descending else 'ASC'}" for o in orders]
     ordering += [f"t.{ident(name)} ASC" for name in entity.lk]  # stable pages
     statement = (
-        f"SELECT t.*, count(*) OVER () AS _total FROM {ident(entity.table)} t"  # noqa: S608
+        f"SELECT t.*, count(*) OVER () AS _total FROM {ident(entity.table)} t"
         f" WHERE {where} ORDER BY {', '.join(ordering)}"
         f" OFFSET {param(start)} LIMIT {param(limit)}"
     )
@@ -139,7 +139,7 @@ async def page(
     if rows:
         return Page(list(rows), int(rows[0]["_total"]))
     count = await conn.fetchval(
-        f"SELECT count(*) FROM {ident(entity.table)} t WHERE {where}",  # noqa: S608
+        f"SELECT count(*) FROM {ident(entity.table)} t WHERE {where}",
         *params[:-2],
     )
     return Page([], int(count))
