@@ -15,6 +15,7 @@ from api.errors import ApiError, ErrorCode
 from api.requests import parse_json, query_int, read_body
 from api.responses import json_response
 from batchline.settings import KAFKA_MESSAGE_MAX_BYTES
+from batchline.vocabulary import BatchStatus, Source
 from consumers.writers.base import validation_details
 from sql import batches
 from streams.envelopes import ACTIVITY_ENTITY, ChunkOptions
@@ -22,7 +23,7 @@ from streams.producer import DeliveryError
 from streams.publisher import chunk_messages
 
 BASE = "/api/v1/batch-inserts"
-_STATUSES = ("processing", "completed", "failed")
+_STATUSES = tuple(BatchStatus)
 
 
 def timestamp(value: datetime | None) -> str | None:
@@ -66,7 +67,7 @@ async def operation_view(
 
 def processing_response(header: batches.BatchHeader) -> web.Response:
     location = f"{BASE}/{header.id}"
-    body = summary_view(header) | {"status": "processing"}
+    body = summary_view(header) | {"status": BatchStatus.PROCESSING}
     return json_response(body, status=202, headers={"Location": location})
 
 
@@ -138,7 +139,7 @@ async def create_batch(request: web.Request) -> web.StreamResponse:
         header = await batches.create(
             pool,
             ACTIVITY_ENTITY,
-            "rest",
+            Source.REST,
             len(activities),
             ChunkOptions(publish_events=publish_events),
         )
@@ -193,7 +194,7 @@ async def _answer_when_done(
     current = await batches.get(request.app[keys.POOL], header.id)
     assert current is not None
     if not finished:
-        return 202, summary_view(current) | {"status": "processing"}
+        return 202, summary_view(current) | {"status": BatchStatus.PROCESSING}
     return 201, await operation_view(request, current, with_times=False)
 
 
@@ -227,7 +228,7 @@ async def _replay_stored(
     if stored.status is None or stored.batch_id is None:
         pool = request.app[keys.POOL]
         current = await batches.get(pool, stored.batch_id) if stored.batch_id else None
-        if current is None or current.status == "processing":
+        if current is None or current.status == BatchStatus.PROCESSING:
             raise ApiError(
                 409,
                 ErrorCode.IDEMPOTENCY_KEY_IN_FLIGHT,
@@ -240,7 +241,7 @@ async def _replay_stored(
         return json_response(view, status=201, headers=replayed)
     if stored.status == 202:
         current = await batches.get(request.app[keys.POOL], stored.batch_id)
-        if current is not None and current.status != "processing":
+        if current is not None and current.status != BatchStatus.PROCESSING:
             return json_response(
                 await operation_view(request, current, with_times=False),
                 status=201,
@@ -315,17 +316,17 @@ async def retry_batch(request: web.Request) -> web.StreamResponse:
         plan = await batches.start_retry(
             request.app[keys.POOL], batch_id, indices, retry.ignore_constraints
         )
-    except batches.RetryRefused as refused:
-        if refused.reason == "missing":
-            raise ApiError(404, ErrorCode.NOT_FOUND, f"Batch insert {batch_id} not found") from None
-        if refused.reason == "processing":
-            raise ApiError(
-                409, ErrorCode.BATCH_PROCESSING, f"Batch insert {batch_id} is still processing"
-            ) from None
-        if refused.reason == "invalid_request":
-            raise ApiError(
-                422, ErrorCode.VALIDATION_FAILED, "Invalid retry request", refused.details
-            ) from None
+    except batches.BatchMissing:
+        raise ApiError(404, ErrorCode.NOT_FOUND, f"Batch insert {batch_id} not found") from None
+    except batches.BatchStillProcessing:
+        raise ApiError(
+            409, ErrorCode.BATCH_PROCESSING, f"Batch insert {batch_id} is still processing"
+        ) from None
+    except batches.RetryNotSupported as refused:
+        raise ApiError(
+            422, ErrorCode.VALIDATION_FAILED, "Invalid retry request", refused.details
+        ) from None
+    except batches.RetryIndicesInvalid as refused:
         raise ApiError(
             422,
             ErrorCode.VALIDATION_FAILED,
@@ -360,7 +361,7 @@ async def retry_batch(request: web.Request) -> web.StreamResponse:
     assert current is not None
     view = {
         "id": current.id,
-        "status": current.status if finished else "processing",
+        "status": current.status if finished else BatchStatus.PROCESSING,
         "inserted_count": current.inserted_count,
         "failed_count": current.failed_count,
         "updated_at": timestamp(current.updated_at),
@@ -375,13 +376,14 @@ async def retry_batch(request: web.Request) -> web.StreamResponse:
 
 async def delete_batch(request: web.Request) -> web.StreamResponse:
     batch_id = request.match_info["batch_id"]
-    refused = await batches.delete(request.app[keys.POOL], batch_id)
-    if refused == "missing":
-        raise ApiError(404, ErrorCode.NOT_FOUND, f"Batch insert {batch_id} not found")
-    if refused == "processing":
+    try:
+        await batches.delete(request.app[keys.POOL], batch_id)
+    except batches.BatchMissing:
+        raise ApiError(404, ErrorCode.NOT_FOUND, f"Batch insert {batch_id} not found") from None
+    except batches.BatchStillProcessing:
         raise ApiError(
             409, ErrorCode.BATCH_PROCESSING, f"Batch insert {batch_id} is still processing"
-        )
+        ) from None
     return json_response({"message": f"Batch insert record {batch_id} deleted successfully"})
 
 

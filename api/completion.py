@@ -13,6 +13,7 @@ from collections import defaultdict
 
 import asyncpg
 
+from batchline.vocabulary import BatchStatus
 from consumers.projector import BATCH_DONE_CHANNEL
 from sql import db
 
@@ -82,4 +83,4 @@ class CompletionWaiter:
 
     async def _finished(self, batch_id: str) -> bool:
         status = await self._pool.fetchval("SELECT status FROM batch WHERE id = $1", batch_id)
-        return bool(status != "processing")
+        return bool(status != BatchStatus.PROCESSING)

@@ -24,9 +24,9 @@ from api import keys
 from api.requests import unreadable_body
 from batchline.entities.schema import EntitySchema, FieldSpec, FieldType
 from batchline.entities.values import ConversionError, LogicalKeyMismatch, Values, sql_text
+from batchline.vocabulary import BatchStatus, Operation, RecordError, Source
 from sql import batches, entity_rows
 from streams.envelopes import ChunkOptions
-from streams.events import RecordError
 from streams.producer import DeliveryError
 from streams.publisher import chunk_messages
 
@@ -169,14 +169,14 @@ def _alphabetical(value: Any) -> Any:
 
 
 async def _write(
-    request: web.Request, entity: EntitySchema, operation: str, records: list[Any]
+    request: web.Request, entity: EntitySchema, operation: Operation, records: list[Any]
 ) -> list[batches.RecordRow]:
     """Publish ``records`` as one atomic chunk and wait for the batch; failures raise."""
     app = request.app
     settings = app[keys.SETTINGS]
     options = ChunkOptions(publish_events=True, atomic=True)
     header = await batches.create(
-        app[keys.POOL], entity.key, "rest", len(records), options, operation
+        app[keys.POOL], entity.key, Source.REST, len(records), options, operation
     )
     try:
         # One chunk whatever its size: the list is one transaction.
@@ -299,7 +299,7 @@ def _success(data: Any, updated: datetime | None, status: int = 200) -> web.Resp
 
 
 def _processing(exc: _Processing) -> web.Response:
-    body = {"status": "processing", "data": None, "meta": {"batchId": exc.batch_id}}
+    body = {"status": BatchStatus.PROCESSING, "data": None, "meta": {"batchId": exc.batch_id}}
     return _json(body, 202, {"Location": exc.location})
 
 
@@ -317,14 +317,14 @@ async def insert_data(request: web.Request) -> web.StreamResponse:
         raise GeminiError(413, f"A list holds at most {most} records")
     canonical = _canonical(request, entity, records)
     try:
-        results = await _write(request, entity, "insert", canonical)
+        results = await _write(request, entity, Operation.INSERT, canonical)
     except _Processing as exc:
         return _processing(exc)
     rows, updated = await _stored(request, entity, results)
     return _success(rows if many else rows[0], updated)
 
 
-async def _change(request: web.Request, operation: str) -> web.StreamResponse:
+async def _change(request: web.Request, operation: Operation) -> web.StreamResponse:
     entity = _entity(request)
     key = _key(request, entity)
     data = await _payload(request)
@@ -344,7 +344,7 @@ async def _change(request: web.Request, operation: str) -> web.StreamResponse:
                     f"Logical key field {spec.name} cannot change: the URL says"
                     f" {sql_text(value)}, the body {data[spec.name]}",
                 )
-    record = _canonical(request, entity, [data | key], partial=operation == "patch")
+    record = _canonical(request, entity, [data | key], partial=operation == Operation.PATCH)
     try:
         results = await _write(request, entity, operation, record)
     except _Processing as exc:
@@ -356,13 +356,13 @@ async def _change(request: web.Request, operation: str) -> web.StreamResponse:
 @_gemini
 async def replace_record(request: web.Request) -> web.StreamResponse:
     """Replace a record (fields left out become empty)."""
-    return await _change(request, "update")
+    return await _change(request, Operation.UPDATE)
 
 
 @_gemini
 async def patch_record(request: web.Request) -> web.StreamResponse:
     """Update only the fields given."""
-    return await _change(request, "patch")
+    return await _change(request, Operation.PATCH)
 
 
 @_gemini
@@ -375,7 +375,7 @@ async def delete_record(request: web.Request) -> web.StreamResponse:
         request.app[keys.POOL], request.app[keys.ENTITIES], entity, [key]
     )
     try:
-        await _write(request, entity, "delete", [key])
+        await _write(request, entity, Operation.DELETE, [key])
     except _Processing as exc:
         return _processing(exc)
     data = _row_view(_values(request), entity, before[0]) if before else dict(sorted(key.items()))

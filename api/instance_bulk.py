@@ -42,17 +42,17 @@ from batchline.storage import (
     object_key,
     open_storage,
 )
+from batchline.vocabulary import BatchStatus, Operation, RecordError, RecordStatus, Source
 from consumers.projector import project
 from sql import batches
 from streams.envelopes import INSTANCE_ENTITY, TENANT_PATTERN, ChunkOptions
-from streams.events import RecordError, RecordOutcome, RecordStatus
+from streams.events import RecordOutcome
 from streams.producer import AsyncProducer, DeliveryError
 from streams.publisher import chunk_messages
 
 log = logging.getLogger(__name__)
 
 PATH = "/instance-storage/instances/bulk"
-UPSERT = "upsert"
 FAILED_ENTITIES_SUFFIX = "_failedEntities"
 ERRORS_SUFFIX = "_errors"
 TENANT_HEADER = "X-Okapi-Tenant"
@@ -219,7 +219,9 @@ async def _process(request: web.Request, bulk: BulkRequest, spool: Spool) -> web
         return _answer(failed_key, errors_key, 0)
 
     options = ChunkOptions(publish_events=bulk.publish_events, tenant=bulk.tenant)
-    header = await batches.create(pool, INSTANCE_ENTITY, "bulk", spool.line_count, options, UPSERT)
+    header = await batches.create(
+        pool, INSTANCE_ENTITY, Source.BULK, spool.line_count, options, Operation.UPSERT
+    )
     try:
         await _publish_lines(app[keys.PRODUCER], pool, settings, header.id, options, spool)
     except DeliveryError as exc:
@@ -230,7 +232,7 @@ async def _process(request: web.Request, bulk: BulkRequest, spool: Spool) -> web
     finished = await app[keys.WAITER].wait(header.id, settings.bulk_wait_seconds)
     current = await batches.get(pool, header.id)
     assert current is not None
-    if not finished or current.status != "completed":
+    if not finished or current.status != BatchStatus.COMPLETED:
         state = current.failure_reason or f"still processing after {settings.bulk_wait_seconds} s"
         raise _Unfinished(
             f"Bulk operation {header.id} did not complete ({state});"
@@ -300,7 +302,7 @@ async def _publish_lines(
                 options,
                 record_count=total,
                 indices=indices,
-                operation=UPSERT,
+                operation=Operation.UPSERT,
             )
         )
         records.clear()

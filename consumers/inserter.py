@@ -24,6 +24,7 @@ import pydantic_core
 from pydantic import ValidationError
 
 from batchline.metrics import Metrics
+from batchline.vocabulary import RecordError, RecordStatus
 from consumers import ledger, outbox
 from consumers.writers.base import ChunkRejected, EntityWriter, PendingRecord, RecordResult
 from sql.db import is_transient, outage_backoff
@@ -31,13 +32,7 @@ from streams import codec, topics
 from streams.admin import TopicCreationError, TopicEnsurer
 from streams.deadletter import ORIGIN_HEADER, DeadLetter, Stage
 from streams.envelopes import IngestChunk
-from streams.events import (
-    DomainEvent,
-    RecordError,
-    RecordStatus,
-    encode_outcome,
-    stable_event_id,
-)
+from streams.events import DomainEvent, encode_outcome, stable_event_id
 from streams.messages import ConsumedMessage
 from streams.producer import AsyncProducer, DeliveryError, OutgoingMessage
 

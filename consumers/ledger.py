@@ -7,9 +7,9 @@ from typing import Any, NamedTuple
 
 import asyncpg
 
+from batchline.vocabulary import RecordError, RecordStatus
 from consumers.writers.base import RecordResult
 from sql.db import insert_resolving_conflicts
-from streams.events import RecordError, RecordStatus
 
 _FETCH = """
 SELECT record_index, attempt, status, entity_id, error, details, chunk_digest

@@ -13,9 +13,10 @@ import logging
 
 import asyncpg
 
+from batchline.vocabulary import RecordError, RecordStatus
 from consumers.projector import project
 from sql.db import is_transient
-from streams.events import RecordError, RecordOutcome, RecordStatus
+from streams.events import RecordOutcome
 
 log = logging.getLogger(__name__)
 

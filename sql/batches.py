@@ -13,6 +13,7 @@ from typing import Any
 
 import asyncpg
 
+from batchline.vocabulary import BatchStatus, Operation, Source
 from streams.envelopes import IGNORE_CONSTRAINTS_ENTITIES, ChunkOptions
 
 
@@ -20,10 +21,10 @@ from streams.envelopes import IGNORE_CONSTRAINTS_ENTITIES, ChunkOptions
 class BatchHeader:
     id: str
     entity: str
-    operation: str
-    source: str
+    operation: Operation
+    source: Source
     record_count: int
-    status: str
+    status: BatchStatus
     inserted_count: int
     failed_count: int
     attempt: int
@@ -50,6 +51,9 @@ _HEADER_COLUMNS = """id, entity, operation, source, record_count, status, insert
 def _header(row: asyncpg.Record) -> BatchHeader:
     values = dict(row)
     values["options"] = ChunkOptions.model_validate(values["options"] or {})
+    values["operation"] = Operation(values["operation"])
+    values["source"] = Source(values["source"])
+    values["status"] = BatchStatus(values["status"])
     return BatchHeader(**values)
 
 
@@ -59,10 +63,10 @@ _ID_DRAWS = 1000
 async def create(
     conn: asyncpg.Connection | asyncpg.Pool,
     entity: str,
-    source: str,
+    source: Source,
     record_count: int,
     options: ChunkOptions,
-    operation: str = "insert",
+    operation: Operation = Operation.INSERT,
 ) -> BatchHeader:
     # A Kafka producer may have named its own batch like ours ("batch-446"): draw again.
     for _ in range(_ID_DRAWS):
@@ -144,22 +148,29 @@ def dict_without(row: asyncpg.Record, column: str) -> Any:
     return {k: v for k, v in row.items() if k != column}
 
 
-async def delete(pool: asyncpg.Pool, batch_id: str) -> str | None:
+class BatchMissing(Exception):
+    """No batch has this id."""
+
+
+class BatchStillProcessing(Exception):
+    """The batch has not finished: it can be neither retried nor deleted yet."""
+
+
+async def delete(pool: asyncpg.Pool, batch_id: str) -> None:
     """Remove the operation and its results (never the entity rows).
 
-    Returns None when deleted, else the reason not: ``missing`` or ``processing``.
+    Raises BatchMissing or BatchStillProcessing when it cannot.
     """
     async with pool.acquire() as conn, conn.transaction():
         status = await conn.fetchval("SELECT status FROM batch WHERE id = $1 FOR UPDATE", batch_id)
         if status is None:
-            return "missing"
-        if status == "processing":
-            return "processing"
+            raise BatchMissing(batch_id)
+        if status == BatchStatus.PROCESSING:
+            raise BatchStillProcessing(batch_id)
         await conn.execute("DELETE FROM batch_result WHERE batch_id = $1", batch_id)
         await conn.execute("DELETE FROM record_ledger WHERE batch_id = $1", batch_id)
         await conn.execute("DELETE FROM idempotency_key WHERE batch_id = $1", batch_id)
         await conn.execute("DELETE FROM batch WHERE id = $1", batch_id)
-    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,10 +180,19 @@ class RetryPlan:
 
 
 class RetryRefused(Exception):
-    def __init__(self, reason: str, details: Any = None) -> None:
-        super().__init__(reason)
-        self.reason = reason
+    """A retry the batch cannot take; ``details`` says why, field by field."""
+
+    def __init__(self, details: dict[str, Any]) -> None:
+        super().__init__(details)
         self.details = details
+
+
+class RetryNotSupported(RetryRefused):
+    """The request asks for something this batch's entity cannot do."""
+
+
+class RetryIndicesInvalid(RetryRefused):
+    """Indices out of range, of records that did not fail, or without a stored payload."""
 
 
 async def start_retry(
@@ -180,21 +200,19 @@ async def start_retry(
 ) -> RetryPlan:
     """Move the batch to a new attempt for ``indices`` and return their stored payloads.
 
-    Raises RetryRefused with reason ``missing``, ``processing``, ``invalid_request`` or
-    ``invalid_indices``.
+    Raises BatchMissing, BatchStillProcessing, RetryNotSupported or RetryIndicesInvalid.
     """
     async with pool.acquire() as conn, conn.transaction():
         header_row = await conn.fetchrow(
             f"SELECT {_HEADER_COLUMNS} FROM batch WHERE id = $1 FOR UPDATE", batch_id
         )
         if header_row is None:
-            raise RetryRefused("missing")
+            raise BatchMissing(batch_id)
         header = _header(header_row)
-        if header.status == "processing":
-            raise RetryRefused("processing")
+        if header.status == BatchStatus.PROCESSING:
+            raise BatchStillProcessing(batch_id)
         if ignore_constraints and header.entity not in IGNORE_CONSTRAINTS_ENTITIES:
-            raise RetryRefused(
-                "invalid_request",
+            raise RetryNotSupported(
                 {"ignore_constraints": f"not supported for {header.entity} batches"},
             )
         out_of_range = [i for i in indices if not 0 <= i < header.record_count]
@@ -218,8 +236,7 @@ async def start_retry(
         not_failed = [i for i in in_range if i not in stored]
         without_payload = [i for i in in_range if i in stored and i not in failed]
         if out_of_range or not_failed or without_payload:
-            raise RetryRefused(
-                "invalid_indices",
+            raise RetryIndicesInvalid(
                 {
                     "out_of_range": out_of_range,
                     "not_failed": not_failed,

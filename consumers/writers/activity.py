@@ -19,11 +19,11 @@ from pydantic import (
     ValidationError,
 )
 
+from batchline.vocabulary import RecordError, RecordStatus
 from consumers.writers.base import EventRoute, PendingRecord, RecordResult, validation_details
 from sql.db import insert_resolving_conflicts
 from streams import topics
 from streams.envelopes import ACTIVITY_ENTITY, IngestChunk
-from streams.events import RecordError, RecordStatus
 
 # Not blank: a key of spaces is a client bug more often than a real identifier.
 Identifier = Annotated[StrictStr, Field(min_length=1, max_length=200, pattern=r"\S")]

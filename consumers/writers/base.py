@@ -9,8 +9,8 @@ from typing import Any, Protocol
 import asyncpg
 from pydantic import ValidationError
 
+from batchline.vocabulary import RecordError, RecordStatus
 from streams.envelopes import IngestChunk
-from streams.events import RecordError, RecordStatus
 
 
 @dataclass(slots=True)

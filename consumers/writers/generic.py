@@ -17,11 +17,11 @@ import asyncpg
 
 from batchline.entities.schema import EntitySchema, FieldSpec, FieldType, Registry
 from batchline.entities.values import Converted, FieldProblem, Values, sql_text
+from batchline.vocabulary import RecordError, RecordStatus
 from consumers.writers.base import ChunkRejected, EventRoute, PendingRecord, RecordResult
 from sql.entity_tables import ident, lk_constraint
 from streams import topics
 from streams.envelopes import IngestChunk
-from streams.events import RecordError, RecordStatus
 
 NOT_STORED = "Not stored: another record of the same list failed"
 

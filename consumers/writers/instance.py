@@ -18,11 +18,11 @@ from typing import Annotated, Any
 import asyncpg
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError
 
+from batchline.vocabulary import RecordError, RecordStatus
 from consumers.writers.base import EventRoute, PendingRecord, RecordResult, validation_details
 from sql.db import json_text
 from streams import topics
 from streams.envelopes import INSTANCE_ENTITY, IngestChunk
-from streams.events import RecordError, RecordStatus
 
 TENANT_HEADER = "folio.tenantId"
 NonEmpty = Annotated[StrictStr, Field(min_length=1)]

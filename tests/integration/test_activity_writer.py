@@ -6,10 +6,10 @@ from typing import Any
 
 import asyncpg
 
+from batchline.vocabulary import RecordError, RecordStatus
 from consumers.writers.activity import ActivityWriter
 from consumers.writers.base import PendingRecord, RecordResult
 from streams.envelopes import ChunkOptions, IngestChunk
-from streams.events import RecordError, RecordStatus
 from tests.integration.activities import activity
 
 
