@@ -14,9 +14,9 @@ from api import keys
 from api.errors import ApiError, ErrorCode
 from api.requests import parse_json, query_int, read_body
 from api.responses import json_response
+from batchline.records import validation_details
 from batchline.settings import KAFKA_MESSAGE_MAX_BYTES
 from batchline.vocabulary import BatchStatus, Source
-from consumers.writers.base import validation_details
 from sql import batches
 from streams.envelopes import ACTIVITY_ENTITY, ChunkOptions
 from streams.producer import DeliveryError

@@ -14,8 +14,8 @@ from collections import defaultdict
 import asyncpg
 
 from batchline.vocabulary import BatchStatus
-from consumers.projector import BATCH_DONE_CHANNEL
 from sql import db
+from sql.results import BATCH_DONE_CHANNEL
 
 log = logging.getLogger(__name__)
 

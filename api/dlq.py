@@ -18,7 +18,7 @@ from api.dlq_tasks import ReplayTasks
 from api.errors import ApiError, ErrorCode
 from api.requests import parse_json, query_int, read_body
 from batchline import dlq
-from consumers.writers.base import validation_details
+from batchline.records import validation_details
 from streams.deadletter import Stage
 from streams.reader import TopicUnreadable
 

@@ -43,8 +43,8 @@ from batchline.storage import (
     open_storage,
 )
 from batchline.vocabulary import BatchStatus, Operation, RecordError, RecordStatus, Source
-from consumers.projector import project
 from sql import batches
+from sql.results import project
 from streams.envelopes import INSTANCE_ENTITY, TENANT_PATTERN, ChunkOptions
 from streams.events import RecordOutcome
 from streams.producer import AsyncProducer, DeliveryError

@@ -27,7 +27,7 @@ from batchline.settings import Settings
 from consumers import outbox
 from consumers.inserter import Inserter
 from consumers.lanes import KeyedLanes
-from consumers.projector import BATCH_DONE_CHANNEL, Projector
+from consumers.projector import Projector
 from consumers.stale import settle_stale_batches
 from consumers.transport import TablelessTableManager, app_class
 from consumers.writers.activity import ActivityWriter
@@ -35,6 +35,7 @@ from consumers.writers.base import EntityWriter
 from consumers.writers.generic import entity_writers
 from consumers.writers.instance import InstanceWriter
 from sql import db
+from sql.results import BATCH_DONE_CHANNEL
 from streams import topics
 from streams.admin import TopicEnsurer
 from streams.consumer import BatchConsumer

@@ -24,9 +24,10 @@ import pydantic_core
 from pydantic import ValidationError
 
 from batchline.metrics import Metrics
+from batchline.records import RecordResult
 from batchline.vocabulary import RecordError, RecordStatus
 from consumers import ledger, outbox
-from consumers.writers.base import ChunkRejected, EntityWriter, PendingRecord, RecordResult
+from consumers.writers.base import ChunkRejected, EntityWriter, PendingRecord
 from sql.db import is_transient, outage_backoff
 from streams import codec, topics
 from streams.admin import TopicCreationError, TopicEnsurer

@@ -7,8 +7,8 @@ from typing import Any, NamedTuple
 
 import asyncpg
 
+from batchline.records import RecordResult
 from batchline.vocabulary import RecordError, RecordStatus
-from consumers.writers.base import RecordResult
 from sql.db import insert_resolving_conflicts
 
 _FETCH = """

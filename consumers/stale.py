@@ -14,8 +14,8 @@ import logging
 import asyncpg
 
 from batchline.vocabulary import RecordError, RecordStatus
-from consumers.projector import project
 from sql.db import is_transient
+from sql.results import project
 from streams.events import RecordOutcome
 
 log = logging.getLogger(__name__)

@@ -17,8 +17,9 @@ import asyncpg
 
 from batchline.entities.schema import EntitySchema, FieldSpec, FieldType, Registry
 from batchline.entities.values import Converted, FieldProblem, Values, sql_text
+from batchline.records import RecordResult
 from batchline.vocabulary import RecordError, RecordStatus
-from consumers.writers.base import ChunkRejected, EventRoute, PendingRecord, RecordResult
+from consumers.writers.base import ChunkRejected, EventRoute, PendingRecord
 from sql.entity_tables import ident, lk_constraint
 from streams import topics
 from streams.envelopes import IngestChunk

@@ -18,8 +18,9 @@ from typing import Annotated, Any
 import asyncpg
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError
 
+from batchline.records import RecordResult, validation_details
 from batchline.vocabulary import RecordError, RecordStatus
-from consumers.writers.base import EventRoute, PendingRecord, RecordResult, validation_details
+from consumers.writers.base import EventRoute, PendingRecord
 from sql.db import json_text
 from streams import topics
 from streams.envelopes import INSTANCE_ENTITY, IngestChunk
