@@ -13,9 +13,8 @@ from collections import defaultdict
 
 import asyncpg
 
-from batchline.vocabulary import BatchStatus
-from sql import db
-from sql.results import BATCH_DONE_CHANNEL
+from sql import batches, db
+from sql.batches import BATCH_DONE_CHANNEL
 
 log = logging.getLogger(__name__)
 
@@ -82,5 +81,4 @@ class CompletionWaiter:
                     del self._waiting[batch_id]
 
     async def _finished(self, batch_id: str) -> bool:
-        status = await self._pool.fetchval("SELECT status FROM batch WHERE id = $1", batch_id)
-        return bool(status != BatchStatus.PROCESSING)
+        return await batches.is_finished(self._pool, batch_id)

@@ -43,7 +43,7 @@ from batchline.storage import (
     open_storage,
 )
 from batchline.vocabulary import BatchStatus, Operation, RecordError, RecordStatus, Source
-from sql import batches
+from sql import batches, results
 from sql.results import project
 from streams.envelopes import INSTANCE_ENTITY, TENANT_PATTERN, ChunkOptions
 from streams.events import RecordOutcome
@@ -346,19 +346,6 @@ async def _publish_lines(
 
 # --- Error files -------------------------------------------------------------------------
 
-_FAILED = """
-SELECT r.record_index, r.error, r.details, l.payload ->> 'id' AS record_id
-FROM batch_result r
-LEFT JOIN record_ledger l USING (batch_id, record_index)
-WHERE r.batch_id = $1 AND r.status = 'failed'
-ORDER BY r.record_index
-"""
-
-_FAILED_INDICES = """
-SELECT record_index FROM batch_result
-WHERE batch_id = $1 AND status = 'failed' ORDER BY record_index
-"""
-
 
 def _message(error: str | None, details: Any) -> str:
     # Details are one {"message": ...} (database and locking errors) or a list of them
@@ -375,16 +362,14 @@ def _message(error: str | None, details: Any) -> str:
 
 async def _error_lines(pool: asyncpg.Pool, batch_id: str) -> AsyncIterator[bytes]:
     """``<id or line number>, <message>`` per failed record, read with a cursor."""
-    async with pool.acquire() as conn, conn.transaction():
-        async for row in conn.cursor(_FAILED, batch_id, prefetch=1000):
-            identifier = row["record_id"] or str(row["record_index"] + 1)
-            yield f"{identifier}, {_message(row['error'], row['details'])}\n".encode()
+    async for row in results.failed(pool, batch_id):
+        identifier = row["record_id"] or str(row["record_index"] + 1)
+        yield f"{identifier}, {_message(row['error'], row['details'])}\n".encode()
 
 
 async def _failed_line_numbers(pool: asyncpg.Pool, batch_id: str) -> AsyncIterator[int]:
-    async with pool.acquire() as conn, conn.transaction():
-        async for row in conn.cursor(_FAILED_INDICES, batch_id, prefetch=1000):
-            yield row["record_index"] + 1
+    async for index in results.failed_indices(pool, batch_id):
+        yield index + 1
 
 
 # --- Wiring ------------------------------------------------------------------------------

@@ -24,18 +24,18 @@ import faust
 from batchline.entities.schema import load_registry
 from batchline.metrics import Metrics
 from batchline.settings import Settings
-from consumers import outbox
+from consumers import domain_events
 from consumers.inserter import Inserter
 from consumers.lanes import KeyedLanes
 from consumers.projector import Projector
-from consumers.stale import settle_stale_batches
 from consumers.transport import TablelessTableManager, app_class
 from consumers.writers.activity import ActivityWriter
 from consumers.writers.base import EntityWriter
 from consumers.writers.generic import entity_writers
 from consumers.writers.instance import InstanceWriter
-from sql import db
-from sql.results import BATCH_DONE_CHANNEL
+from sql import batches, db
+from sql import outbox as sql_outbox
+from sql.stale_batches import settle_stale_batches
 from streams import topics
 from streams.admin import TopicEnsurer
 from streams.consumer import BatchConsumer
@@ -191,12 +191,13 @@ def create_projection(resources: WorkerResources) -> BatchConsumer:
 async def _sweep(resources: WorkerResources) -> None:
     """Re-send domain events a crash left in the outbox; fail batches that stopped moving."""
     try:
-        stale_events = await outbox.stale(resources.pool, _OUTBOX_GRACE_SECONDS, 1000)
-        await outbox.publish(resources.pool, resources.producer, stale_events)
+        stale_events = await sql_outbox.stale(resources.pool, _OUTBOX_GRACE_SECONDS, 1000)
+        await domain_events.publish(resources.pool, resources.producer, stale_events)
         settled = await settle_stale_batches(resources.pool, resources.settings.stale_batch_seconds)
         for batch_id in settled:
             log.warning("batch %s made no progress and was settled from its ledger", batch_id)
-            await resources.pool.execute("SELECT pg_notify($1, $2)", BATCH_DONE_CHANNEL, batch_id)
+        if settled:
+            await batches.notify_done(resources.pool, settled)
     except Exception as exc:  # noqa: BLE001 - a sweep runs again in a few seconds
         log.warning("sweep failed: %s", exc)
 

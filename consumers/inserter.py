@@ -26,8 +26,9 @@ from pydantic import ValidationError
 from batchline.metrics import Metrics
 from batchline.records import RecordResult
 from batchline.vocabulary import RecordError, RecordStatus
-from consumers import ledger, outbox
+from consumers import domain_events
 from consumers.writers.base import ChunkRejected, EntityWriter, PendingRecord
+from sql import batches, ledger, outbox
 from sql.db import is_transient, outage_backoff
 from streams import codec, topics
 from streams.admin import TopicCreationError, TopicEnsurer
@@ -126,23 +127,6 @@ class ChunkResult:
     # Encoded RecordOutcome values, in record-index order.
     outcomes: list[bytes]
     events: list[outbox.StagedEvent] = field(default_factory=list)
-
-
-# The batch's header as stored, whether this chunk wrote it or an earlier one (or a front
-# door) did: the statement's snapshot does not see its own insert, so one side is empty.
-_ENSURE_HEADER = """
-WITH inserted AS (
-    INSERT INTO batch
-        (id, entity, source, record_count, pending_count, attempt, options, operation)
-    VALUES ($1, $2, 'kafka', $3, $3, $4, $5, $6)
-    ON CONFLICT (id) DO NOTHING
-    RETURNING entity, record_count, operation, attempt, created_at
-)
-SELECT entity, record_count, operation, attempt, created_at FROM inserted
-UNION ALL
-SELECT entity, record_count, operation, attempt, created_at FROM batch WHERE id = $1
-LIMIT 1
-"""
 
 
 class Inserter:
@@ -266,7 +250,7 @@ class Inserter:
         async with self._pool.acquire() as conn, conn.transaction():
             # REST batches have their header already; chunks produced straight to Kafka
             # get theirs from the first chunk that arrives.
-            header = await _ensure_header(conn, chunk, batch_id)
+            header = await batches.ensure_header(conn, chunk, batch_id)
             _check_header(header, chunk, batch_id)
             # Event ids name this batch, not only its id: a deleted batch's id can be used
             # again, and its events must not share ids with the new one's.
@@ -445,7 +429,8 @@ class Inserter:
             lambda: self._producer.send_values(topics.OUTCOMES, key, result.outcomes), "outcomes"
         )
         await self._until_done(
-            lambda: outbox.publish(self._pool, self._producer, result.events), "domain events"
+            lambda: domain_events.publish(self._pool, self._producer, result.events),
+            "domain events",
         )
 
     async def _dead_letter(self, letter: DeadLetter) -> None:
@@ -512,25 +497,11 @@ class _Permanent(Exception):
 
 async def _ensure_header_or_give_up(pool: asyncpg.Pool, chunk: IngestChunk, batch_id: str) -> None:
     try:
-        await _ensure_header(pool, chunk, batch_id)
+        await batches.ensure_header(pool, chunk, batch_id)
     except asyncpg.PostgresError as exc:
         if is_transient(exc):
             raise
         raise _Permanent(str(exc)) from exc
-
-
-async def _ensure_header(
-    conn: asyncpg.Connection | asyncpg.Pool, chunk: IngestChunk, batch_id: str
-) -> asyncpg.Record | None:
-    return await conn.fetchrow(
-        _ENSURE_HEADER,
-        batch_id,
-        chunk.entity.lower(),
-        chunk.total_records,
-        chunk.attempt,
-        chunk.options.model_dump(),
-        chunk.operation,
-    )
 
 
 def _check_header(stored: asyncpg.Record | None, chunk: IngestChunk, batch_id: str) -> None:

@@ -14,7 +14,10 @@ from typing import Any
 import asyncpg
 
 from batchline.vocabulary import BatchStatus, Operation, Source
-from streams.envelopes import IGNORE_CONSTRAINTS_ENTITIES, ChunkOptions
+from streams.envelopes import IGNORE_CONSTRAINTS_ENTITIES, ChunkOptions, IngestChunk
+
+# Notified, with the batch id, when a batch finishes: waiting API instances answer at once.
+BATCH_DONE_CHANNEL = "batchline_batch_done"
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +86,38 @@ async def create(
         if row is not None:
             return _header(row)
     raise RuntimeError(f"no free batch id after {_ID_DRAWS} draws")
+
+
+# The batch's header as stored, whether this chunk wrote it or an earlier one (or a front
+# door) did: the statement's snapshot does not see its own insert, so one side is empty.
+_ENSURE_HEADER = """
+WITH inserted AS (
+    INSERT INTO batch
+        (id, entity, source, record_count, pending_count, attempt, options, operation)
+    VALUES ($1, $2, 'kafka', $3, $3, $4, $5, $6)
+    ON CONFLICT (id) DO NOTHING
+    RETURNING entity, record_count, operation, attempt, created_at
+)
+SELECT entity, record_count, operation, attempt, created_at FROM inserted
+UNION ALL
+SELECT entity, record_count, operation, attempt, created_at FROM batch WHERE id = $1
+LIMIT 1
+"""
+
+
+async def ensure_header(
+    conn: asyncpg.Connection | asyncpg.Pool, chunk: IngestChunk, batch_id: str
+) -> asyncpg.Record | None:
+    """The header of a batch a Kafka producer started, written by its first chunk."""
+    return await conn.fetchrow(
+        _ENSURE_HEADER,
+        batch_id,
+        chunk.entity.lower(),
+        chunk.total_records,
+        chunk.attempt,
+        chunk.options.model_dump(),
+        chunk.operation,
+    )
 
 
 async def get(conn: asyncpg.Connection | asyncpg.Pool, batch_id: str) -> BatchHeader | None:
@@ -154,6 +189,22 @@ class BatchMissing(Exception):
 
 class BatchStillProcessing(Exception):
     """The batch has not finished: it can be neither retried nor deleted yet."""
+
+
+async def is_finished(pool: asyncpg.Pool, batch_id: str) -> bool:
+    """True once the batch is no longer processing (or no longer exists)."""
+    status = await pool.fetchval("SELECT status FROM batch WHERE id = $1", batch_id)
+    return bool(status != BatchStatus.PROCESSING)
+
+
+async def notify_done(conn: asyncpg.Connection | asyncpg.Pool, batch_ids: Sequence[str]) -> None:
+    """Tell API instances waiting on these batches (``LISTEN BATCH_DONE_CHANNEL``) to look.
+
+    Inside a transaction the notification is delivered at commit.
+    """
+    await conn.execute(
+        "SELECT pg_notify($1, id) FROM unnest($2::text[]) AS id", BATCH_DONE_CHANNEL, batch_ids
+    )
 
 
 async def delete(pool: asyncpg.Pool, batch_id: str) -> None:

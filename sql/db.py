@@ -78,6 +78,11 @@ async def create_pool(url: str, max_size: int = 10, min_size: int = 1) -> asyncp
     return pool
 
 
+async def ping(pool: asyncpg.Pool) -> None:
+    """Raises unless the database answers."""
+    await pool.fetchval("SELECT 1")
+
+
 async def connect(url: str) -> asyncpg.Connection:
     conn: asyncpg.Connection = await asyncpg.connect(url, server_settings=_SERVER_SETTINGS)
     await _init_connection(conn)

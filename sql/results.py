@@ -7,15 +7,13 @@ replaces the earlier one and moves the counts by the difference.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 
 import asyncpg
 
+from sql import batches
 from sql.db import insert_resolving_conflicts
 from streams.events import RecordOutcome
-
-# Notified, with the batch id, when a batch completes: waiting API instances answer at once.
-BATCH_DONE_CHANNEL = "batchline_batch_done"
 
 _PROJECT_TEMPLATE = """
 WITH incoming AS (
@@ -115,10 +113,32 @@ async def project(conn: asyncpg.Connection, outcomes: Sequence[RecordOutcome]) -
         rows = await insert_resolving_conflicts(conn, _FRESH, _REPLACING, rows_document)
         completed = [row["id"] for row in rows if row["status"] == "completed"]
         if completed:
-            # Delivered at commit: API instances waiting on these batches answer at once.
-            await conn.execute(
-                "SELECT pg_notify($1, id) FROM unnest($2::text[]) AS id",
-                BATCH_DONE_CHANNEL,
-                completed,
-            )
+            await batches.notify_done(conn, completed)
     return completed
+
+
+_FAILED = """
+SELECT r.record_index, r.error, r.details, l.payload ->> 'id' AS record_id
+FROM batch_result r
+LEFT JOIN record_ledger l USING (batch_id, record_index)
+WHERE r.batch_id = $1 AND r.status = 'failed'
+ORDER BY r.record_index
+"""
+
+_FAILED_INDICES = """
+SELECT record_index FROM batch_result
+WHERE batch_id = $1 AND status = 'failed' ORDER BY record_index
+"""
+
+
+async def failed(pool: asyncpg.Pool, batch_id: str) -> AsyncIterator[asyncpg.Record]:
+    """The batch's failed results in index order, each with the id its payload named."""
+    async with pool.acquire() as conn, conn.transaction():
+        async for row in conn.cursor(_FAILED, batch_id, prefetch=1000):
+            yield row
+
+
+async def failed_indices(pool: asyncpg.Pool, batch_id: str) -> AsyncIterator[int]:
+    async with pool.acquire() as conn, conn.transaction():
+        async for row in conn.cursor(_FAILED_INDICES, batch_id, prefetch=1000):
+            yield row["record_index"]

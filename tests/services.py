@@ -33,10 +33,9 @@ from pathlib import Path
 from batchline.cli.embedded import (
     EmbeddedKafka,
     EmbeddedPostgres,
-    drop_database,
-    ensure_database,
     run_blocking,
 )
+from sql.databases import drop_database, ensure_database
 
 log = logging.getLogger(__name__)
 

@@ -14,9 +14,9 @@ from batchline.cli.runtime import serving_api
 from batchline.settings import Settings
 from batchline.vocabulary import RecordStatus
 from consumers.app import WorkerResources
-from consumers.stale import settle_stale_batches
 from sql import batches
 from sql.results import project
+from sql.stale_batches import settle_stale_batches
 from streams import topics
 from streams.events import RecordOutcome
 from tests.integration.activities import BASE, activity, post_batch, stored_activities
