@@ -17,8 +17,9 @@ from api import keys
 from api.dlq_tasks import ReplayTasks
 from api.errors import ApiError, ErrorCode
 from api.requests import parse_json, query_int, read_body
-from batchline import dlq
 from batchline.records import validation_details
+from sql.replay_runs import ReplayRuns
+from streams import dlq
 from streams.deadletter import Stage
 from streams.reader import TopicUnreadable
 
@@ -71,7 +72,9 @@ async def list_messages(request: web.Request) -> web.StreamResponse:
     limit = query_int(request, "limit", 100, 1, 1000)
     app = request.app
     with _broker_errors():
-        found = await dlq.list_entries(app[keys.SETTINGS], app[keys.POOL], filters, limit)
+        found = await dlq.list_entries(
+            app[keys.SETTINGS], ReplayRuns(app[keys.POOL]), filters, limit
+        )
     return web.json_response(
         {"data": [dlq.entry_view(entry) for entry in found], "count": len(found)}
     )
@@ -85,7 +88,9 @@ async def show_message(request: web.Request) -> web.StreamResponse:
     except ValueError as exc:
         raise ApiError(422, ErrorCode.VALIDATION_FAILED, str(exc)) from None
     with _broker_errors():
-        entry = await dlq.find(request.app[keys.SETTINGS], request.app[keys.POOL], letter_id)
+        entry = await dlq.find(
+            request.app[keys.SETTINGS], ReplayRuns(request.app[keys.POOL]), letter_id
+        )
     if entry is None:
         raise ApiError(404, ErrorCode.NOT_FOUND, f"Dead letter {letter_id} not found")
     return web.json_response(dlq.entry_view(entry, with_value=True))
@@ -102,8 +107,8 @@ async def start_replay(request: web.Request) -> web.StreamResponse:
         raise ApiError(
             422, ErrorCode.VALIDATION_FAILED, "Invalid replay request", validation_details(exc)
         ) from exc
-    run = await dlq.create_run(
-        request.app[keys.POOL], "http", wanted.filters, wanted.dry_run, wanted.rate_per_second
+    run = await ReplayRuns(request.app[keys.POOL]).create(
+        "http", wanted.filters.described(), wanted.dry_run, wanted.rate_per_second
     )
     app = request.app
     app[keys.DLQ_REPLAYS].start(app[keys.SETTINGS], app[keys.POOL], app[keys.PRODUCER], run)
@@ -114,13 +119,13 @@ async def start_replay(request: web.Request) -> web.StreamResponse:
 async def list_replays(request: web.Request) -> web.StreamResponse:
     """Replay runs, newest first (CLI and API alike)."""
     limit = query_int(request, "limit", 20, 1, request.app[keys.SETTINGS].page_limit_max)
-    runs = await dlq.list_runs(request.app[keys.POOL], limit)
+    runs = await ReplayRuns(request.app[keys.POOL]).newest(limit)
     return web.json_response({"data": [dlq.run_view(run) for run in runs]})
 
 
 async def _run_or_404(request: web.Request) -> dlq.ReplayRun:
     run_id = request.match_info["replay_id"]
-    run = await dlq.get_run(request.app[keys.POOL], run_id)
+    run = await ReplayRuns(request.app[keys.POOL]).get(run_id)
     if run is None:
         raise ApiError(404, ErrorCode.NOT_FOUND, f"Replay {run_id} not found")
     return run
@@ -140,7 +145,7 @@ async def cancel_replay(request: web.Request) -> web.StreamResponse:
             ErrorCode.REPLAY_FINISHED,
             f"Replay {run.id} is not running (status {run.status.value})",
         )
-    cancelling = await dlq.request_cancel(request.app[keys.POOL], run.id)
+    cancelling = await ReplayRuns(request.app[keys.POOL]).request_cancel(run.id)
     assert cancelling is not None
     return web.json_response(dlq.run_view(cancelling), status=202)
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from batchline.dlq import RunStatus
 from batchline.vocabulary import BatchStatus, Operation, RecordStatus, Source
+from streams.dlq import RunStatus
 
 MIGRATIONS = Path(__file__).resolve().parents[2] / "sql" / "migrations"
 
