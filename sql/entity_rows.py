@@ -1,4 +1,5 @@
-"""Reading entity records back from PostgreSQL: by logical key, or filtered and paged."""
+"""Entity records in PostgreSQL: read back by logical key or filtered and paged, and the
+set-based writes of the generic-entity writer."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from typing import Any
 import asyncpg
 
 from batchline.entities.schema import EntitySchema, FieldSpec, FieldType, Registry
-from sql.entity_tables import ident
+from sql.entity_tables import ident, lk_constraint
 
 # Operators of GET /data filters (``field[OP]=value``); EQ is a plain ``field=value``.
 ORDERED_TYPES = frozenset(
@@ -147,3 +148,111 @@ async def page(
 
 def last_update(rows: Sequence[asyncpg.Record]) -> datetime | None:
     return max((row["_updated_at"] for row in rows), default=None)
+
+
+# --- writes (the inserter's generic-entity writer) ---------------------------------------
+
+
+class EntityWrites:
+    """The writes of one entity, their SQL built once from validated, quoted identifiers.
+
+    Each takes the records as one JSON document of rows (``jsonb_to_recordset``) and
+    returns the rows it touched.
+    """
+
+    def __init__(self, registry: Registry, entity: EntitySchema) -> None:
+        table = ident(entity.table)
+        names = [f.name for f in entity.fields]
+        columns = ", ".join(ident(n) for n in names)
+        definitions = ", ".join(f"{ident(f.name)} {registry.column_type(f)}" for f in entity.fields)
+        key_definitions = ", ".join(
+            f"{ident(f.name)} {registry.column_type(f)}" for f in entity.lk_fields
+        )
+        match = " AND ".join(f"t.{ident(n)} = i.{ident(n)}" for n in entity.lk)
+        non_key = [n for n in names if n not in entity.lk]
+        self._insert = f"""
+            INSERT INTO {table} AS t ({columns})
+            SELECT {columns} FROM jsonb_to_recordset($1::jsonb) AS i({definitions})
+            ON CONFLICT ON CONSTRAINT {ident(lk_constraint(entity))} DO NOTHING
+            RETURNING t.*"""
+        self._lock_existing = f"""
+            SELECT t.* FROM {table} t
+            JOIN jsonb_to_recordset($1::jsonb) AS i({key_definitions}) ON {match}
+            FOR UPDATE OF t"""
+        assignments = [f"{ident(n)} = i.{ident(n)}" for n in non_key]
+        self._update = f"""
+            UPDATE {table} AS t SET {", ".join([*assignments, '"_updated_at" = now()'])}
+            FROM jsonb_to_recordset($1::jsonb) AS i({definitions})
+            WHERE {match}
+            RETURNING t.*"""
+        patches = [
+            f"{ident(n)} = CASE WHEN '{n}' = ANY(i._present)"
+            f" THEN i.{ident(n)} ELSE t.{ident(n)} END"
+            for n in non_key
+        ]
+        self._patch = f"""
+            UPDATE {table} AS t SET {", ".join([*patches, '"_updated_at" = now()'])}
+            FROM jsonb_to_recordset($1::jsonb) AS i({definitions}, _present text[])
+            WHERE {match}
+            RETURNING t.*"""
+        self._delete = f"""
+            DELETE FROM {table} AS t
+            USING jsonb_to_recordset($1::jsonb) AS i({key_definitions})
+            WHERE {match}
+            RETURNING t.*"""
+
+    async def insert(self, conn: asyncpg.Connection, rows: Any) -> list[asyncpg.Record]:
+        """Rows whose logical key exists are skipped (and not returned)."""
+        return await self._fetch(conn, self._insert, rows)
+
+    async def lock_existing(self, conn: asyncpg.Connection, rows: Any) -> list[asyncpg.Record]:
+        return await self._fetch(conn, self._lock_existing, rows)
+
+    async def update(self, conn: asyncpg.Connection, rows: Any) -> list[asyncpg.Record]:
+        return await self._fetch(conn, self._update, rows)
+
+    async def patch(self, conn: asyncpg.Connection, rows: Any) -> list[asyncpg.Record]:
+        """Each row names the fields it sets in ``_present``."""
+        return await self._fetch(conn, self._patch, rows)
+
+    async def delete(self, conn: asyncpg.Connection, rows: Any) -> list[asyncpg.Record]:
+        return await self._fetch(conn, self._delete, rows)
+
+    @staticmethod
+    async def _fetch(conn: asyncpg.Connection, sql: str, rows: Any) -> list[asyncpg.Record]:
+        found: list[asyncpg.Record] = await conn.fetch(sql, rows)
+        return found
+
+
+async def existing_keys(
+    conn: asyncpg.Connection, registry: Registry, target: EntitySchema, keys: list[str]
+) -> set[str]:
+    """Which of these logical keys of ``target`` exist, locked ``FOR KEY SHARE`` so they
+    cannot vanish before the referencing rows commit."""
+    key_field = target.lk_fields[0]
+    column = ident(key_field.name)
+    column_type = registry.column_type(key_field)
+    rows = await conn.fetch(
+        f"SELECT {column}::text AS key FROM {ident(target.table)}"
+        f" WHERE {column} = ANY($1::text[]::{column_type}[]) FOR KEY SHARE",
+        keys,
+    )
+    return {row["key"] for row in rows}
+
+
+async def referring_keys(
+    conn: asyncpg.Connection,
+    registry: Registry,
+    other: EntitySchema,
+    spec: FieldSpec,
+    keys: list[str],
+) -> set[str]:
+    """Which of these keys rows of ``other`` point at through their field ``spec``."""
+    column = ident(spec.name)
+    column_type = registry.column_type(spec)
+    rows = await conn.fetch(
+        f"SELECT DISTINCT {column}::text AS key FROM {ident(other.table)}"
+        f" WHERE {column} = ANY($1::text[]::{column_type}[])",
+        keys,
+    )
+    return {row["key"] for row in rows}

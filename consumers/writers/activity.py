@@ -1,4 +1,4 @@
-"""Activities: one ``INSERT … SELECT FROM unnest … ON CONFLICT … RETURNING`` per chunk."""
+"""Activities: validated per chunk, written by one statement per chunk (``sql.activities``)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from batchline.activity import Activity
 from batchline.records import RecordResult, validation_details
 from batchline.vocabulary import RecordError, RecordStatus
 from consumers.writers.base import EventRoute, PendingRecord
-from sql.db import insert_resolving_conflicts
+from sql import activities
 from streams import topics
 from streams.envelopes import ACTIVITY_ENTITY, IngestChunk
 
@@ -33,59 +33,6 @@ def _errors(raw: Any) -> list[dict[str, Any]]:
     except ValidationError as exc:
         return validation_details(exc)
     raise AssertionError("a record the chunk's validation refused is valid on its own")
-
-
-_COLUMNS = "id, coordinator_id, mentor_id, activity_type, activity_date, duration_minutes"
-
-# The chunk travels as one JSON array of rows: PostgreSQL unpacks it in C, where five
-# bound arrays cost asyncpg a Python-level type check per element.
-_INPUT = """
-SELECT e->>0 AS c, e->>1 AS m, e->>2 AS t, (e->>3)::date AS d, (e->>4)::int AS n, position
-FROM jsonb_array_elements($1::jsonb) WITH ORDINALITY AS input(e, position)
-"""
-
-_INSERT_NEW = f"""
-INSERT INTO activity (coordinator_id, mentor_id, activity_type, activity_date, duration_minutes)
-SELECT c, m, t, d, n FROM ({_INPUT}) AS input ORDER BY position
-RETURNING {_COLUMNS}
-"""
-
-# A conflicting record still draws an id, leaving a gap; probing the key first to avoid
-# that cost a quarter of this statement for every record.
-_INSERT = f"""
-INSERT INTO activity (coordinator_id, mentor_id, activity_type, activity_date, duration_minutes)
-SELECT c, m, t, d, n FROM ({_INPUT}) AS input ORDER BY position
-ON CONFLICT ON CONSTRAINT activity_natural_key DO NOTHING
-RETURNING {_COLUMNS}
-"""
-
-# Retried with ignore_constraints: the existing row takes the retried values.
-_UPSERT = f"""
-WITH input AS ({_INPUT}), previous AS (
-    SELECT a.* FROM activity a
-    JOIN input i ON (a.coordinator_id, a.mentor_id, a.activity_type, a.activity_date)
-                  = (i.c, i.m, i.t, i.d)
-)
-INSERT INTO activity AS a
-    (coordinator_id, mentor_id, activity_type, activity_date, duration_minutes)
-SELECT c, m, t, d, n FROM input ORDER BY position
-ON CONFLICT ON CONSTRAINT activity_natural_key
-DO UPDATE SET duration_minutes = EXCLUDED.duration_minutes, updated_at = now()
-RETURNING {", ".join("a." + c.strip() for c in _COLUMNS.split(","))},
-          (SELECT to_jsonb(p) - 'created_at' - 'updated_at' FROM previous p WHERE p.id = a.id)
-              AS previous
-"""
-
-
-def _row_dict(row: asyncpg.Record) -> dict[str, Any]:
-    return {
-        "id": row["id"],
-        "coordinator_id": row["coordinator_id"],
-        "mentor_id": row["mentor_id"],
-        "activity_type": row["activity_type"],
-        "activity_date": row["activity_date"].isoformat(),
-        "duration_minutes": row["duration_minutes"],
-    }
 
 
 class ActivityWriter:
@@ -137,10 +84,10 @@ class ActivityWriter:
                 for _, a in rows
             ]
             if chunk.options.ignore_constraints:
-                returned = await conn.fetch(_UPSERT, values)
+                returned = await activities.upsert(conn, values)
             else:
                 # The ones whose natural key exists are left out of what comes back.
-                returned = await insert_resolving_conflicts(conn, _INSERT_NEW, _INSERT, values)
+                returned = await activities.insert_new(conn, values)
             with_images = chunk.options.publish_events
             for row in returned:
                 key = (
@@ -156,7 +103,7 @@ class ActivityWriter:
                     status=RecordStatus.UPDATED if previous else RecordStatus.INSERTED,
                     entity_id=row["id"],
                     old=previous,
-                    new=_row_dict(row) if with_images else None,
+                    new=activities.row_dict(row) if with_images else None,
                 )
                 for earlier in superseded.get(key, ()):
                     results[earlier] = RecordResult(
