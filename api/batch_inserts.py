@@ -65,12 +65,6 @@ async def operation_view(
     return view
 
 
-def processing_response(header: batches.BatchHeader) -> web.Response:
-    location = f"{BASE}/{header.id}"
-    body = summary_view(header) | {"status": BatchStatus.PROCESSING}
-    return json_response(body, status=202, headers={"Location": location})
-
-
 async def _header_or_404(request: web.Request, batch_id: str) -> batches.BatchHeader:
     header = await batches.get(request.app[keys.POOL], batch_id)
     if header is None:

@@ -28,7 +28,7 @@ RETURNING {_COLUMNS}
 """
 
 # A conflicting record still draws an id, leaving a gap; probing the key first to avoid
-# that cost a quarter of this statement for every record.
+# that cost more, for every record, than the gap does (README, Performance).
 _INSERT = f"""
 INSERT INTO activity (coordinator_id, mentor_id, activity_type, activity_date, duration_minutes)
 SELECT c, m, t, d, n FROM ({_INPUT}) AS input ORDER BY position

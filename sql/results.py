@@ -81,8 +81,8 @@ _REPLACING = _PROJECT_TEMPLATE.format(
     GROUP BY w.batch_id
 )""",
 )
-# First outcomes replace nothing: without ON CONFLICT the insert costs a third less, and
-# with every row new the counts need no join to earlier results (0.5 of 4.3 ms per 1,000).
+# First outcomes replace nothing: without ON CONFLICT the insert costs less, and with every
+# row new the counts need no join to earlier results (README, Performance).
 _FRESH = _PROJECT_TEMPLATE.format(
     on_conflict="",
     delta="""delta AS (

@@ -54,8 +54,8 @@ def encode_outcome(
 
     Formatted rather than one ``dumps`` of a dict: orjson hands back each document in a
     fresh buffer of a kilobyte or more, and with a chunk's thousand outcomes alive until
-    they are delivered, those allocations alone cost ~2 us per outcome. Its small
-    ``dumps`` results here are freed at once and cost next to nothing.
+    they are delivered, those allocations add up (README, Performance). Its small
+    ``dumps`` results here are freed at once.
     """
     return _OUTCOME % (
         codec.dumps(batch_id),

@@ -127,8 +127,8 @@ def tune_garbage_collection() -> None:
     """Fewer, cheaper collections for a process that allocates thousands of objects a chunk.
 
     With the default threshold (700 allocations) the collector ran many times per chunk and
-    its full passes walked every long-lived object of Faust and aiokafka: about a sixth of
-    the inserter's CPU. Freezing what start-up built takes those objects out of every pass;
+    its full passes walked every long-lived object of Faust and aiokafka (README,
+    Performance). Freezing what start-up built takes those objects out of every pass;
     the higher first threshold still collects cycles, just per chunk rather than per record.
     """
     gc.collect()

@@ -15,7 +15,7 @@ from streams.envelopes import IngestChunk
 @dataclass(slots=True)
 class PendingRecord:
     # Not frozen: one is built per record in the inserter's hot path, and a frozen
-    # dataclass sets each field through object.__setattr__, at twice the cost.
+    # dataclass sets each field through object.__setattr__, which costs more.
     index: int
     raw: Any
 
