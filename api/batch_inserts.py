@@ -17,7 +17,7 @@ from api.responses import json_response
 from batchline.records import validation_details
 from batchline.settings import KAFKA_MESSAGE_MAX_BYTES
 from batchline.vocabulary import BatchStatus, Source
-from sql import batches
+from sql import batches, idempotency_keys
 from streams.envelopes import ACTIVITY_ENTITY, ChunkOptions
 from streams.producer import DeliveryError
 from streams.publisher import chunk_messages
@@ -123,8 +123,8 @@ async def create_batch(request: web.Request) -> web.StreamResponse:
 
     idempotency_key = _idempotency_key(request)
     if idempotency_key is not None:
-        stored = await batches.claim_idempotency_key(
-            pool, idempotency_key, batches.request_fingerprint(body)
+        stored = await idempotency_keys.claim_idempotency_key(
+            pool, idempotency_key, idempotency_keys.request_fingerprint(body)
         )
         if stored is not None:
             return await _replay_stored(request, idempotency_key, body, stored)
@@ -138,7 +138,7 @@ async def create_batch(request: web.Request) -> web.StreamResponse:
             ChunkOptions(publish_events=publish_events),
         )
         if idempotency_key is not None:
-            await batches.attach_idempotency_key(pool, idempotency_key, header.id)
+            await idempotency_keys.attach_idempotency_key(pool, idempotency_key, header.id)
         messages = list(
             chunk_messages(
                 header.id, ACTIVITY_ENTITY, activities, settings.chunk_size, header.options
@@ -168,7 +168,7 @@ async def create_batch(request: web.Request) -> web.StreamResponse:
             ) from exc
     except BaseException:
         if idempotency_key is not None:
-            await batches.release_idempotency_key(pool, idempotency_key)
+            await idempotency_keys.release_idempotency_key(pool, idempotency_key)
         raise
     request.app[keys.METRICS].records_accepted.labels("batch-inserts").inc(len(activities))
 
@@ -176,7 +176,9 @@ async def create_batch(request: web.Request) -> web.StreamResponse:
     if status == 201:
         request.app[keys.METRICS].batch_latency.observe(time.perf_counter() - started)
     if idempotency_key is not None:
-        await batches.store_idempotent_response(pool, idempotency_key, header.id, status, view)
+        await idempotency_keys.store_idempotent_response(
+            pool, idempotency_key, header.id, status, view
+        )
     headers = {"Location": f"{BASE}/{header.id}"} if status == 202 else None
     return json_response(view, status=status, headers=headers)
 
@@ -196,21 +198,24 @@ def _idempotency_key(request: web.Request) -> str | None:
     key = request.headers.get("Idempotency-Key")
     if key is None:
         return None
-    if not key.strip() or len(key) > batches.MAX_IDEMPOTENCY_KEY_LENGTH:
+    if not key.strip() or len(key) > idempotency_keys.MAX_IDEMPOTENCY_KEY_LENGTH:
         raise ApiError(
             400,
             ErrorCode.INVALID_REQUEST,
             "Idempotency-Key must be 1 to"
-            f" {batches.MAX_IDEMPOTENCY_KEY_LENGTH} characters, not blank",
-            {"header": "Idempotency-Key", "max_length": batches.MAX_IDEMPOTENCY_KEY_LENGTH},
+            f" {idempotency_keys.MAX_IDEMPOTENCY_KEY_LENGTH} characters, not blank",
+            {
+                "header": "Idempotency-Key",
+                "max_length": idempotency_keys.MAX_IDEMPOTENCY_KEY_LENGTH,
+            },
         )
     return key
 
 
 async def _replay_stored(
-    request: web.Request, key: str, body: bytes, stored: batches.StoredResponse
+    request: web.Request, key: str, body: bytes, stored: idempotency_keys.StoredResponse
 ) -> web.StreamResponse:
-    if stored.request_hash != batches.request_fingerprint(body):
+    if stored.request_hash != idempotency_keys.request_fingerprint(body):
         raise ApiError(
             422,
             ErrorCode.IDEMPOTENCY_KEY_REUSED,
@@ -231,7 +236,7 @@ async def _replay_stored(
             )
         # The request that claimed the key died before answering; its batch has finished.
         view = await operation_view(request, current, with_times=False)
-        await batches.store_idempotent_response(pool, key, current.id, 201, view)
+        await idempotency_keys.store_idempotent_response(pool, key, current.id, 201, view)
         return json_response(view, status=201, headers=replayed)
     if stored.status == 202:
         current = await batches.get(request.app[keys.POOL], stored.batch_id)
