@@ -24,6 +24,7 @@ from api import keys
 from api.requests import unreadable_body
 from batchline.entities.schema import EntitySchema, FieldSpec, FieldType
 from batchline.entities.values import ConversionError, LogicalKeyMismatch, Values, sql_text
+from batchline.records import RecordDetails, parse_details
 from batchline.vocabulary import BatchStatus, Operation, RecordError, Source
 from sql import batches, entity_rows
 from streams.envelopes import ChunkOptions
@@ -238,26 +239,25 @@ def raise_failures(
 
 def _failure(entity: EntitySchema, row: batches.RecordRow) -> _Failed:
     """A failed result as the client reads it, whichever shape of details it carries."""
-    details = row.details
+    details = parse_details(row.details)
     if row.error == RecordError.DATABASE_ERROR.value:
-        message = details.get("message") if isinstance(details, dict) else None
+        message = details.message if isinstance(details, RecordDetails) else None
         reason = f"The database refused the record: {message or 'no reason given'}"
         return _Failed(row.index, reason, [{"reason": reason}])
     if isinstance(details, list):
-        # A list of problems ({"field", "message", "type"}): the inserter's own refusals,
-        # such as a NUL character it found before any writer saw the record.
+        # Per-field errors: the inserter's own refusals, such as a NUL character it found
+        # before any writer saw the record.
         problems = [
-            ({"field": p["field"]} if p.get("field") else {})
-            | {"reason": str(p.get("message") or p.get("type") or row.error)}
+            ({"field": p.field} if p.field else {})
+            | {"reason": str(p.message or p.type or row.error)}
             for p in details
-            if isinstance(p, dict)
         ]
         listed = ", ".join(" ".join(str(v) for v in p.values()) for p in problems)
         reason = f"Invalid record for Entity {entity.name}: {listed or row.error}"
         return _Failed(row.index, reason, problems or [{"reason": reason}])
-    found = details if isinstance(details, dict) else {}
-    reason = found.get("reason") or f"Record {row.index} failed: {row.error}"
-    return _Failed(row.index, reason, found.get("errors") or [{"reason": reason}])
+    found = details if isinstance(details, RecordDetails) else RecordDetails()
+    reason = found.reason or f"Record {row.index} failed: {row.error}"
+    return _Failed(row.index, reason, found.errors or [{"reason": reason}])
 
 
 def _canonical(

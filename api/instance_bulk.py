@@ -30,6 +30,7 @@ from api import keys
 from api.batch_inserts import BASE as BATCH_INSERTS
 from api.errors import ErrorRenderer
 from api.requests import unreadable_body
+from batchline.records import RecordDetails, details_json, parse_details
 from batchline.settings import Settings
 from batchline.storage import (
     READ_CHUNK_BYTES,
@@ -324,7 +325,7 @@ async def _publish_lines(
                     status=RecordStatus.FAILED,
                     entity=INSTANCE_ENTITY,
                     error=RecordError.VALIDATION_ERROR,
-                    details={"message": problem, "line": line.number},
+                    details=details_json(RecordDetails(message=problem, line=line.number)),
                     record_count=total,
                 )
             )
@@ -347,15 +348,11 @@ async def _publish_lines(
 # --- Error files -------------------------------------------------------------------------
 
 
-def _message(error: str | None, details: Any) -> str:
-    # Details are one {"message": ...} (database and locking errors) or a list of them
-    # (per-field validation, a NUL character).
-    items = details if isinstance(details, list) else [details]
-    messages = [
-        item["message"]
-        for item in items
-        if isinstance(item, dict) and isinstance(item.get("message"), str)
-    ]
+def _message(error: str | None, stored_details: Any) -> str:
+    details = parse_details(stored_details)
+    # One object (database and locking errors) or per-field errors (a NUL character).
+    items = details if isinstance(details, list) else [details] if details else []
+    messages = [item.message for item in items if item.message is not None]
     text = "; ".join(messages) or error or "failed"
     return " ".join(text.split())  # one line per error, whatever the message holds
 

@@ -24,7 +24,7 @@ import pydantic_core
 from pydantic import ValidationError
 
 from batchline.metrics import Metrics
-from batchline.records import RecordResult
+from batchline.records import FieldError, RecordDetails, RecordResult
 from batchline.vocabulary import RecordError, RecordStatus
 from consumers import domain_events
 from consumers.writers.base import ChunkRejected, EntityWriter, PendingRecord
@@ -395,7 +395,7 @@ class Inserter:
         fixed; the ledger does not count them as done, so a replay from the dead-letter
         topic writes them afresh.
         """
-        details = {"dead_letter": letter.error_class, "message": letter.error_message}
+        details = RecordDetails(dead_letter=letter.error_class, message=letter.error_message)
         indices = chunk.record_indices()
         results = [
             RecordResult.failed(index, RecordError.PROCESSING_FAILED, details) for index in indices
@@ -529,7 +529,15 @@ def _outcomes(
     total = chunk.total_records
     return [
         encode_outcome(
-            batch_id, r.index, attempt, r.status, entity, r.entity_id, r.error, r.details, total
+            batch_id,
+            r.index,
+            attempt,
+            r.status,
+            entity,
+            r.entity_id,
+            r.error,
+            r.details,
+            total,
         )
         for attempt, r in results
     ]
@@ -555,14 +563,14 @@ def _nul_rejected(index: int) -> RecordResult:
         index,
         RecordError.VALIDATION_ERROR,
         [
-            {
-                "field": None,
-                "message": "Text must not contain NUL (\\u0000) characters",
-                "type": "nul_character",
-            }
+            FieldError(
+                field=None,
+                message="Text must not contain NUL (\\u0000) characters",
+                type="nul_character",
+            )
         ],
     )
 
 
-def _db_error(exc: asyncpg.PostgresError) -> dict[str, Any]:
-    return {"sqlstate": getattr(exc, "sqlstate", None), "message": str(exc)}
+def _db_error(exc: asyncpg.PostgresError) -> RecordDetails:
+    return RecordDetails(sqlstate=getattr(exc, "sqlstate", None), message=str(exc))

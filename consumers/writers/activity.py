@@ -14,7 +14,7 @@ from pydantic import (
 )
 
 from batchline.activity import Activity
-from batchline.records import RecordResult, validation_details
+from batchline.records import FieldError, RecordResult, field_errors
 from batchline.vocabulary import RecordError, RecordStatus
 from consumers.writers.base import EventRoute, PendingRecord
 from sql import activities
@@ -26,12 +26,12 @@ from streams.envelopes import ACTIVITY_ENTITY, IngestChunk
 _CHUNK = TypeAdapter(list[Annotated[Activity | Any, Field(union_mode="left_to_right")]])
 
 
-def _errors(raw: Any) -> list[dict[str, Any]]:
+def _errors(raw: Any) -> list[FieldError]:
     """Why ``raw`` is no Activity, in the words validating it on its own gives."""
     try:
         Activity.model_validate(raw)
     except ValidationError as exc:
-        return validation_details(exc)
+        return field_errors(exc)
     raise AssertionError("a record the chunk's validation refused is valid on its own")
 
 

@@ -17,7 +17,7 @@ import asyncpg
 
 from batchline.entities.schema import EntitySchema, FieldSpec, FieldType, Registry
 from batchline.entities.values import Converted, FieldProblem, Values, sql_text
-from batchline.records import RecordResult
+from batchline.records import RecordDetails, RecordResult
 from batchline.vocabulary import RecordError, RecordStatus
 from consumers.writers.base import ChunkRejected, EventRoute, PendingRecord
 from sql import entity_rows
@@ -123,7 +123,7 @@ class GenericEntityWriter:
         return f"Logical key {text} for Entity {self.schema.name} appears twice in the list"
 
     def _failed(self, index: int, error: RecordError, reason: str, **details: Any) -> RecordResult:
-        return RecordResult.failed(index, error, {"reason": reason, **details})
+        return RecordResult.failed(index, error, RecordDetails(reason=reason, **details))
 
     def _all_or_nothing(
         self, records: Sequence[PendingRecord], results: dict[int, RecordResult]

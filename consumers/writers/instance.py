@@ -18,7 +18,7 @@ from typing import Annotated, Any
 import asyncpg
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError
 
-from batchline.records import RecordResult, validation_details
+from batchline.records import RecordDetails, RecordResult, details_json, field_errors
 from batchline.vocabulary import RecordError, RecordStatus
 from consumers.writers.base import EventRoute, PendingRecord
 from sql import instances
@@ -129,7 +129,7 @@ class InstanceWriter:
             results[record.index] = RecordResult.failed(
                 record.index,
                 RecordError.VALIDATION_ERROR,
-                {"message": "an instance must be a JSON object"},
+                RecordDetails(message="an instance must be a JSON object"),
             )
             return None
         try:
@@ -138,7 +138,7 @@ class InstanceWriter:
             results[record.index] = RecordResult.failed(
                 record.index,
                 RecordError.VALIDATION_ERROR,
-                {"message": validation_message(exc), "fields": validation_details(exc)},
+                RecordDetails(message=validation_message(exc), fields=field_errors(exc)),
             )
             return None
         instance_id = instance.id or uuid.uuid4()
@@ -193,6 +193,6 @@ class InstanceWriter:
                 status=RecordStatus.FAILED,
                 entity_id=instance_id,
                 error=error,
-                details={"message": message},
+                details=details_json(RecordDetails(message=message)),
             )
         return results
