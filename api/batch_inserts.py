@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -63,6 +65,19 @@ async def operation_view(
         if header.updated_at is not None:
             view["updated_at"] = timestamp(header.updated_at)
     return view
+
+
+@contextlib.contextmanager
+def _refused_as_404_or_409(batch_id: str) -> Iterator[None]:
+    """A batch that is not there, or still processing, as the client is told about it."""
+    try:
+        yield
+    except batches.BatchMissing:
+        raise ApiError(404, ErrorCode.NOT_FOUND, f"Batch insert {batch_id} not found") from None
+    except batches.BatchStillProcessing:
+        raise ApiError(
+            409, ErrorCode.BATCH_PROCESSING, f"Batch insert {batch_id} is still processing"
+        ) from None
 
 
 async def _header_or_404(request: web.Request, batch_id: str) -> batches.BatchHeader:
@@ -312,15 +327,10 @@ async def retry_batch(request: web.Request) -> web.StreamResponse:
             {"field": "retry_indices"},
         )
     try:
-        plan = await batches.start_retry(
-            request.app[keys.POOL], batch_id, indices, retry.ignore_constraints
-        )
-    except batches.BatchMissing:
-        raise ApiError(404, ErrorCode.NOT_FOUND, f"Batch insert {batch_id} not found") from None
-    except batches.BatchStillProcessing:
-        raise ApiError(
-            409, ErrorCode.BATCH_PROCESSING, f"Batch insert {batch_id} is still processing"
-        ) from None
+        with _refused_as_404_or_409(batch_id):
+            plan = await batches.start_retry(
+                request.app[keys.POOL], batch_id, indices, retry.ignore_constraints
+            )
     except batches.RetryNotSupported as refused:
         raise ApiError(
             422, ErrorCode.VALIDATION_FAILED, "Invalid retry request", refused.details
@@ -375,14 +385,8 @@ async def retry_batch(request: web.Request) -> web.StreamResponse:
 
 async def delete_batch(request: web.Request) -> web.StreamResponse:
     batch_id = request.match_info["batch_id"]
-    try:
+    with _refused_as_404_or_409(batch_id):
         await batches.delete(request.app[keys.POOL], batch_id)
-    except batches.BatchMissing:
-        raise ApiError(404, ErrorCode.NOT_FOUND, f"Batch insert {batch_id} not found") from None
-    except batches.BatchStillProcessing:
-        raise ApiError(
-            409, ErrorCode.BATCH_PROCESSING, f"Batch insert {batch_id} is still processing"
-        ) from None
     return json_response({"message": f"Batch insert record {batch_id} deleted successfully"})
 
 

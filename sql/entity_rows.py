@@ -229,15 +229,7 @@ async def existing_keys(
 ) -> set[str]:
     """Which of these logical keys of ``target`` exist, locked ``FOR KEY SHARE`` so they
     cannot vanish before the referencing rows commit."""
-    key_field = target.lk_fields[0]
-    column = ident(key_field.name)
-    column_type = registry.column_type(key_field)
-    rows = await conn.fetch(
-        f"SELECT {column}::text AS key FROM {ident(target.table)}"
-        f" WHERE {column} = ANY($1::text[]::{column_type}[]) FOR KEY SHARE",
-        keys,
-    )
-    return {row["key"] for row in rows}
+    return await _keys_among(conn, registry, target, target.lk_fields[0], keys, lock=True)
 
 
 async def referring_keys(
@@ -248,11 +240,26 @@ async def referring_keys(
     keys: list[str],
 ) -> set[str]:
     """Which of these keys rows of ``other`` point at through their field ``spec``."""
+    return await _keys_among(conn, registry, other, spec, keys, lock=False)
+
+
+async def _keys_among(
+    conn: asyncpg.Connection,
+    registry: Registry,
+    entity: EntitySchema,
+    spec: FieldSpec,
+    keys: list[str],
+    *,
+    lock: bool,
+) -> set[str]:
+    """The values among ``keys`` that field ``spec`` of ``entity``'s table holds (as text);
+    ``lock``: a logical key, its rows locked ``FOR KEY SHARE`` (which refuses DISTINCT)."""
     column = ident(spec.name)
     column_type = registry.column_type(spec)
+    distinct, locking = ("", " FOR KEY SHARE") if lock else ("DISTINCT ", "")
     rows = await conn.fetch(
-        f"SELECT DISTINCT {column}::text AS key FROM {ident(other.table)}"
-        f" WHERE {column} = ANY($1::text[]::{column_type}[])",
+        f"SELECT {distinct}{column}::text AS key FROM {ident(entity.table)}"
+        f" WHERE {column} = ANY($1::text[]::{column_type}[]){locking}",
         keys,
     )
     return {row["key"] for row in rows}
