@@ -23,6 +23,7 @@ import faust
 
 from batchline.entities.schema import load_registry
 from batchline.metrics import Metrics
+from batchline.retry import RetryPolicy
 from batchline.settings import Settings
 from consumers import domain_events
 from consumers.inserter import Inserter
@@ -39,6 +40,7 @@ from sql.stale_batches import settle_stale_batches
 from streams import topics
 from streams.admin import TopicEnsurer
 from streams.consumer import BatchConsumer
+from streams.deadletter import DeadLetterPolicy
 from streams.messages import ConsumedMessage
 from streams.producer import AsyncProducer
 
@@ -134,13 +136,14 @@ def create_worker_app(
         datadir=str(settings.data_dir / "faust"),
         TableManager=TablelessTableManager,
     )
+    retry = retry_policy(settings)
     inserter = Inserter(
         resources.pool,
         resources.producer,
         resources.writers,
         resources.metrics,
-        settings.max_processing_attempts,
-        settings.retry_backoff_seconds,
+        retry,
+        DeadLetterPolicy(resources.producer, retry, resources.metrics),
         TopicEnsurer(
             settings.require_bootstrap_servers(),
             settings.ingest_partitions,
@@ -174,10 +177,17 @@ def create_worker_app(
     return app
 
 
+def retry_policy(settings: Settings) -> RetryPolicy:
+    return RetryPolicy(settings.retry_backoff_seconds, settings.max_processing_attempts)
+
+
 def create_projection(resources: WorkerResources) -> BatchConsumer:
     """The projector: outcomes -> the tables behind GET, a window of them per statement."""
     settings = resources.settings
-    projector = Projector(resources.pool, resources.producer, settings.retry_backoff_seconds)
+    retry = retry_policy(settings)
+    projector = Projector(
+        resources.pool, retry, DeadLetterPolicy(resources.producer, retry, resources.metrics)
+    )
     return BatchConsumer(
         settings.librdkafka_consumer_config(settings.projector_group),
         [topics.OUTCOMES],

@@ -3,28 +3,29 @@ waiting out database outages and dead-lettering outcomes that cannot be projecte
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Sequence
 
 import asyncpg
 from pydantic import ValidationError
 
-from sql.db import is_transient, outage_backoff
+from batchline.retry import RetryPolicy
+from sql.db import is_transient
 from sql.results import project
-from streams.deadletter import DeadLetter, Stage
+from streams.deadletter import DeadLetterPolicy, InvalidMessage, Stage
 from streams.events import RecordOutcome
 from streams.messages import ConsumedMessage
-from streams.producer import AsyncProducer
 
 log = logging.getLogger(__name__)
 
 
 class Projector:
-    def __init__(self, pool: asyncpg.Pool, producer: AsyncProducer, backoff_seconds: float) -> None:
+    def __init__(
+        self, pool: asyncpg.Pool, retry: RetryPolicy, dead_letters: DeadLetterPolicy
+    ) -> None:
         self._pool = pool
-        self._producer = producer
-        self._backoff = backoff_seconds
+        self._retry = retry
+        self._dead_letters = dead_letters
 
     async def handle_many(self, messages: Sequence[ConsumedMessage]) -> None:
         decoded: list[tuple[ConsumedMessage, RecordOutcome]] = []
@@ -32,7 +33,7 @@ class Projector:
             try:
                 decoded.append((message, RecordOutcome.model_validate_json(message.value or b"")))
             except ValidationError as exc:
-                await self._dead_letter(DeadLetter.for_failure(message, exc, Stage.VALIDATE, 1))
+                await self._dead_letters.send(InvalidMessage(Stage.VALIDATE, exc).letter(message))
         if not decoded:
             return
         try:
@@ -43,31 +44,17 @@ class Projector:
                 try:
                     await self._project_until_reachable([outcome])
                 except Exception as single:  # noqa: BLE001 - one poison outcome, not all
-                    letter = DeadLetter.for_failure(message, single, Stage.PROCESS, 1)
-                    await self._dead_letter(letter)
+                    await self._dead_letters.send(
+                        InvalidMessage(Stage.PROCESS, single).letter(message)
+                    )
 
     async def _project_until_reachable(self, outcomes: Sequence[RecordOutcome]) -> None:
         """Project; waits out an unavailable database, raises a permanent error."""
-        waits = 0
-        while True:
-            try:
-                async with self._pool.acquire() as conn:
-                    await project(conn, outcomes)
-                return
-            except Exception as exc:
-                if not is_transient(exc):
-                    raise
-                waits += 1
-                log.warning("database unavailable, projector pausing: %s", exc)
-                await asyncio.sleep(outage_backoff(self._backoff, waits))
 
-    async def _dead_letter(self, letter: DeadLetter) -> None:
-        waits = 0
-        while True:
-            try:
-                await self._producer.send_many([letter.to_message()])
-                return
-            except Exception as exc:  # noqa: BLE001 - broker away: the offset must wait
-                waits += 1
-                log.warning("dead-lettering an outcome failed: %s", exc)
-                await asyncio.sleep(outage_backoff(self._backoff, waits))
+        async def project_all() -> None:
+            async with self._pool.acquire() as conn:
+                await project(conn, outcomes)
+
+        await self._retry.until_reachable(
+            project_all, is_transient, "database unavailable, projector pausing"
+        )

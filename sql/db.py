@@ -109,12 +109,3 @@ def is_transient(exc: BaseException) -> bool:
         sqlstate: Any = getattr(exc, "sqlstate", None)
         return isinstance(sqlstate, str) and sqlstate[:2] in _TRANSIENT_SQLSTATE_CLASSES
     return False
-
-
-# While the database is away, look again at least this often: a restart is noticed quickly.
-_MAX_OUTAGE_BACKOFF_SECONDS = 5.0
-
-
-def outage_backoff(first_seconds: float, waits: int) -> float:
-    """The wait before look number ``waits + 1`` at an unavailable database: doubling, capped."""
-    return float(min(first_seconds * 2 ** (waits - 1), _MAX_OUTAGE_BACKOFF_SECONDS))
