@@ -17,6 +17,7 @@ from api import keys
 from api.dlq_tasks import ReplayTasks
 from api.errors import ApiError, ErrorCode
 from api.requests import parse_json, query_int, read_body
+from api.responses import json_response
 from batchline.records import validation_details
 from sql.replay_runs import ReplayRuns
 from streams import dlq
@@ -75,9 +76,7 @@ async def list_messages(request: web.Request) -> web.StreamResponse:
         found = await dlq.list_entries(
             app[keys.SETTINGS], ReplayRuns(app[keys.POOL]), filters, limit
         )
-    return web.json_response(
-        {"data": [dlq.entry_view(entry) for entry in found], "count": len(found)}
-    )
+    return json_response({"data": [dlq.entry_view(entry) for entry in found], "count": len(found)})
 
 
 async def show_message(request: web.Request) -> web.StreamResponse:
@@ -93,7 +92,7 @@ async def show_message(request: web.Request) -> web.StreamResponse:
         )
     if entry is None:
         raise ApiError(404, ErrorCode.NOT_FOUND, f"Dead letter {letter_id} not found")
-    return web.json_response(dlq.entry_view(entry, with_value=True))
+    return json_response(dlq.entry_view(entry, with_value=True))
 
 
 async def start_replay(request: web.Request) -> web.StreamResponse:
@@ -113,14 +112,14 @@ async def start_replay(request: web.Request) -> web.StreamResponse:
     app = request.app
     app[keys.DLQ_REPLAYS].start(app[keys.SETTINGS], app[keys.POOL], app[keys.PRODUCER], run)
     location = f"{BASE}/replays/{run.id}"
-    return web.json_response(dlq.run_view(run), status=202, headers={"Location": location})
+    return json_response(dlq.run_view(run), status=202, headers={"Location": location})
 
 
 async def list_replays(request: web.Request) -> web.StreamResponse:
     """Replay runs, newest first (CLI and API alike)."""
     limit = query_int(request, "limit", 20, 1, request.app[keys.SETTINGS].page_limit_max)
     runs = await ReplayRuns(request.app[keys.POOL]).newest(limit)
-    return web.json_response({"data": [dlq.run_view(run) for run in runs]})
+    return json_response({"data": [dlq.run_view(run) for run in runs]})
 
 
 async def _run_or_404(request: web.Request) -> dlq.ReplayRun:
@@ -133,7 +132,7 @@ async def _run_or_404(request: web.Request) -> dlq.ReplayRun:
 
 async def get_replay(request: web.Request) -> web.StreamResponse:
     """A replay's status, progress and counts."""
-    return web.json_response(dlq.run_view(await _run_or_404(request)))
+    return json_response(dlq.run_view(await _run_or_404(request)))
 
 
 async def cancel_replay(request: web.Request) -> web.StreamResponse:
@@ -147,7 +146,7 @@ async def cancel_replay(request: web.Request) -> web.StreamResponse:
         )
     cancelling = await ReplayRuns(request.app[keys.POOL]).request_cancel(run.id)
     assert cancelling is not None
-    return web.json_response(dlq.run_view(cancelling), status=202)
+    return json_response(dlq.run_view(cancelling), status=202)
 
 
 async def _replay_tasks(app: web.Application) -> AsyncIterator[None]:

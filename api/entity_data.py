@@ -22,6 +22,7 @@ from aiohttp import web
 
 from api import keys
 from api.requests import unreadable_body
+from api.responses import json_response
 from batchline.entities.schema import EntitySchema, FieldSpec, FieldType
 from batchline.entities.values import ConversionError, LogicalKeyMismatch, Values, sql_text
 from batchline.records import RecordDetails, parse_details
@@ -54,12 +55,6 @@ class GeminiError(Exception):
         self.errors = errors
 
 
-def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
-    return web.Response(
-        body=orjson.dumps(body), status=status, content_type="application/json", headers=headers
-    )
-
-
 def render_error(status: int, reason: str) -> web.StreamResponse:
     """Errors under /data and /entity, including the router's 404/405, in Gemini's format."""
     return _error(GeminiError(status, reason))
@@ -69,7 +64,7 @@ def _error(exc: GeminiError) -> web.Response:
     error: dict[str, Any] = {"reason": exc.reason}
     if exc.errors:
         error["errors"] = exc.errors
-    return _json({"status": "error", "error": error}, exc.status)
+    return json_response({"status": "error", "error": error}, exc.status)
 
 
 def _meta(updated: datetime | None) -> dict[str, Any]:
@@ -295,12 +290,12 @@ async def _stored(
 
 
 def _success(data: Any, updated: datetime | None, status: int = 200) -> web.Response:
-    return _json({"status": "success", "data": data, "meta": _meta(updated)}, status)
+    return json_response({"status": "success", "data": data, "meta": _meta(updated)}, status)
 
 
 def _processing(exc: _Processing) -> web.Response:
     body = {"status": BatchStatus.PROCESSING, "data": None, "meta": {"batchId": exc.batch_id}}
-    return _json(body, 202, {"Location": exc.location})
+    return json_response(body, 202, {"Location": exc.location})
 
 
 @_gemini
@@ -479,20 +474,20 @@ async def list_data(request: web.Request) -> web.StreamResponse:
         "total": result.total,
     }
     data = [_row_view(values, entity, row) for row in result.rows]
-    return _json({"status": "success", "data": data, "meta": meta})
+    return json_response({"status": "success", "data": data, "meta": meta})
 
 
 @_gemini
 async def list_entities(request: web.Request) -> web.StreamResponse:
     """Every entity schema."""
     data = [entity.describe() for entity in request.app[keys.ENTITIES]]
-    return _json({"status": "success", "data": data})
+    return json_response({"status": "success", "data": data})
 
 
 @_gemini
 async def get_entity(request: web.Request) -> web.StreamResponse:
     """One entity schema."""
-    return _json({"status": "success", "data": _entity(request).describe()})
+    return json_response({"status": "success", "data": _entity(request).describe()})
 
 
 def add_routes(app: web.Application) -> None:

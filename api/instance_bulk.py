@@ -30,6 +30,7 @@ from api import keys
 from api.batch_inserts import BASE as BATCH_INSERTS
 from api.errors import ErrorRenderer
 from api.requests import unreadable_body
+from api.responses import json_response
 from batchline.records import RecordDetails, details_json, parse_details
 from batchline.settings import Settings
 from batchline.storage import (
@@ -79,7 +80,7 @@ def _error(message: str, key: str | None = None, value: Any = None) -> dict[str,
 
 
 def errors_response(errors: list[dict[str, Any]]) -> web.Response:
-    return web.json_response({"errors": errors, "total_records": len(errors)}, status=422)
+    return json_response({"errors": errors, "total_records": len(errors)}, status=422)
 
 
 def text_response(status: int, message: str) -> web.Response:
@@ -251,7 +252,7 @@ def _answer(
 ) -> web.Response:
     """FOLIO's answer; ``Location`` names the batch operation behind it, if there is one."""
     headers = {"Location": f"{BATCH_INSERTS}/{batch_id}"} if batch_id else None
-    return web.json_response(
+    return json_response(
         {
             "errorRecordsFileName": failed_key,
             "errorsFileName": errors_key,

@@ -18,7 +18,7 @@ from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Literal
 
 import asyncpg
 import pydantic_core
@@ -27,6 +27,7 @@ from pydantic import ValidationError
 from batchline.metrics import Metrics
 from batchline.records import FieldError, RecordDetails, RecordResult
 from batchline.retry import RetryPolicy
+from batchline.text import JSON_NUL, NUL_PROBLEM, holds_nul
 from batchline.vocabulary import RecordError, RecordStatus
 from consumers import domain_events
 from consumers.writers.base import ChunkRejected, EntityWriter, PendingRecord
@@ -202,7 +203,7 @@ class Inserter:
                         writer,
                         chunk,
                         batch_id,
-                        may_hold_nul=_NUL_ESCAPE in (message.value or b""),
+                        may_hold_nul=JSON_NUL in (message.value or b""),
                         digest=hashlib.blake2b(message.value or b"", digest_size=16).digest(),
                     ),
                     is_transient,
@@ -270,8 +271,8 @@ class Inserter:
             todo = [r for r in records if r.index not in done]
             results: list[RecordResult] = []
             if may_hold_nul:
-                results = [_nul_rejected(r.index) for r in todo if _holds_nul(r.raw)]
-                todo = [r for r in todo if not _holds_nul(r.raw)]
+                results = [_nul_rejected(r.index) for r in todo if holds_nul(r.raw)]
+                todo = [r for r in todo if not holds_nul(r.raw)]
                 if results and chunk.options.atomic:
                     results += [
                         RecordResult.failed(r.index, RecordError.NOT_PROCESSED) for r in todo
@@ -405,7 +406,7 @@ class Inserter:
         payloads = {
             index: raw
             for index, raw in zip(indices, chunk.records, strict=True)
-            if not _holds_nul(raw)
+            if not holds_nul(raw)
         }
         try:
             async with self._pool.acquire() as conn:
@@ -504,20 +505,6 @@ def _outcomes(
     ]
 
 
-# How JSON spells a NUL character; PostgreSQL stores it in neither text nor jsonb.
-_NUL_ESCAPE = b"\\u0000"
-
-
-def _holds_nul(value: Any) -> bool:
-    if isinstance(value, str):
-        return "\x00" in value
-    if isinstance(value, dict):
-        return any(_holds_nul(k) or _holds_nul(v) for k, v in value.items())
-    if isinstance(value, list):
-        return any(_holds_nul(item) for item in value)
-    return False
-
-
 def _nul_rejected(index: int) -> RecordResult:
     """A record with a NUL character fails alone, not the chunk it came in."""
     return RecordResult.failed(
@@ -526,7 +513,7 @@ def _nul_rejected(index: int) -> RecordResult:
         [
             FieldError(
                 field=None,
-                message="Text must not contain NUL (\\u0000) characters",
+                message=NUL_PROBLEM[0].upper() + NUL_PROBLEM[1:],
                 type="nul_character",
             )
         ],

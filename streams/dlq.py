@@ -25,6 +25,7 @@ from typing import Any, Protocol
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from batchline.settings import Settings
+from batchline.text import NUL_NAME, holds_nul
 from streams import codec, topics
 from streams.deadletter import DeadLetter, Stage
 from streams.messages import ConsumedMessage
@@ -94,8 +95,8 @@ class DeadLetterFilter(BaseModel):
     @classmethod
     def _no_nul(cls, value: str | None) -> str | None:
         # Filters are kept with their replay run, and PostgreSQL stores no NUL in jsonb.
-        if value is not None and "\x00" in value:
-            raise ValueError("must not contain NUL characters")
+        if value is not None and holds_nul(value):
+            raise ValueError(f"must not contain {NUL_NAME}")
         return value
 
     @field_validator("since", "until")

@@ -23,6 +23,7 @@ from urllib.parse import quote, unquote
 import orjson
 
 from batchline.entities.schema import EntitySchema, FieldSpec, FieldType, Registry
+from batchline.text import NUL_NAME, NUL_PROBLEM, holds_nul, visible
 
 _BIGINT = 2**63
 # ASCII digits only: \d would let other scripts' digits through to int() and Decimal().
@@ -35,14 +36,6 @@ _NUMERIC_INTEGER_DIGITS = 131_072
 _NUMERIC_FRACTION_DIGITS = 16_383
 # A logical-key value is a unique-index entry and a URL path segment.
 MAX_KEY_CHARACTERS = 1000
-NUL = "\x00"
-NUL_NAME = "NUL (\\u0000) characters"
-NUL_PROBLEM = f"text must not contain {NUL_NAME}"
-
-
-def visible(text: str) -> str:
-    """``text`` with NUL written as JSON spells it: a message must not carry the character."""
-    return text.replace(NUL, "\\u0000")
 
 
 def shown(value: Any) -> str:
@@ -190,7 +183,7 @@ class Values:
         for key in raw:
             if key not in names:
                 reason = "unknown field"
-                if NUL in key:
+                if holds_nul(key):
                     reason += f": names must not contain {NUL_NAME}"
                 result.problems.append(
                     FieldProblem(f"{prefix}{visible(key)}", "validation", reason)
@@ -257,7 +250,7 @@ class Values:
     def from_json(self, spec: FieldSpec, value: Any, path: str | None = None) -> Any:
         """A scalar JSON value in canonical form; raises ConversionError."""
         where = path or spec.name
-        if isinstance(value, str) and NUL in value:
+        if isinstance(value, str) and holds_nul(value):
             raise ConversionError(where, spec.type, value, NUL_PROBLEM)
         if spec.type is FieldType.ENTITY_REF:
             key_field = self.registry.ref_key_field(spec)
@@ -303,7 +296,7 @@ class Values:
 
     def search_text(self, spec: FieldSpec, text: str) -> str:
         """Text searched for as written (CONTAINS, STARTS_WITH): any text PostgreSQL can hold."""
-        if NUL in text:
+        if holds_nul(text):
             raise ConversionError(spec.name, spec.type, text, NUL_PROBLEM)
         return text
 
