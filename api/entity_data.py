@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import asyncpg
 import orjson
 from aiohttp import web
 
@@ -363,12 +364,8 @@ async def patch_record(request: web.Request) -> web.StreamResponse:
 @_gemini
 async def delete_record(request: web.Request) -> web.StreamResponse:
     """Delete a record; answers what was deleted."""
-    entity = _entity(request)
-    key = _key(request, entity)
-    # Read first: once the pipeline has deleted it, only its domain event still knows it.
-    before = await entity_rows.by_keys(
-        request.app[keys.POOL], request.app[keys.ENTITIES], entity, [key]
-    )
+    entity, key, before = await _addressed(request)
+    # Read first (above): once the pipeline has deleted it, only its domain event knows it.
     try:
         await _write(request, entity, Operation.DELETE, [key])
     except _Processing as exc:
@@ -377,17 +374,25 @@ async def delete_record(request: web.Request) -> web.StreamResponse:
     return _success(data, None)
 
 
+async def _addressed(
+    request: web.Request,
+) -> tuple[EntitySchema, dict[str, Any], list[asyncpg.Record]]:
+    """The entity and logical key the URL names, and the stored row (none or one)."""
+    entity = _entity(request)
+    key = _key(request, entity)
+    rows = await entity_rows.by_keys(
+        request.app[keys.POOL], request.app[keys.ENTITIES], entity, [key]
+    )
+    return entity, key, rows
+
+
 # --- reads ------------------------------------------------------------------------------------
 
 
 @_gemini
 async def get_record(request: web.Request) -> web.StreamResponse:
     """One record by its logical key."""
-    entity = _entity(request)
-    key = _key(request, entity)
-    rows = await entity_rows.by_keys(
-        request.app[keys.POOL], request.app[keys.ENTITIES], entity, [key]
-    )
+    entity, key, rows = await _addressed(request)
     if not rows:
         text = _values(request).lk_text(entity, tuple(key.values()))
         raise GeminiError(404, f"EntityRecord with id {text} not found for {entity.name}")

@@ -319,39 +319,19 @@ class Inserter:
         records: Sequence[PendingRecord],
     ) -> list[RecordResult]:
         try:
-            async with conn.transaction():
-                return await writer.write(conn, chunk, records)
+            written = await _in_savepoint(conn, writer, chunk, records)
         except ChunkRejected as rejected:
             return rejected.results
-        except asyncpg.PostgresError as exc:
-            if is_transient(exc):
-                raise
-            if chunk.options.atomic:
-                return [
-                    RecordResult.failed(r.index, RecordError.DATABASE_ERROR, _db_error(exc))
-                    for r in records
-                ]
-            log.info("chunk failed as a whole (%s); falling back to row by row", exc)
-        return await self._write_row_by_row(conn, writer, chunk, records)
-
-    async def _write_row_by_row(
-        self,
-        conn: asyncpg.Connection,
-        writer: EntityWriter,
-        chunk: IngestChunk,
-        records: Sequence[PendingRecord],
-    ) -> list[RecordResult]:
+        if not isinstance(written, asyncpg.PostgresError):
+            return written
+        if chunk.options.atomic:
+            return _refused(records, written)
+        log.info("chunk failed as a whole (%s); falling back to row by row", written)
+        # Each record in a savepoint of its own: a refusal fails that record alone.
         results: list[RecordResult] = []
         for record in records:
-            try:
-                async with conn.transaction():
-                    results += await writer.write(conn, chunk, [record])
-            except asyncpg.PostgresError as exc:
-                if is_transient(exc):
-                    raise
-                results.append(
-                    RecordResult.failed(record.index, RecordError.DATABASE_ERROR, _db_error(exc))
-                )
+            alone = await _in_savepoint(conn, writer, chunk, [record])
+            results += _refused([record], alone) if isinstance(alone, Exception) else alone
         return results
 
     def _domain_events(
@@ -518,6 +498,29 @@ def _nul_rejected(index: int) -> RecordResult:
             )
         ],
     )
+
+
+async def _in_savepoint(
+    conn: asyncpg.Connection,
+    writer: EntityWriter,
+    chunk: IngestChunk,
+    records: Sequence[PendingRecord],
+) -> list[RecordResult] | asyncpg.PostgresError:
+    """``records`` written in a savepoint: their results, or the database's refusal (which
+    rolled back the savepoint only). An outage is raised."""
+    try:
+        async with conn.transaction():
+            return await writer.write(conn, chunk, records)
+    except asyncpg.PostgresError as exc:
+        if is_transient(exc):
+            raise
+        return exc
+
+
+def _refused(records: Sequence[PendingRecord], exc: asyncpg.PostgresError) -> list[RecordResult]:
+    return [
+        RecordResult.failed(r.index, RecordError.DATABASE_ERROR, _db_error(exc)) for r in records
+    ]
 
 
 def _db_error(exc: asyncpg.PostgresError) -> RecordDetails:

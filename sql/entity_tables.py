@@ -323,25 +323,20 @@ def _constraint_steps(
             wanted_again = spec is not None
             if wanted_again:
                 assert spec is not None
-                steps.append(
-                    Step(
-                        entity.name,
-                        f"reference {entity.name}.{spec.name} -> {spec.ref_entity}",
-                        [_fk_sql(registry, entity, spec)],
-                        phase=1,
-                    )
-                )
+                steps.append(_reference_step(registry, entity, spec))
     for name, spec in wanted.items():
         if name not in constraints:
-            steps.append(
-                Step(
-                    entity.name,
-                    f"reference {entity.name}.{spec.name} -> {spec.ref_entity}",
-                    [_fk_sql(registry, entity, spec)],
-                    phase=1,
-                )
-            )
+            steps.append(_reference_step(registry, entity, spec))
     return steps
+
+
+def _reference_step(registry: Registry, entity: EntitySchema, spec: FieldSpec) -> Step:
+    return Step(
+        entity.name,
+        f"reference {entity.name}.{spec.name} -> {spec.ref_entity}",
+        [_fk_sql(registry, entity, spec)],
+        phase=1,
+    )
 
 
 def refusals(steps: list[Step], allow_destructive: bool) -> list[str]:

@@ -125,7 +125,37 @@ def _tail(path: Path, lines: int = 30) -> str:
 # --------------------------------------------------------------------------- Kafka
 
 
-class EmbeddedKafka:
+class _BlockingService:
+    """``with`` around a service's blocking ``start()`` and ``stop()``; ``async with`` stops it
+    off the event loop (each service starts its own way)."""
+
+    def start(self) -> Self:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await asyncio.to_thread(self.stop)
+
+
+class EmbeddedKafka(_BlockingService):
     """Tansu broker (memory storage) as a child process.
 
     ``EmbeddedKafka(log_dir)`` picks a free loopback port unless *port* is given.
@@ -205,17 +235,6 @@ class EmbeddedKafka:
             self._log_file = None
         self._port = None
 
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
     async def __aenter__(self) -> Self:
         attempts = 1 if self._requested_port is not None else 3
         for attempt in range(1, attempts + 1):
@@ -231,14 +250,6 @@ class EmbeddedKafka:
                 await asyncio.to_thread(self.stop)
                 raise
         raise AssertionError("unreachable")  # pragma: no cover
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await asyncio.to_thread(self.stop)
 
     # -- internals ----------------------------------------------------------------
     def _resolve_binary(self) -> str:
@@ -361,7 +372,7 @@ def _terminate(proc: subprocess.Popen[bytes], timeout: float) -> None:
 # --------------------------------------------------------------------------- Postgres
 
 
-class EmbeddedPostgres:
+class EmbeddedPostgres(_BlockingService):
     """PostgreSQL via ``pgserver``, data under ``<state_dir>/pgdata``.
 
     * Listens on a unix socket only (no TCP port to collide on). ``url`` looks like
@@ -418,30 +429,11 @@ class EmbeddedPostgres:
         if server is not None:
             server.cleanup()  # stops (and with cleanup_mode='delete' removes pgdata)
 
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
     async def __aenter__(self) -> Self:
         await asyncio.to_thread(self._start_server)
         if self._database:
             await ensure_database(self.admin_url, self._database)
         return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await asyncio.to_thread(self.stop)
 
     def _start_server(self) -> None:
         if self._server is not None:

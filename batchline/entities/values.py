@@ -130,14 +130,20 @@ class Values:
 
     def record(self, entity: EntitySchema, raw: Any, *, partial: bool = False) -> Converted:
         """Convert a whole record. ``partial``: only the fields present (PATCH)."""
+        result = self._object(raw)
+        if isinstance(raw, dict):
+            self._members(entity.fields, raw, "", result, partial=partial)
+            self._addressable(entity, result)
+        return result
+
+    @staticmethod
+    def _object(raw: Any) -> Converted:
+        """An empty conversion, refused already when ``raw`` is no JSON object."""
         result = Converted()
         if not isinstance(raw, dict):
             result.problems.append(
                 FieldProblem("", "validation", "the record must be a JSON object")
             )
-            return result
-        self._members(entity.fields, raw, "", result, partial=partial)
-        self._addressable(entity, result)
         return result
 
     def _addressable(self, entity: EntitySchema, result: Converted) -> None:
@@ -159,13 +165,9 @@ class Values:
 
     def lk_values(self, entity: EntitySchema, raw: Any) -> Converted:
         """Only the logical-key fields of ``raw`` (DELETE)."""
-        result = Converted()
-        if not isinstance(raw, dict):
-            result.problems.append(
-                FieldProblem("", "validation", "the record must be a JSON object")
-            )
-            return result
-        self._members(entity.lk_fields, raw, "", result, partial=False)
+        result = self._object(raw)
+        if isinstance(raw, dict):
+            self._members(entity.lk_fields, raw, "", result, partial=False)
         return result
 
     def _members(
