@@ -76,7 +76,7 @@ async def record(
     chunk_digest: bytes | None,
 ) -> None:
     failed = RecordStatus.FAILED
-    # One JSON document of rows: PostgreSQL unpacks it in C (see the activity writer).
+    # One JSON document of rows: PostgreSQL unpacks it in C (see sql.activities).
     rows = [
         (
             r.index,
