@@ -9,10 +9,10 @@ from aiohttp import web
 from api import access, batch_inserts, dlq, entity_data, instance_bulk, keys, operations
 from api.completion import CompletionWaiter
 from api.errors import ErrorRenderer, error_middleware
-from batchline import db
 from batchline.entities.schema import load_registry
 from batchline.metrics import Metrics
 from batchline.settings import Settings
+from sql import db
 from streams.producer import AsyncProducer
 
 

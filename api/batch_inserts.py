@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -15,15 +17,16 @@ from api.errors import ApiError, ErrorCode
 from api.requests import parse_json, query_int, read_body
 from api.responses import json_response
 from api.tenancy import TENANT_HEADER, batch_tenant, requested_tenant
-from batchline import batches
+from batchline.records import validation_details
 from batchline.settings import KAFKA_MESSAGE_MAX_BYTES
-from consumers.writers.base import validation_details
+from batchline.vocabulary import BatchStatus, Source
+from sql import batches, idempotency_keys
 from streams.envelopes import ACTIVITY_ENTITY, ChunkOptions
 from streams.producer import DeliveryError
 from streams.publisher import chunk_messages
 
 BASE = "/api/v1/batch-inserts"
-_STATUSES = ("processing", "completed", "failed")
+_STATUSES = tuple(BatchStatus)
 
 
 def timestamp(value: datetime | None) -> str | None:
@@ -65,10 +68,17 @@ async def operation_view(
     return view
 
 
-def processing_response(header: batches.BatchHeader) -> web.Response:
-    location = f"{BASE}/{header.id}"
-    body = summary_view(header) | {"status": "processing"}
-    return json_response(body, status=202, headers={"Location": location})
+@contextlib.contextmanager
+def _refused_as_404_or_409(batch_id: str) -> Iterator[None]:
+    """A batch that is not there, or still processing, as the client is told about it."""
+    try:
+        yield
+    except batches.BatchMissing:
+        raise ApiError(404, ErrorCode.NOT_FOUND, f"Batch insert {batch_id} not found") from None
+    except batches.BatchStillProcessing:
+        raise ApiError(
+            409, ErrorCode.BATCH_PROCESSING, f"Batch insert {batch_id} is still processing"
+        ) from None
 
 
 def _tenant(request: web.Request) -> str:
@@ -146,8 +156,8 @@ async def create_batch(request: web.Request) -> web.StreamResponse:
 
     idempotency_key = _idempotency_key(request)
     if idempotency_key is not None:
-        stored = await batches.claim_idempotency_key(
-            pool, idempotency_key, batches.request_fingerprint(body)
+        stored = await idempotency_keys.claim_idempotency_key(
+            pool, idempotency_key, idempotency_keys.request_fingerprint(body)
         )
         if stored is not None:
             return await _replay_stored(request, idempotency_key, body, stored)
@@ -156,12 +166,12 @@ async def create_batch(request: web.Request) -> web.StreamResponse:
         header = await batches.create(
             pool,
             ACTIVITY_ENTITY,
-            "rest",
+            Source.REST,
             len(activities),
             ChunkOptions(publish_events=publish_events),
         )
         if idempotency_key is not None:
-            await batches.attach_idempotency_key(pool, idempotency_key, header.id)
+            await idempotency_keys.attach_idempotency_key(pool, idempotency_key, header.id)
         messages = list(
             chunk_messages(
                 header.id, ACTIVITY_ENTITY, activities, settings.chunk_size, header.options
@@ -191,7 +201,7 @@ async def create_batch(request: web.Request) -> web.StreamResponse:
             ) from exc
     except BaseException:
         if idempotency_key is not None:
-            await batches.release_idempotency_key(pool, idempotency_key)
+            await idempotency_keys.release_idempotency_key(pool, idempotency_key)
         raise
     request.app[keys.METRICS].records_accepted.labels("batch-inserts").inc(len(activities))
 
@@ -199,7 +209,9 @@ async def create_batch(request: web.Request) -> web.StreamResponse:
     if status == 201:
         request.app[keys.METRICS].batch_latency.observe(time.perf_counter() - started)
     if idempotency_key is not None:
-        await batches.store_idempotent_response(pool, idempotency_key, header.id, status, view)
+        await idempotency_keys.store_idempotent_response(
+            pool, idempotency_key, header.id, status, view
+        )
     headers = {"Location": f"{BASE}/{header.id}"} if status == 202 else None
     return json_response(view, status=status, headers=headers)
 
@@ -211,7 +223,7 @@ async def _answer_when_done(
     current = await batches.get(request.app[keys.POOL], header.id)
     assert current is not None
     if not finished:
-        return 202, summary_view(current) | {"status": "processing"}
+        return 202, summary_view(current) | {"status": BatchStatus.PROCESSING}
     return 201, await operation_view(request, current, with_times=False)
 
 
@@ -219,21 +231,24 @@ def _idempotency_key(request: web.Request) -> str | None:
     key = request.headers.get("Idempotency-Key")
     if key is None:
         return None
-    if not key.strip() or len(key) > batches.MAX_IDEMPOTENCY_KEY_LENGTH:
+    if not key.strip() or len(key) > idempotency_keys.MAX_IDEMPOTENCY_KEY_LENGTH:
         raise ApiError(
             400,
             ErrorCode.INVALID_REQUEST,
             "Idempotency-Key must be 1 to"
-            f" {batches.MAX_IDEMPOTENCY_KEY_LENGTH} characters, not blank",
-            {"header": "Idempotency-Key", "max_length": batches.MAX_IDEMPOTENCY_KEY_LENGTH},
+            f" {idempotency_keys.MAX_IDEMPOTENCY_KEY_LENGTH} characters, not blank",
+            {
+                "header": "Idempotency-Key",
+                "max_length": idempotency_keys.MAX_IDEMPOTENCY_KEY_LENGTH,
+            },
         )
     return key
 
 
 async def _replay_stored(
-    request: web.Request, key: str, body: bytes, stored: batches.StoredResponse
+    request: web.Request, key: str, body: bytes, stored: idempotency_keys.StoredResponse
 ) -> web.StreamResponse:
-    if stored.request_hash != batches.request_fingerprint(body):
+    if stored.request_hash != idempotency_keys.request_fingerprint(body):
         raise ApiError(
             422,
             ErrorCode.IDEMPOTENCY_KEY_REUSED,
@@ -245,7 +260,7 @@ async def _replay_stored(
     if stored.status is None or stored.batch_id is None:
         pool = request.app[keys.POOL]
         current = await batches.get(pool, stored.batch_id) if stored.batch_id else None
-        if current is None or current.status == "processing":
+        if current is None or current.status == BatchStatus.PROCESSING:
             raise ApiError(
                 409,
                 ErrorCode.IDEMPOTENCY_KEY_IN_FLIGHT,
@@ -254,11 +269,11 @@ async def _replay_stored(
             )
         # The request that claimed the key died before answering; its batch has finished.
         view = await operation_view(request, current, with_times=False)
-        await batches.store_idempotent_response(pool, key, current.id, 201, view)
+        await idempotency_keys.store_idempotent_response(pool, key, current.id, 201, view)
         return json_response(view, status=201, headers=replayed)
     if stored.status == 202:
         current = await batches.get(request.app[keys.POOL], stored.batch_id)
-        if current is not None and current.status != "processing":
+        if current is not None and current.status != BatchStatus.PROCESSING:
             return json_response(
                 await operation_view(request, current, with_times=False),
                 status=201,
@@ -338,20 +353,15 @@ async def retry_batch(request: web.Request) -> web.StreamResponse:
         )
     await _header_or_404(request, batch_id)
     try:
-        plan = await batches.start_retry(
-            request.app[keys.POOL], batch_id, indices, retry.ignore_constraints
-        )
-    except batches.RetryRefused as refused:
-        if refused.reason == "missing":
-            raise ApiError(404, ErrorCode.NOT_FOUND, f"Batch insert {batch_id} not found") from None
-        if refused.reason == "processing":
-            raise ApiError(
-                409, ErrorCode.BATCH_PROCESSING, f"Batch insert {batch_id} is still processing"
-            ) from None
-        if refused.reason == "invalid_request":
-            raise ApiError(
-                422, ErrorCode.VALIDATION_FAILED, "Invalid retry request", refused.details
-            ) from None
+        with _refused_as_404_or_409(batch_id):
+            plan = await batches.start_retry(
+                request.app[keys.POOL], batch_id, indices, retry.ignore_constraints
+            )
+    except batches.RetryNotSupported as refused:
+        raise ApiError(
+            422, ErrorCode.VALIDATION_FAILED, "Invalid retry request", refused.details
+        ) from None
+    except batches.RetryIndicesInvalid as refused:
         raise ApiError(
             422,
             ErrorCode.VALIDATION_FAILED,
@@ -386,7 +396,7 @@ async def retry_batch(request: web.Request) -> web.StreamResponse:
     assert current is not None
     view = {
         "id": current.id,
-        "status": current.status if finished else "processing",
+        "status": current.status if finished else BatchStatus.PROCESSING,
         "inserted_count": current.inserted_count,
         "failed_count": current.failed_count,
         "updated_at": timestamp(current.updated_at),
@@ -402,13 +412,8 @@ async def retry_batch(request: web.Request) -> web.StreamResponse:
 async def delete_batch(request: web.Request) -> web.StreamResponse:
     batch_id = request.match_info["batch_id"]
     await _header_or_404(request, batch_id)
-    refused = await batches.delete(request.app[keys.POOL], batch_id)
-    if refused == "missing":
-        raise ApiError(404, ErrorCode.NOT_FOUND, f"Batch insert {batch_id} not found")
-    if refused == "processing":
-        raise ApiError(
-            409, ErrorCode.BATCH_PROCESSING, f"Batch insert {batch_id} is still processing"
-        )
+    with _refused_as_404_or_409(batch_id):
+        await batches.delete(request.app[keys.POOL], batch_id)
     return json_response({"message": f"Batch insert record {batch_id} deleted successfully"})
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from api import keys
-from batchline.batches import BatchHeader
+from sql.batches import BatchHeader
 from streams.envelopes import INSTANCE_ENTITY
 
 TENANT_HEADER = "X-Okapi-Tenant"

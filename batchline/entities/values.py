@@ -23,6 +23,7 @@ from urllib.parse import quote, unquote
 import orjson
 
 from batchline.entities.schema import EntitySchema, FieldSpec, FieldType, Registry
+from batchline.text import NUL_NAME, NUL_PROBLEM, holds_nul, visible
 
 _BIGINT = 2**63
 # ASCII digits only: \d would let other scripts' digits through to int() and Decimal().
@@ -35,14 +36,6 @@ _NUMERIC_INTEGER_DIGITS = 131_072
 _NUMERIC_FRACTION_DIGITS = 16_383
 # A logical-key value is a unique-index entry and a URL path segment.
 MAX_KEY_CHARACTERS = 1000
-NUL = "\x00"
-NUL_NAME = "NUL (\\u0000) characters"
-NUL_PROBLEM = f"text must not contain {NUL_NAME}"
-
-
-def visible(text: str) -> str:
-    """``text`` with NUL written as JSON spells it: a message must not carry the character."""
-    return text.replace(NUL, "\\u0000")
 
 
 def shown(value: Any) -> str:
@@ -137,14 +130,20 @@ class Values:
 
     def record(self, entity: EntitySchema, raw: Any, *, partial: bool = False) -> Converted:
         """Convert a whole record. ``partial``: only the fields present (PATCH)."""
+        result = self._object(raw)
+        if isinstance(raw, dict):
+            self._members(entity.fields, raw, "", result, partial=partial)
+            self._addressable(entity, result)
+        return result
+
+    @staticmethod
+    def _object(raw: Any) -> Converted:
+        """An empty conversion, refused already when ``raw`` is no JSON object."""
         result = Converted()
         if not isinstance(raw, dict):
             result.problems.append(
                 FieldProblem("", "validation", "the record must be a JSON object")
             )
-            return result
-        self._members(entity.fields, raw, "", result, partial=partial)
-        self._addressable(entity, result)
         return result
 
     def _addressable(self, entity: EntitySchema, result: Converted) -> None:
@@ -166,13 +165,9 @@ class Values:
 
     def lk_values(self, entity: EntitySchema, raw: Any) -> Converted:
         """Only the logical-key fields of ``raw`` (DELETE)."""
-        result = Converted()
-        if not isinstance(raw, dict):
-            result.problems.append(
-                FieldProblem("", "validation", "the record must be a JSON object")
-            )
-            return result
-        self._members(entity.lk_fields, raw, "", result, partial=False)
+        result = self._object(raw)
+        if isinstance(raw, dict):
+            self._members(entity.lk_fields, raw, "", result, partial=False)
         return result
 
     def _members(
@@ -190,7 +185,7 @@ class Values:
         for key in raw:
             if key not in names:
                 reason = "unknown field"
-                if NUL in key:
+                if holds_nul(key):
                     reason += f": names must not contain {NUL_NAME}"
                 result.problems.append(
                     FieldProblem(f"{prefix}{visible(key)}", "validation", reason)
@@ -257,7 +252,7 @@ class Values:
     def from_json(self, spec: FieldSpec, value: Any, path: str | None = None) -> Any:
         """A scalar JSON value in canonical form; raises ConversionError."""
         where = path or spec.name
-        if isinstance(value, str) and NUL in value:
+        if isinstance(value, str) and holds_nul(value):
             raise ConversionError(where, spec.type, value, NUL_PROBLEM)
         if spec.type is FieldType.ENTITY_REF:
             key_field = self.registry.ref_key_field(spec)
@@ -303,7 +298,7 @@ class Values:
 
     def search_text(self, spec: FieldSpec, text: str) -> str:
         """Text searched for as written (CONTAINS, STARTS_WITH): any text PostgreSQL can hold."""
-        if NUL in text:
+        if holds_nul(text):
             raise ConversionError(spec.name, spec.type, text, NUL_PROBLEM)
         return text
 

@@ -15,8 +15,8 @@ import asyncpg
 import orjson
 import pytest
 
-from batchline.embedded import free_port
-from batchline.runtime import serving_api
+from batchline.cli.embedded import free_port
+from batchline.cli.runtime import serving_api
 from batchline.settings import Settings
 from batchline.tokens import Role, create_token
 from consumers.app import WorkerResources

@@ -16,8 +16,8 @@ import asyncpg
 import orjson
 import pytest
 
-from batchline.embedded import EmbeddedKafka, free_port
-from batchline.runtime import create_topics
+from batchline.cli.embedded import EmbeddedKafka, free_port
+from batchline.cli.runtime import create_topics
 from batchline.settings import Settings
 from tests.integration.activities import activity, stored_activities
 from tests.integration.kafka import completed_batch, produce, read_all

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from batchline import db
-from batchline.embedded import free_port
-from batchline.runtime import apply_migrations
+from batchline.cli.embedded import free_port
+from batchline.cli.runtime import apply_migrations
 from batchline.settings import Settings
+from sql import db
 from tests.certificates import Certificates, make_certificates
 from tests.integration.processes import run_cli
 from tests.tcp_proxy import postgres_target, through_proxy

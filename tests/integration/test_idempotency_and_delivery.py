@@ -9,15 +9,16 @@ import asyncpg
 import orjson
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from batchline import batches
-from batchline.embedded import free_port
-from batchline.runtime import serving_api
+from batchline.cli.embedded import free_port
+from batchline.cli.runtime import serving_api
 from batchline.settings import Settings
+from batchline.vocabulary import RecordStatus
 from consumers.app import WorkerResources
-from consumers.projector import project
-from consumers.stale import settle_stale_batches
+from sql import idempotency_keys
+from sql.results import project
+from sql.stale_batches import settle_stale_batches
 from streams import topics
-from streams.events import RecordOutcome, RecordStatus
+from streams.events import RecordOutcome
 from tests.integration.activities import BASE, activity, post_batch, stored_activities
 
 
@@ -74,7 +75,7 @@ async def test_idempotency_key_still_in_flight_is_409(
     await pg.execute(
         "INSERT INTO idempotency_key (key, request_hash) VALUES ($1, $2)",
         f"key-{tag}",
-        batches.request_fingerprint(payload),
+        idempotency_keys.request_fingerprint(payload),
     )
 
     async with http.post(BASE, data=payload, headers={"Idempotency-Key": f"key-{tag}"}) as r:
@@ -90,7 +91,7 @@ async def test_a_key_whose_request_died_before_its_batch_is_taken_over_after_a_m
         "INSERT INTO idempotency_key (key, request_hash, created_at)"
         " VALUES ($1, $2, now() - interval '2 minutes')",
         f"key-{tag}",
-        batches.request_fingerprint(payload),
+        idempotency_keys.request_fingerprint(payload),
     )
 
     async with http.post(BASE, data=payload, headers={"Idempotency-Key": f"key-{tag}"}) as r:
@@ -113,7 +114,7 @@ async def test_a_key_whose_request_died_after_its_batch_answers_with_the_finishe
     await pg.execute(
         "INSERT INTO idempotency_key (key, request_hash, batch_id) VALUES ($1, $2, $3)",
         f"key-{tag}",
-        batches.request_fingerprint(payload),
+        idempotency_keys.request_fingerprint(payload),
         done["id"],
     )
 

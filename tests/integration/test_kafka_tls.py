@@ -15,9 +15,9 @@ from pathlib import Path
 
 import aiohttp
 
-from batchline.embedded import EmbeddedKafka, free_port
+from batchline.cli.embedded import EmbeddedKafka, free_port
+from batchline.cli.runtime import create_topics, serving_api
 from batchline.kafka_security import SecurityProtocol
-from batchline.runtime import create_topics, serving_api
 from batchline.settings import Settings
 from consumers.app import run_worker, worker_resources
 from tests.certificates import Certificates, make_certificates

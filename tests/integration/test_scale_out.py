@@ -13,8 +13,8 @@ import asyncpg
 import orjson
 import pytest
 
-from batchline.embedded import EmbeddedKafka
-from batchline.runtime import create_topics
+from batchline.cli.embedded import EmbeddedKafka
+from batchline.cli.runtime import create_topics
 from batchline.settings import Settings
 from tests.integration.activities import activity
 from tests.integration.kafka import completed_batch, produce

@@ -12,8 +12,8 @@ import aiohttp
 import asyncpg
 import orjson
 
-from batchline.embedded import free_port
-from batchline.runtime import serving_api
+from batchline.cli.embedded import free_port
+from batchline.cli.runtime import serving_api
 from batchline.settings import Settings
 from consumers.app import WorkerResources
 from streams.topics import INGEST, instance_events_topic

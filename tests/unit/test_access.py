@@ -9,7 +9,7 @@ import pytest
 
 from api.access import Open, classify, required_roles
 from api.app import create_app
-from batchline.cli import main
+from batchline.cli.main import main
 from batchline.settings import Settings
 from batchline.tokens import Role, TokenConfigError, digest, parse_tokens
 
