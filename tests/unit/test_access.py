@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from api.access import Open, classify, required_roles
+from api.access import Open, authentication_summary, classify, required_roles
 from api.app import create_app
 from batchline.cli.main import main
 from batchline.settings import Settings
@@ -123,3 +123,10 @@ def test_a_token_may_be_bound_to_tenants(capsys: pytest.CaptureFixture[str]) -> 
     assert found.tenants == {"college", "diku"}
     assert found.may_act_for("college")
     assert not found.may_act_for("university")
+
+
+def test_start_up_says_whether_tokens_are_needed() -> None:
+    entry = f"ops:operator:{digest('t').hex()}"
+
+    assert authentication_summary(Settings()).startswith("authentication is off: anyone")
+    assert authentication_summary(Settings(api_tokens=entry)).startswith("authentication is on")
