@@ -139,7 +139,13 @@ def authentication_middleware(settings: Settings, tokens: TokenTable) -> Middlew
             named = tenant if is_tenant_name(tenant) else f"in {TENANT_HEADER}"
             raise web.HTTPForbidden(reason=f"This token may not act for tenant {named}")
         request[TOKEN] = token
-        return await handler(request)
+        response = await handler(request)
+        if Role.OPERATOR in needed and request.method != "GET":
+            # Operators delete and replay: say who (the token's name, never the token).
+            log.info(
+                "%s %s by token %s: %s", request.method, request.path, token.name, response.status
+            )
+        return response
 
     return middleware
 

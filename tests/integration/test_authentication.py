@@ -98,6 +98,7 @@ async def test_each_role_does_what_it_may_and_nothing_else(
     secured: aiohttp.ClientSession,
     tokens: tuple[Tokens, str],
     pg: asyncpg.Connection,
+    caplog: pytest.LogCaptureFixture,
     tag: str,
 ) -> None:
     t = tokens[0]
@@ -142,6 +143,7 @@ async def test_each_role_does_what_it_may_and_nothing_else(
         assert (await _call(secured, "GET", "/ops/dlq/messages", not_operator))[0] == 403
     assert (await _call(secured, "GET", "/ops/dlq/replays", t.operator))[0] == 200
     assert (await _call(secured, "DELETE", path, t.operator))[0] == 200
+    assert f"DELETE {path} by token operator: 200" in caplog.text
 
     # One token, several roles.
     assert (await _call(secured, "GET", BASE, t.everything))[0] == 200
