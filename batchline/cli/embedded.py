@@ -159,7 +159,8 @@ class EmbeddedKafka(_BlockingService):
     """Tansu broker (memory storage) as a child process.
 
     ``EmbeddedKafka(log_dir)`` picks a free loopback port unless *port* is given.
-    *advertised_port* makes the broker tell clients to connect elsewhere (a proxy in front).
+    *advertised_port* makes the broker tell clients to connect elsewhere (a proxy in front);
+    *authentication* makes it require SASL (SCRAM) from every client.
     The broker runs in its own process group (so Ctrl-C in a terminal does not
     kill it before the app has shut down), is SIGINTed then SIGKILLed on
     :meth:`stop`, at interpreter exit (atexit), and - on Linux, when started from
@@ -175,6 +176,7 @@ class EmbeddedKafka(_BlockingService):
         host: str = "127.0.0.1",
         port: int | None = None,
         advertised_port: int | None = None,
+        authentication: bool = False,
         startup_timeout: float = 30.0,
         stop_timeout: float = 5.0,
         binary: str | None = None,
@@ -183,6 +185,7 @@ class EmbeddedKafka(_BlockingService):
         self._host = host
         self._requested_port = port
         self._advertised_port = advertised_port
+        self._authentication = authentication
         self._port: int | None = None
         self._startup_timeout = startup_timeout
         self._stop_timeout = stop_timeout
@@ -281,6 +284,7 @@ class EmbeddedKafka(_BlockingService):
             advertised,
             "--storage-engine",
             "memory://tansu/",
+            *(["--authentication"] if self._authentication else []),
         ]
         self._log_dir.mkdir(parents=True, exist_ok=True)
         self._log_file = self.log_path.open("ab")
@@ -319,6 +323,8 @@ class EmbeddedKafka(_BlockingService):
                     f"{self._startup_timeout}s\n{_tail(self.log_path)}"
                 )
             time.sleep(0.02)
+        if self._authentication:
+            return  # a metadata request would need credentials; listening must do
         # 2) wait for a successful Kafka metadata round-trip
         admin = AdminClient({"bootstrap.servers": f"{self._host}:{port}", "log_level": 3})
         last_error: Exception | None = None
