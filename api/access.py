@@ -19,7 +19,7 @@ from api.errors import Handler
 from api.tenancy import TENANT_HEADER, requested_tenant
 from batchline.settings import Settings
 from batchline.tenants import is_tenant_name
-from batchline.tokens import ApiToken, Role, TokenTable
+from batchline.tokens import Role, TokenTable
 
 log = logging.getLogger(__name__)
 
@@ -86,9 +86,6 @@ def required_roles(access: Access | None, settings: Settings) -> frozenset[Role]
     return frozenset({access})
 
 
-TOKEN = web.RequestKey("token", ApiToken)
-
-
 def _route_path(request: web.Request) -> str | None:
     route = request.match_info.route
     if isinstance(route, SystemRoute) or route.resource is None:
@@ -138,7 +135,6 @@ def authentication_middleware(settings: Settings, tokens: TokenTable) -> Middlew
         if not token.may_act_for(tenant):
             named = tenant if is_tenant_name(tenant) else f"in {TENANT_HEADER}"
             raise web.HTTPForbidden(reason=f"This token may not act for tenant {named}")
-        request[TOKEN] = token
         response = await handler(request)
         if Role.OPERATOR in needed and request.method != "GET":
             # Operators delete and replay: say who (the token's name, never the token).
