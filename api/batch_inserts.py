@@ -20,7 +20,7 @@ from batchline.records import validation_details
 from batchline.settings import KAFKA_MESSAGE_MAX_BYTES, Settings
 from batchline.vocabulary import BatchStatus, RecordStatus, ResultFilter, Source
 from sql import batches, idempotency_keys
-from sql.results import StoredResult, results_page
+from sql.results import ResultEntry, results_page
 from streams.envelopes import ACTIVITY_ENTITY, ChunkOptions
 from streams.producer import DeliveryError
 from streams.publisher import chunk_messages
@@ -83,23 +83,27 @@ class ResultsWanted:
         )
 
 
-def result_view(result: StoredResult, id_field: str) -> dict[str, Any]:
+def result_view(result: ResultEntry, id_field: str) -> dict[str, Any]:
     """One result in the seed's shape; a success also says whether it created a row."""
-    if result.status is not RecordStatus.FAILED:
+    if result["status"] != RecordStatus.FAILED:
         return {
-            "index": result.index,
-            id_field: result.entity_id,
+            "index": result["index"],
+            id_field: result["id"],
             "status": "success",
-            "result": _RESULT_WORDS[result.status],
+            "result": _RESULT_WORDS[result["status"]],
         }
-    view = {"index": result.index, id_field: result.entity_id, "status": "failed"}
-    view["error"] = result.error.value if result.error else None
-    if result.details is not None:
-        view["details"] = result.details
+    view: dict[str, Any] = {
+        "index": result["index"],
+        id_field: result["id"],
+        "status": "failed",
+        "error": result["error"],
+    }
+    if result["details"] is not None:
+        view["details"] = result["details"]
     return view
 
 
-_RESULT_WORDS = {
+_RESULT_WORDS: dict[str, str] = {
     RecordStatus.INSERTED: "created",
     RecordStatus.UPDATED: "updated",
     RecordStatus.DELETED: "deleted",

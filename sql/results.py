@@ -13,7 +13,7 @@ import itertools
 from collections import Counter
 from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeAlias
+from typing import Any, TypeAlias, TypedDict
 
 import asyncpg
 import orjson
@@ -432,9 +432,20 @@ async def failed_among(
     return found
 
 
+class ResultEntry(TypedDict):
+    """One record's result as its outcome message holds it (``streams.events.RecordOutcome``
+    read back without validation: status and error are their vocabularies' values)."""
+
+    index: int
+    status: str
+    id: str | None
+    error: str | None
+    details: Any
+
+
 @dataclass(frozen=True, slots=True)
 class ResultsPage:
-    results: list[StoredResult]
+    results: list[ResultEntry]
     # How many results match the filter in the whole batch.
     total: int
 
@@ -495,7 +506,7 @@ async def results_page(
         wanted.append((span, skip, take))
         left -= take
         skip = 0
-    results: list[StoredResult] = []
+    results: list[ResultEntry] = []
     if wanted:
         rows = await _rows(conn, batch_id, which, [k for span, _, _ in wanted for k in span.keys])
         for span, skip, take in wanted:
@@ -512,8 +523,22 @@ async def iter_results(
         group = spans[start : start + rows_per_read]
         rows = await _rows(conn, batch_id, which, [k for span in group for k in span.keys])
         for span in group:
-            for result in _span_results([rows[k] for k in span.keys], which, 0, span.matching):
-                yield result
+            tagged = [
+                (entry, key)
+                for key in span.keys
+                for entry in _row_results(rows[key], which, 0, None)
+            ]
+            if len(span.keys) > 1:
+                tagged.sort(key=lambda pair: pair[0]["index"])
+            for entry, key in tagged:
+                yield StoredResult(
+                    entry["index"],
+                    RecordStatus(entry["status"]),
+                    entry["id"],
+                    RecordError(entry["error"]) if entry["error"] else None,
+                    entry["details"],
+                    key,
+                )
 
 
 async def _rows(
@@ -533,49 +558,40 @@ async def _rows(
 
 def _span_results(
     rows: Sequence[asyncpg.Record], which: ResultFilter, skip: int, take: int
-) -> list[StoredResult]:
+) -> list[ResultEntry]:
     if len(rows) == 1:
-        return list(itertools.islice(_row_results(rows[0], which, skip), take))
-    merged = sorted((r for row in rows for r in _row_results(row, which, 0)), key=lambda r: r.index)
+        return _row_results(rows[0], which, skip, take)
+    merged = sorted(
+        (r for row in rows for r in _row_results(row, which, 0, None)), key=lambda r: r["index"]
+    )
     return merged[skip : skip + take]
 
 
-def _row_results(row: asyncpg.Record, which: ResultFilter, skip: int) -> Iterator[StoredResult]:
-    """The row's current results ``which`` takes, in index order, from the ``skip``-th on."""
+def _row_results(
+    row: asyncpg.Record, which: ResultFilter, skip: int, take: int | None
+) -> list[ResultEntry]:
+    """The row's current results ``which`` takes, in index order: ``take`` (None: all) from
+    the ``skip``-th on, as the outcome message holds them (nothing is built per record: a
+    page of results is most of what GET costs)."""
     superseded: list[Range] = row["superseded"]
-    attempt = row["attempt"]
     if row["lost_reason"] is not None:
-        if which is not ResultFilter.SUCCEEDED:
-            yield from _lost_results(row, superseded, skip)
-        return
+        if which is ResultFilter.SUCCEEDED:
+            return []
+        return list(itertools.islice(_lost_results(row, superseded, skip), take))
     entries = row["entries"]
     if entries is None:
-        return
-    outcomes = orjson.loads(entries)
-    if which is not ResultFilter.FAILED:
-        outcomes = outcomes["outcomes"]
-    for o in outcomes:
-        status = o["status"]
-        if which is ResultFilter.SUCCEEDED and status == RecordStatus.FAILED:
-            continue
-        if superseded and contains(superseded, o["index"]):
-            continue
-        if skip:
-            skip -= 1
-            continue
-        yield StoredResult(
-            o["index"],
-            RecordStatus(status),
-            o["id"],
-            RecordError(o["error"]) if o["error"] else None,
-            o["details"],
-            (attempt, row["first_index"]),
-        )
+        return []
+    # The failed column holds the failed outcomes alone; the message holds them all.
+    document: Any = orjson.loads(entries)
+    outcomes: list[ResultEntry] = document if which is ResultFilter.FAILED else document["outcomes"]
+    if which is ResultFilter.SUCCEEDED:
+        outcomes = [o for o in outcomes if o["status"] != RecordStatus.FAILED]
+    if superseded:
+        outcomes = [o for o in outcomes if not contains(superseded, o["index"])]
+    return outcomes[skip:] if take is None else outcomes[skip : skip + take]
 
 
-def _lost_results(
-    row: asyncpg.Record, superseded: list[Range], skip: int
-) -> Iterator[StoredResult]:
+def _lost_results(row: asyncpg.Record, superseded: list[Range], skip: int) -> Iterator[ResultEntry]:
     """A range that never arrived, without walking the part of it before the page."""
     details = {"message": row["lost_reason"]}
     for r in row["covers"]:
@@ -591,13 +607,12 @@ def _lost_results(
             if skip:
                 skip -= 1
                 continue
-            yield StoredResult(
-                index,
-                RecordStatus.FAILED,
-                None,
-                RecordError.NEVER_DELIVERED,
-                details,
-                (row["attempt"], row["first_index"]),
+            yield ResultEntry(
+                index=index,
+                status=RecordStatus.FAILED,
+                id=None,
+                error=RecordError.NEVER_DELIVERED,
+                details=details,
             )
 
 

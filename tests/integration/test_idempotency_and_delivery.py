@@ -262,7 +262,7 @@ async def test_a_stale_batch_with_a_ledger_row_no_outcome_describes_keeps_no_oth
     rows = await pg.fetch("SELECT id, status FROM batch WHERE id = ANY($1)", ids)
     assert {r["id"]: r["status"] for r in rows} == {ids[0]: "failed", ids[1]: "completed"}
     found = [
-        (batch_id, r.index, r.status, r.error)
+        (batch_id, r["index"], r["status"], r["error"])
         for batch_id in ids
         for r in (await results.results_page(pg, batch_id, ResultFilter.ALL, 0, 10)).results
     ]
