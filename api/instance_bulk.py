@@ -321,11 +321,12 @@ async def _publish_lines(
                 for index, details in unreadable
             ),
         )  # fmt: skip
-        async with pool.acquire() as conn:
+        async with pool.acquire() as conn, conn.transaction():
             projected = await results.project(
                 conn, [(ChunkOutcome.model_validate_json(outcome), outcome)]
             )
-            await batches.notify_done(conn, projected.completed)
+            if projected.completed:  # told at commit
+                await batches.notify_done(conn, projected.completed)
         unreadable.clear()
 
     reader = LineReader(max_bytes)

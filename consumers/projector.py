@@ -57,9 +57,9 @@ class Projector:
 
         async def project_all() -> results.Projected:
             chunks = [(outcome, message.value or b"") for message, outcome in decoded]
-            async with self._pool.acquire() as conn:
+            async with self._pool.acquire() as conn, conn.transaction():
                 projected = await results.project(conn, chunks)
-                if projected.completed:
+                if projected.completed:  # told at commit
                     await batches.notify_done(conn, projected.completed)
             return projected
 

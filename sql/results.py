@@ -74,15 +74,6 @@ JOIN chunk_result r
  AND r.first_index <= i.last_index AND r.covers && i.covers
 """
 
-_INSERT_ROWS = """
-INSERT INTO chunk_result
-    (batch_id, attempt, first_index, last_index, covers, superseded,
-     inserted_count, updated_count, failed_count, outcome, failed)
-SELECT * FROM unnest($1::text[], $2::int[], $3::int[], $4::int[], $5::text[]::int4multirange[],
-                     $6::text[]::int4multirange[], $7::int[], $8::int[], $9::int[], $10::bytea[],
-                     $11::bytea[])
-"""
-
 _REPLACE_ROWS = """
 UPDATE chunk_result r
 SET last_index = s.last_index, covers = s.covers, superseded = s.superseded,
@@ -105,8 +96,17 @@ FROM unnest($1::text[], $2::int[], $3::int[], $4::text[]::int4multirange[], $5::
 WHERE (r.batch_id, r.attempt, r.first_index) = (s.batch_id, s.attempt, s.first_index)
 """
 
-# A batch is complete when no record of its attempt awaits an outcome and none is lost.
-_COUNT = """
+# New rows, and the batch counts moved once for the whole window (one round trip). A batch
+# is complete when no record of its attempt awaits an outcome and none is lost.
+_INSERT_AND_COUNT = """
+WITH written AS (
+    INSERT INTO chunk_result
+        (batch_id, attempt, first_index, last_index, covers, superseded,
+         inserted_count, updated_count, failed_count, outcome, failed)
+    SELECT * FROM unnest($1::text[], $2::int[], $3::int[], $4::int[],
+                         $5::text[]::int4multirange[], $6::text[]::int4multirange[],
+                         $7::int[], $8::int[], $9::int[], $10::bytea[], $11::bytea[])
+)
 UPDATE batch b
 SET inserted_count = b.inserted_count + d.inserted,
     updated_count = b.updated_count + d.updated,
@@ -121,7 +121,7 @@ SET inserted_count = b.inserted_count + d.inserted,
     failure_reason = CASE WHEN b.pending_count - d.finished <= 0 AND b.lost_count + d.lost <= 0
                           THEN NULL ELSE b.failure_reason END,
     progressed_at = now()
-FROM unnest($1::text[], $2::int[], $3::int[], $4::int[], $5::int[], $6::int[])
+FROM unnest($12::text[], $13::int[], $14::int[], $15::int[], $16::int[], $17::int[])
      AS d(batch_id, inserted, updated, failed, lost, finished)
 WHERE b.id = d.batch_id
 RETURNING b.id, b.status
@@ -173,33 +173,34 @@ def _tally_key(status: str) -> str:
 async def project(
     conn: asyncpg.Connection, chunks: Sequence[tuple[ChunkOutcome, bytes]]
 ) -> Projected:
-    """Apply chunk outcomes (model and the bytes it came in) in one transaction.
+    """Apply chunk outcomes (model and the bytes it came in), inside the caller's transaction
+    (which also tells waiting API instances of ``completed`` batches, at its commit).
 
     Applying one twice changes nothing; a later attempt's result replaces an earlier one's,
     never the reverse; the batch counts move by the difference.
     """
-    async with conn.transaction():
-        batch_ids = sorted({chunk.batch_id for chunk, _ in chunks})
-        batches = {row["id"]: row for row in await conn.fetch(_LOCK_BATCHES, batch_ids)}
-        refused: list[tuple[ChunkOutcome, str]] = []
-        accepted: list[tuple[ChunkOutcome, bytes, list[int]]] = []
-        for chunk, raw in chunks:
-            batch = batches.get(chunk.batch_id)
-            if batch is None:
-                continue  # deleted meanwhile: nothing to count it in
-            problem = _beyond(chunk, batch["record_count"], batch["attempt"])
-            if problem is not None:
-                refused.append((chunk, problem))
-                continue
-            accepted.append((chunk, raw, [o["index"] for o in chunk.outcomes]))
-        if not accepted:
-            return Projected([], refused)
-        rows = await _overlapping_rows(conn, accepted)
-        deltas: dict[str, Counter[str]] = {}
-        for chunk, raw, indices in accepted:
-            _apply(chunk, raw, indices, rows, deltas.setdefault(chunk.batch_id, Counter()))
-        await _write_rows(conn, rows.values())
-        completed = await _count(conn, deltas)
+    if not conn.is_in_transaction():
+        raise RuntimeError("project() runs inside the caller's transaction")
+    batch_ids = sorted({chunk.batch_id for chunk, _ in chunks})
+    batches = {row["id"]: row for row in await conn.fetch(_LOCK_BATCHES, batch_ids)}
+    refused: list[tuple[ChunkOutcome, str]] = []
+    accepted: list[tuple[ChunkOutcome, bytes, list[int]]] = []
+    for chunk, raw in chunks:
+        batch = batches.get(chunk.batch_id)
+        if batch is None:
+            continue  # deleted meanwhile: nothing to count it in
+        problem = _beyond(chunk, batch["record_count"], batch["attempt"])
+        if problem is not None:
+            refused.append((chunk, problem))
+            continue
+        accepted.append((chunk, raw, [o["index"] for o in chunk.outcomes]))
+    if not accepted:
+        return Projected([], refused)
+    rows = await _overlapping_rows(conn, accepted)
+    deltas: dict[str, Counter[str]] = {}
+    for chunk, raw, indices in accepted:
+        _apply(chunk, raw, indices, rows, deltas.setdefault(chunk.batch_id, Counter()))
+    completed = await _write_rows(conn, rows.values(), deltas)
     return Projected(completed, refused)
 
 
@@ -296,12 +297,14 @@ def _apply(
         delta[status] += 1
 
 
-async def _write_rows(conn: asyncpg.Connection, rows: Iterable[_Row]) -> None:
+async def _write_rows(
+    conn: asyncpg.Connection, rows: Iterable[_Row], deltas: dict[str, Counter[str]]
+) -> list[str]:
+    """Write the window's new and changed rows and move the batch counts; returns the
+    batches now completed."""
     new = [row for row in rows if row.new]
     replaced = [row for row in rows if row.replaced]
     changed = [row for row in rows if row.changed and not row.new and not row.replaced]
-    if new:
-        await conn.execute(_INSERT_ROWS, *_row_columns(new))
     if replaced:
         await conn.execute(_REPLACE_ROWS, *_row_columns(replaced))
     if changed:
@@ -315,6 +318,18 @@ async def _write_rows(conn: asyncpg.Connection, rows: Iterable[_Row]) -> None:
             [r.counts["updated"] for r in changed],
             [r.counts["failed"] + r.counts["lost"] for r in changed],
         )
+    ids = sorted(deltas)
+    counted = await conn.fetch(
+        _INSERT_AND_COUNT,
+        *_row_columns(new),
+        ids,
+        [deltas[i]["inserted"] for i in ids],
+        [deltas[i]["updated"] for i in ids],
+        [deltas[i]["failed"] + deltas[i]["lost"] for i in ids],
+        [deltas[i]["lost"] for i in ids],
+        [deltas[i]["finished"] for i in ids],
+    )
+    return [row["id"] for row in counted if row["status"] == BatchStatus.COMPLETED]
 
 
 def _row_columns(rows: Sequence[_Row]) -> tuple[list[Any], ...]:
@@ -339,20 +354,6 @@ def _failed_entries(row: _Row) -> bytes | None:
         return None  # and never will: a row's counts only go down
     outcomes = orjson.loads(row.outcome)["outcomes"]
     return orjson.dumps([o for o in outcomes if o["status"] == RecordStatus.FAILED])
-
-
-async def _count(conn: asyncpg.Connection, deltas: dict[str, Counter[str]]) -> list[str]:
-    ids = sorted(deltas)
-    rows = await conn.fetch(
-        _COUNT,
-        ids,
-        [deltas[i]["inserted"] for i in ids],
-        [deltas[i]["updated"] for i in ids],
-        [deltas[i]["failed"] + deltas[i]["lost"] for i in ids],
-        [deltas[i]["lost"] for i in ids],
-        [deltas[i]["finished"] for i in ids],
-    )
-    return [row["id"] for row in rows if row["status"] == BatchStatus.COMPLETED]
 
 
 # --- Records that never arrived ----------------------------------------------------------

@@ -233,7 +233,7 @@ async def test_a_batch_that_stops_moving_is_settled_from_its_ledger_and_fails_th
     late = encode_outcome(
         batch_id, "activity", 0, 3, [(2, RecordStatus.INSERTED, "pa-x3", None, None)]
     )
-    async with worker.pool.acquire() as conn:
+    async with worker.pool.acquire() as conn, conn.transaction():
         await results.project(conn, [(ChunkOutcome.model_validate_json(late), late)])
     async with http.get(f"{BASE}/{batch_id}") as response:
         body = await response.json()
