@@ -341,6 +341,10 @@ async def _publish_lines(
         if records and (len(records) >= settings.chunk_size or chunk_bytes + size > max_bytes):
             await send()
             chunk_bytes = 0
+            if unreadable:
+                # Results of lines near each other stay in rows near each other: a page of
+                # results reads the rows it falls in, and no group spans the whole file.
+                await fail_unreadable()
         records.append(record)
         indices.append(line.number - 1)
         chunk_bytes += size

@@ -9,6 +9,7 @@ results reads only the rows that hold it.
 
 from __future__ import annotations
 
+import bisect
 import itertools
 from collections import Counter
 from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
@@ -22,7 +23,7 @@ from asyncpg import Range
 from batchline.vocabulary import BatchStatus, RecordError, RecordStatus, ResultFilter
 from sql import ledger
 from sql.indexranges import contains, index_ranges, multirange_text
-from streams.events import ChunkOutcome
+from streams.events import ChunkOutcome, encode_outcome
 
 # Rows of records that never arrived have this attempt: any real outcome replaces them.
 LOST_ATTEMPT = -1
@@ -65,13 +66,16 @@ FOR NO KEY UPDATE
 # Rows already holding some of the incoming chunks' records: none for first outcomes that
 # arrive in index order (the index on (batch_id, last_index) finds no row reaching them).
 _OVERLAPPING = """
-SELECT DISTINCT r.batch_id, r.attempt, r.first_index, r.covers, r.superseded,
-       r.inserted_count, r.updated_count, r.failed_count, r.outcome
+SELECT r.batch_id, r.attempt, r.first_index, r.last_index, r.covers, r.superseded,
+       r.inserted_count, r.updated_count, r.failed_count, r.lost_reason IS NOT NULL AS lost,
+       -- The message only of rows whose results an incoming chunk may replace.
+       CASE WHEN bool_or(r.covers && i.covers) THEN r.outcome END AS outcome
 FROM unnest($1::text[], $2::int[], $3::int[], $4::text[]::int4multirange[])
      AS i(batch_id, first_index, last_index, covers)
 JOIN chunk_result r
   ON r.batch_id = i.batch_id AND r.last_index >= i.first_index
- AND r.first_index <= i.last_index AND r.covers && i.covers
+ AND r.first_index <= i.last_index
+GROUP BY r.batch_id, r.attempt, r.first_index
 """
 
 _REPLACE_ROWS = """
@@ -138,7 +142,9 @@ class _Row:
     covers: list[Range]
     superseded: set[int]
     counts: Counter[str]
+    # None for a range that never arrived, and for rows no incoming chunk shares records with.
     outcome: bytes | None
+    lost: bool = False
     new: bool = False
     replaced: bool = False
     changed: bool = False
@@ -149,9 +155,10 @@ class _Row:
 
     def status_of(self, index: int) -> str:
         """``inserted``, ``updated``, ``deleted``, ``failed``, or ``lost``."""
-        if self.outcome is None:
+        if self.lost:
             return "lost"
         if self._statuses is None:
+            assert self.outcome is not None
             self._statuses = {
                 o["index"]: o["status"] for o in orjson.loads(self.outcome)["outcomes"]
             }
@@ -199,7 +206,8 @@ async def project(
     rows = await _overlapping_rows(conn, accepted)
     deltas: dict[str, Counter[str]] = {}
     for chunk, raw, indices in accepted:
-        _apply(chunk, raw, indices, rows, deltas.setdefault(chunk.batch_id, Counter()))
+        for part, part_raw, part_indices in _local_parts(chunk, raw, indices, rows.values()):
+            _apply(part, part_raw, part_indices, rows, deltas.setdefault(chunk.batch_id, Counter()))
     completed = await _write_rows(conn, rows.values(), deltas)
     return Projected(completed, refused)
 
@@ -241,9 +249,65 @@ async def _overlapping_rows(
                 failed=row["failed_count"],
             ),
             row["outcome"],
+            lost=row["lost"],
         )
         for row in found
     }
+
+
+def _local_parts(
+    chunk: ChunkOutcome, raw: bytes, indices: list[int], rows: Iterable[_Row]
+) -> list[tuple[ChunkOutcome, bytes, list[int]]]:
+    """A retry's outcome as one part per earlier row it gives new results in.
+
+    A retry chunk holds failed records from all over the batch; as one row its index range
+    would overlap every row between them, and a page of results would have to read them all.
+    Split along the earlier attempts' rows (which stay as they are), each part's range lies
+    within one of them, or between them. The split is the same whenever the message comes.
+    """
+    if chunk.attempt == 0 or len(index_ranges(indices)) == 1:
+        return [(chunk, raw, indices)]
+    earlier = _merged(
+        (r.first_index, r.covers[-1].upper - 1)
+        for r in rows
+        if r.batch_id == chunk.batch_id and r.attempt < chunk.attempt and r.covers
+    )
+    firsts = [first for first, _ in earlier]
+
+    def place(index: int) -> tuple[int, bool]:
+        at = bisect.bisect_right(firsts, index) - 1
+        return at, at >= 0 and earlier[at][1] >= index
+
+    groups = [
+        list(group)
+        for _, group in itertools.groupby(chunk.outcomes, key=lambda o: place(o["index"]))
+    ]
+    if len(groups) == 1:
+        return [(chunk, raw, indices)]
+    parts = []
+    for group in groups:
+        part_raw = encode_outcome(
+            chunk.batch_id,
+            chunk.entity,
+            chunk.attempt,
+            chunk.record_count,
+            [(o["index"], o["status"], o["id"], o["error"], o["details"]) for o in group],
+        )
+        parts.append(
+            (ChunkOutcome.model_validate_json(part_raw), part_raw, [o["index"] for o in group])
+        )
+    return parts
+
+
+def _merged(ranges: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Inclusive index ranges, overlapping ones joined, in order."""
+    merged: list[tuple[int, int]] = []
+    for first, last in sorted(ranges):
+        if merged and first <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], last))
+        else:
+            merged.append((first, last))
+    return merged
 
 
 def _apply(

@@ -27,7 +27,7 @@ async def _get(http: aiohttp.ClientSession, batch_id: str, **query: Any) -> dict
 
 
 async def test_results_are_filtered_and_paged_and_a_retried_record_shows_its_newer_result(
-    http: aiohttp.ClientSession, tag: str
+    http: aiohttp.ClientSession, pg: asyncpg.Connection, tag: str
 ) -> None:
     # 2,500 records: three chunks, so pages cross chunk boundaries. Index 1 repeats index
     # 0's key (fails, then is retried with ignore_constraints); 1,500 has no duration.
@@ -39,8 +39,9 @@ async def test_results_are_filtered_and_paged_and_a_retried_record_shows_its_new
     batch_id = created["id"]
     assert (created["inserted_count"], created["failed_count"]) == (2498, 2)
 
+    # 1,500 fails again (its payload has no duration): the newer failure is its result.
     async with http.put(
-        f"{BASE}/{batch_id}", json={"retry_indices": [1], "ignore_constraints": True}
+        f"{BASE}/{batch_id}", json={"retry_indices": [1, 1500], "ignore_constraints": True}
     ) as response:
         assert response.status == 200
         retried = await response.json()
@@ -49,6 +50,14 @@ async def test_results_are_filtered_and_paged_and_a_retried_record_shows_its_new
         1,
         1,
     )
+
+    # The retry's results sit beside the rows they replace, not in one row spanning both.
+    retry_rows = await pg.fetch(
+        "SELECT first_index, last_index FROM chunk_result WHERE batch_id = $1 AND attempt = 1"
+        " ORDER BY first_index",
+        batch_id,
+    )
+    assert [tuple(r) for r in retry_rows] == [(1, 1), (1500, 1500)]
 
     failed = await _get(http, batch_id, results="failed")
     assert failed["results_total"] == 1
