@@ -119,9 +119,10 @@ async def operation_view(
 ) -> dict[str, Any]:
     view = summary_view(header)
     if wanted.which is not ResultFilter.NONE:
-        page = await results_page(
-            request.app[keys.POOL], header.id, wanted.which, wanted.offset, wanted.limit
-        )
+        # One connection for the page's two reads: a pool hands each read its own, and
+        # resets each one it takes back.
+        async with request.app[keys.POOL].acquire() as conn:
+            page = await results_page(conn, header.id, wanted.which, wanted.offset, wanted.limit)
         id_field = _id_field(header.entity)
         view["results"] = [result_view(r, id_field) for r in page.results]
         view["results_total"] = page.total
