@@ -68,14 +68,23 @@ FOR NO KEY UPDATE
 _OVERLAPPING = """
 SELECT r.batch_id, r.attempt, r.first_index, r.last_index, r.covers, r.superseded,
        r.inserted_count, r.updated_count, r.failed_count, r.lost_reason IS NOT NULL AS lost,
-       -- The message only of rows whose results an incoming chunk may replace.
-       CASE WHEN bool_or(r.covers && i.covers) THEN r.outcome END AS outcome
-FROM unnest($1::text[], $2::int[], $3::int[], $4::text[]::int4multirange[])
-     AS i(batch_id, first_index, last_index, covers)
+       -- Of a row an incoming chunk may be a copy of, its message (to compare); of rows
+       -- whose results it may replace, their failures (retries replace failed results).
+       CASE WHEN bool_or(r.attempt = i.attempt AND r.first_index = i.first_index)
+            THEN r.outcome END AS outcome,
+       CASE WHEN bool_or(r.covers && i.covers) THEN r.failed END AS failed
+FROM unnest($1::text[], $2::int[], $3::int[], $4::text[]::int4multirange[], $5::int[])
+     AS i(batch_id, first_index, last_index, covers, attempt)
 JOIN chunk_result r
   ON r.batch_id = i.batch_id AND r.last_index >= i.first_index
  AND r.first_index <= i.last_index
 GROUP BY r.batch_id, r.attempt, r.first_index
+"""
+
+_OUTCOMES = """
+SELECT r.batch_id, r.attempt, r.first_index, r.outcome
+FROM unnest($1::text[], $2::int[], $3::int[]) AS k(batch_id, attempt, first_index)
+JOIN chunk_result r USING (batch_id, attempt, first_index)
 """
 
 _REPLACE_ROWS = """
@@ -142,27 +151,40 @@ class _Row:
     covers: list[Range]
     superseded: set[int]
     counts: Counter[str]
-    # None for a range that never arrived, and for rows no incoming chunk shares records with.
+    # The outcome message, when this window needs it (None for a range that never arrived).
     outcome: bytes | None
+    # The message's failed outcomes (JSON), when an incoming chunk shares records with it.
+    failed: bytes | None = None
     lost: bool = False
     new: bool = False
     replaced: bool = False
     changed: bool = False
     _statuses: dict[int, str] | None = field(default=None, repr=False)
+    _failures: set[int] | None = field(default=None, repr=False)
 
     def holds(self, index: int) -> bool:
         return index not in self.superseded and contains(self.covers, index)
 
-    def status_of(self, index: int) -> str:
-        """``inserted``, ``updated``, ``deleted``, ``failed``, or ``lost``."""
+    def known_status(self, index: int) -> str | None:
+        """``inserted``, ``updated``, ``deleted``, ``failed``, or ``lost``; None when only
+        the whole message can tell (it was not read)."""
         if self.lost:
             return "lost"
-        if self._statuses is None:
-            assert self.outcome is not None
+        if self._statuses is None and self.outcome is not None:
             self._statuses = {
                 o["index"]: o["status"] for o in orjson.loads(self.outcome)["outcomes"]
             }
-        return self._statuses[index]
+        if self._statuses is not None:
+            return self._statuses[index]
+        if self._failures is None:
+            self._failures = {o["index"] for o in orjson.loads(self.failed or b"[]")}
+        return RecordStatus.FAILED if index in self._failures else None
+
+    def status_of(self, index: int) -> str:
+        status = self.known_status(index)
+        if status is None:
+            raise LookupError(f"no status of record {index} of batch {self.batch_id} read")
+        return status
 
     def supersede(self, index: int) -> str:
         status = self.status_of(index)
@@ -204,10 +226,16 @@ async def project(
     if not accepted:
         return Projected([], refused)
     rows = await _overlapping_rows(conn, accepted)
+    parts = [
+        part
+        for chunk, raw, indices in accepted
+        for part in _local_parts(chunk, raw, indices, rows.values())
+    ]
+    if rows:
+        await _read_needed_outcomes(conn, parts, rows)
     deltas: dict[str, Counter[str]] = {}
-    for chunk, raw, indices in accepted:
-        for part, part_raw, part_indices in _local_parts(chunk, raw, indices, rows.values()):
-            _apply(part, part_raw, part_indices, rows, deltas.setdefault(chunk.batch_id, Counter()))
+    for part, raw, indices in parts:
+        _apply(part, raw, indices, rows, deltas.setdefault(part.batch_id, Counter()))
     completed = await _write_rows(conn, rows.values(), deltas)
     return Projected(completed, refused)
 
@@ -235,6 +263,7 @@ async def _overlapping_rows(
         [indices[0] for _, _, indices in chunks],
         [indices[-1] for _, _, indices in chunks],
         [multirange_text(index_ranges(indices)) for _, _, indices in chunks],
+        [c.attempt for c, _, _ in chunks],
     )
     return {
         (row["batch_id"], row["attempt"], row["first_index"]): _Row(
@@ -249,10 +278,47 @@ async def _overlapping_rows(
                 failed=row["failed_count"],
             ),
             row["outcome"],
+            failed=row["failed"],
             lost=row["lost"],
         )
         for row in found
     }
+
+
+async def _read_needed_outcomes(
+    conn: asyncpg.Connection,
+    parts: Sequence[tuple[ChunkOutcome, bytes, list[int]]],
+    rows: dict[tuple[str, int, int], _Row],
+) -> None:
+    """Read the messages of rows an incoming part may be a copy of, or whose successful
+    results it replaces: rare (a retry replaces failed results, which the rows' failures
+    tell), and a retry over a large batch must not read every message it touches."""
+    needed = set()
+    for part, _, indices in parts:
+        for row in _near(rows.values(), part, indices):
+            if row.lost or row.attempt > part.attempt or row.outcome is not None:
+                continue
+            same_key = (row.attempt, row.first_index) == (part.attempt, indices[0])
+            if same_key or any(row.holds(i) and row.known_status(i) is None for i in indices):
+                needed.add((row.batch_id, row.attempt, row.first_index))
+    if not needed:
+        return
+    keys = sorted(needed)
+    for found in await conn.fetch(
+        _OUTCOMES, [k[0] for k in keys], [k[1] for k in keys], [k[2] for k in keys]
+    ):
+        key = (found["batch_id"], found["attempt"], found["first_index"])
+        rows[key].outcome = found["outcome"]
+
+
+def _near(rows: Iterable[_Row], chunk: ChunkOutcome, indices: list[int]) -> list[_Row]:
+    """Rows of the chunk's batch whose index ranges overlap the chunk's."""
+    return [
+        row
+        for row in rows
+        if row.batch_id == chunk.batch_id
+        and any(r.lower <= indices[-1] and r.upper > indices[0] for r in row.covers)
+    ]
 
 
 def _local_parts(
@@ -334,12 +400,7 @@ def _apply(
         replaced=previous is not None and not previous.new,
         _statuses={o["index"]: o["status"] for o in chunk.outcomes},
     )
-    others = [
-        other
-        for other in rows.values()
-        if other.batch_id == chunk.batch_id
-        and any(r.lower <= indices[-1] and r.upper > indices[0] for r in other.covers)
-    ]
+    others = _near(rows.values(), chunk, indices)
     rows[key] = row
     if not others:  # first outcomes of these records: the usual case
         row.counts.update(_tally_key(o["status"]) for o in chunk.outcomes)
