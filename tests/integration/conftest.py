@@ -13,7 +13,7 @@ import aiohttp
 import asyncpg
 import pytest
 
-from batchline.cli.embedded import free_port
+from batchline.cli.embedded import EmbeddedKafka, free_port
 from batchline.cli.runtime import apply_migrations, create_topics, serving_api
 from batchline.metrics import Metrics
 from batchline.settings import Settings
@@ -87,6 +87,13 @@ async def pg(settings: Settings) -> AsyncIterator[asyncpg.Connection]:
     finally:
         with contextlib.suppress(Exception):
             await conn.close()
+
+
+@pytest.fixture
+async def own_broker(tmp_path: Path) -> AsyncIterator[str]:
+    """A broker of the test's own, for worker processes it starts, stops and kills."""
+    async with EmbeddedKafka(tmp_path / "kafka") as kafka:
+        yield kafka.bootstrap_servers
 
 
 @pytest.fixture
