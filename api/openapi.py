@@ -57,6 +57,8 @@ class ApiOperation:
     body: type[BaseModel] | JsonSchema | None = None
     parameters: tuple[Parameter, ...] = ()
     description: str = ""
+    # OpenAPI security requirements, e.g. ({"bearer": []},); None: the document's default.
+    security: tuple[dict[str, list[str]], ...] | None = None
 
 
 @dataclass
@@ -70,6 +72,9 @@ class Description:
     # Models that schemas above refer to by name (``COMPONENTS + model.__name__``).
     models: list[type[BaseModel]] = field(default_factory=list)
     tags: dict[str, str] = field(default_factory=dict)
+    # components.securitySchemes, and the requirement every operation has unless it says.
+    security_schemes: dict[str, JsonSchema] = field(default_factory=dict)
+    security: tuple[dict[str, list[str]], ...] = ()
 
 
 DESCRIPTION = web.AppKey("description", Description)
@@ -117,13 +122,19 @@ def openapi_document(description: Description) -> dict[str, Any]:
     for operation in description.operations:
         paths.setdefault(operation.path, {})[operation.method.lower()] = _operation(operation)
     tags = sorted({operation.tag for operation in description.operations})
-    return {
+    components: dict[str, Any] = {"schemas": dict(sorted(schemas.items()))}
+    document: dict[str, Any] = {
         "openapi": "3.1.0",
         "info": {"title": description.title, "version": description.version},
         "tags": [{"name": tag, "description": description.tags.get(tag, "")} for tag in tags],
         "paths": dict(sorted(paths.items())),
-        "components": {"schemas": dict(sorted(schemas.items()))},
+        "components": components,
     }
+    if description.security_schemes:
+        components["securitySchemes"] = description.security_schemes
+    if description.security:
+        document["security"] = list(description.security)
+    return document
 
 
 def _models(
@@ -152,6 +163,8 @@ def _operation(operation: ApiOperation) -> dict[str, Any]:
     }
     if operation.description:
         described["description"] = operation.description
+    if operation.security is not None:
+        described["security"] = list(operation.security)
     parameters = [_parameter(p) for p in operation.parameters]
     if parameters:
         described["parameters"] = parameters
