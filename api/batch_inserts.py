@@ -30,6 +30,7 @@ from api.openapi import (
     Parameter,
     add_operation,
     location_header,
+    path_parameter,
     query,
 )
 from api.requests import LARGEST_QUERY_INT, parse_json, parse_query, read_body
@@ -603,7 +604,7 @@ _REPLAYED = Parameter(
     {"type": "string", "enum": ["true"]},
     "This answer is an earlier request's with the same Idempotency-Key: nothing new was done.",
 )
-_BATCH_ID = Parameter("batch_id", "path", {"type": "string"}, "e.g. batch-001", required=True)
+_BATCH_ID = path_parameter("batch_id", "e.g. batch-001")
 _FOLLOW = location_header("Where to follow the operation: GET it until it is not processing.")
 
 

@@ -24,6 +24,7 @@ from api.openapi import (
     Parameter,
     add_operation,
     location_header,
+    path_parameter,
     query,
 )
 from api.requests import LARGEST_QUERY_INT, parse_json, query_int, read_body
@@ -240,8 +241,8 @@ def _limit(default: int, most: str) -> Parameter:
 def add_routes(app: web.Application) -> None:
     app.cleanup_ctx.append(_replay_tasks)
     app[DESCRIPTION].tags[TAG] = "Operators: inspect the dead-letter topic and replay from it."
-    letter_id = Parameter("letter_id", "path", {"type": "string"}, "<partition>:<offset>")
-    replay_id = Parameter("replay_id", "path", {"type": "string"})
+    letter_id = path_parameter("letter_id", "<partition>:<offset>", r"^[0-9]+:[0-9]+$")
+    replay_id = path_parameter("replay_id", "e.g. replay-001")
     described = [
         (
             ApiOperation(

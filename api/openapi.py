@@ -16,6 +16,8 @@ from aiohttp import web
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
+from batchline.text import NO_NUL_PATTERN
+
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 JsonSchema = dict[str, Any]
 COMPONENTS = "#/components/schemas/"
@@ -84,6 +86,11 @@ def add_operation(app: web.Application, operation: ApiOperation, handler: Handle
     """Serve ``handler`` at the operation's method and path, and document it."""
     app.router.add_route(operation.method, operation.path, handler)
     app[DESCRIPTION].operations.append(operation)
+
+
+def path_parameter(name: str, description: str = "", pattern: str = NO_NUL_PATTERN) -> Parameter:
+    """A path segment; by default any text PostgreSQL can hold (so no NUL)."""
+    return Parameter(name, "path", {"type": "string", "pattern": pattern}, description)
 
 
 def location_header(description: str) -> Parameter:

@@ -10,10 +10,10 @@ from typing import Any
 
 from batchline.entities.schema import EntitySchema, FieldSpec, FieldType, Registry
 from batchline.entities.values import MAX_KEY_CHARACTERS
+from batchline.text import NO_NUL_PATTERN
 
 JsonSchema = dict[str, Any]
 
-_NO_NUL = "^[^\\u0000]*$"
 _BIGINT = 2**63
 _DECIMAL = "^[+-]?([0-9]+\\.?[0-9]*|\\.[0-9]+)([eE][+-]?[0-9]+)?$"
 _DATE = {"type": "string", "format": "date", "pattern": "^[0-9]{4}-[0-9]{2}-[0-9]{2}$"}
@@ -49,7 +49,7 @@ class JsonSchemas:
     def query_value(self, spec: FieldSpec, operator: str) -> JsonSchema:
         """A filter value in the query string."""
         if operator in ("CONTAINS", "STARTS_WITH"):
-            return {"type": "string", "pattern": _NO_NUL}
+            return {"type": "string", "pattern": NO_NUL_PATTERN}
         if spec.type is FieldType.ENTITY_REF:
             return self.query_value(self.registry.ref_key_field(spec), operator)
         return self._scalar(spec, key=False)
@@ -92,7 +92,7 @@ class JsonSchemas:
 
     def _scalar(self, spec: FieldSpec, *, key: bool) -> JsonSchema:
         if spec.type is FieldType.STRING:
-            text: JsonSchema = {"type": "string", "pattern": _NO_NUL}
+            text: JsonSchema = {"type": "string", "pattern": NO_NUL_PATTERN}
             if key:
                 text |= {"minLength": 1, "maxLength": MAX_KEY_CHARACTERS}
             return text
