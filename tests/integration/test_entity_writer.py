@@ -7,11 +7,12 @@ from typing import Any
 import asyncpg
 
 from batchline.entities.schema import load_registry
+from batchline.records import RecordResult
 from batchline.settings import Settings
-from consumers.writers.base import PendingRecord, RecordResult
+from batchline.vocabulary import RecordError, RecordStatus
+from consumers.writers.base import PendingRecord
 from consumers.writers.generic import GenericEntityWriter
 from streams.envelopes import IngestChunk
-from streams.events import RecordError, RecordStatus
 
 
 async def write(

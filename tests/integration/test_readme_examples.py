@@ -67,6 +67,15 @@ def as_pattern(expected: str) -> re.Pattern[str]:
     return re.compile(".*".join(re.escape(part) for part in expected.split("...")), re.DOTALL)
 
 
+def replaced(text: str, values: dict[str, str]) -> str:
+    """``text`` with each key of ``values`` replaced, in one pass (no replacement is replaced
+    again), longest key first."""
+    if not values:
+        return text
+    pattern = "|".join(re.escape(key) for key in sorted(values, key=len, reverse=True))
+    return re.sub(pattern, lambda m: values[m[0]], text)
+
+
 def shape(text: str) -> str:
     return _GENERATED_ID.sub(lambda m: f"{m[1]}-N", text)
 
@@ -90,9 +99,7 @@ async def test_the_readme_walkthrough_answers_as_the_readme_shows(
     for section in WALKTHROUGH:
         for block in shell_blocks(section):
             for example in examples(block):
-                command = example.command
-                for readme_value, ours in (keys | batch_ids).items():
-                    command = command.replace(readme_value, ours)
+                command = replaced(example.command, keys | batch_ids)
                 command = re.sub(r"\bcurl ", f"curl -w '{_STATUS}%{{http_code}}' ", command)
                 process = await asyncio.create_subprocess_exec(
                     "bash",
@@ -108,9 +115,7 @@ async def test_the_readme_walkthrough_answers_as_the_readme_shows(
                 if _STATUS not in out.decode():
                     continue
                 body, status = out.decode().rsplit(_STATUS, 1)
-                answer = f"{status} {body.strip()}"
-                for readme_value, ours in keys.items():
-                    answer = answer.replace(ours, readme_value)
+                answer = replaced(f"{status} {body.strip()}", {v: k for k, v in keys.items()})
                 created = re.match(r'201 \{"id":"(batch-\d+)"', answer)
                 if created and not batch_ids:
                     batch_ids["batch-001"] = created[1]
