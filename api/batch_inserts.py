@@ -14,6 +14,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    JsonValue,
     StrictBool,
     StrictInt,
     ValidationError,
@@ -54,10 +55,24 @@ IDEMPOTENT_REPLAYED = "Idempotent-Replayed"
 # --- What the API reads and answers (also its OpenAPI description) ------------------------
 
 
+_SEED_ACTIVITIES: list[JsonValue] = [
+    {
+        "coordinator_id": "coord-42",
+        "mentor_id": mentor,
+        "activity_type": "group_workshop",
+        "activity_date": "2026-03-28",
+        "duration_minutes": 120,
+    }
+    for mentor in ("mentor-17", "mentor-18")
+]
+
+
 class BatchInsertRequest(BaseModel):
     """Records are validated one by one: a bad record is a failed result, not a 422."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"activities": _SEED_ACTIVITIES}]}
+    )
 
     activities: list[Annotated[Any, WithJsonSchema({"$ref": COMPONENTS + "Activity"})]] = Field(
         min_length=1,
@@ -165,7 +180,10 @@ class BatchProcessing(BatchSummary):
 
 
 class RetryRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"retry_indices": [2], "ignore_constraints": False}]},
+    )
 
     retry_indices: list[StrictInt] = Field(
         min_length=1,

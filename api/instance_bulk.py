@@ -94,7 +94,12 @@ assert MAX_NAME_BYTES >= 63 * 4
 class InstancesBulkRequest(BaseModel):
     """Bulk entities upsert request."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [{"recordsFileName": "migration/chunk-1.ndjson", "publishEvents": True}]
+        },
+    )
 
     recordsFileName: StrictStr = Field(
         min_length=1,
