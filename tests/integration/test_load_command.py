@@ -251,7 +251,10 @@ async def test_ctrl_c_prints_how_far_the_load_got(
     path = tmp_path / "activities.ndjson"
     _write_ndjson(path, [orjson.dumps(activity(tag, n)) for n in range(10)])
 
+    asked = asyncio.Event()
+
     async def never_answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        asked.set()
         while await reader.read(1 << 16):  # until the client goes away
             pass
         writer.close()
@@ -271,7 +274,8 @@ async def test_ctrl_c_prints_how_far_the_load_got(
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
         )
-        await asyncio.sleep(3)  # started, its first request waiting for an answer
+        # Interrupted while its first request waits for an answer.
+        await asyncio.wait_for(asked.wait(), 60)
         process.send_signal(signal.SIGINT)
         out, _ = await asyncio.wait_for(process.communicate(), 30)
 
