@@ -8,7 +8,7 @@ never open by accident.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 
 from aiohttp import hdrs, web
@@ -16,6 +16,7 @@ from aiohttp.typedefs import Middleware
 from aiohttp.web_urldispatcher import SystemRoute
 
 from api.errors import Handler
+from api.openapi import Description
 from api.tenancy import TENANT_HEADER, requested_tenant
 from batchline.settings import Settings
 from batchline.tenants import is_tenant_name
@@ -194,9 +195,17 @@ def openapi_security_scheme() -> dict[str, object]:
     }
 
 
-def openapi_security(method: str, path: str, settings: Settings) -> dict[str, object]:
-    """The operation's ``security`` and the roles it takes, for /openapi.json."""
-    roles = required_roles(classify(method, path), settings)
-    if not roles:
-        return {"security": []}
-    return {"security": [{BEARER_SCHEME: []}], "x-batchline-roles": sorted(roles)}
+def describe_security(description: Description, settings: Settings) -> None:
+    """Declare the bearer scheme in /openapi.json, and on each operation whether it needs a
+    token and of which role."""
+    description.security_schemes[BEARER_SCHEME] = openapi_security_scheme()
+    described = []
+    for operation in description.operations:
+        roles = required_roles(classify(operation.method, operation.path), settings)
+        if not roles:
+            described.append(replace(operation, security=()))
+            continue
+        needs = f"Needs a token with the {' or '.join(sorted(roles))} role."
+        text = f"{operation.description}\n\n{needs}" if operation.description else needs
+        described.append(replace(operation, security=({BEARER_SCHEME: []},), description=text))
+    description.operations[:] = described

@@ -10,6 +10,8 @@ NUL = "\x00"
 JSON_NUL = b"\\u0000"
 NUL_NAME = "NUL (\\u0000) characters"
 NUL_PROBLEM = f"text must not contain {NUL_NAME}"
+# JSON Schema's way to say it, in descriptions of what is accepted.
+NO_NUL_PATTERN = "^[^\\u0000]*$"
 
 
 def holds_nul(value: Any) -> bool:
