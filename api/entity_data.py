@@ -23,6 +23,7 @@ from aiohttp import web
 from api import keys
 from api.requests import unreadable_body
 from batchline import batches
+from batchline.db import is_transient
 from batchline.entities import reads
 from batchline.entities.schema import EntitySchema, FieldSpec, FieldType
 from batchline.entities.values import ConversionError, LogicalKeyMismatch, Values, sql_text
@@ -171,8 +172,10 @@ def _alphabetical(value: Any) -> Any:
 
 async def _write(
     request: web.Request, entity: EntitySchema, operation: str, records: list[Any]
-) -> list[batches.RecordRow]:
-    """Publish ``records`` as one atomic chunk and wait for the batch; failures raise."""
+) -> tuple[str, list[batches.RecordRow]]:
+    """Publish ``records`` as one atomic chunk and wait for the batch; failures raise.
+
+    Returns the batch id and its results."""
     app = request.app
     settings = app[keys.SETTINGS]
     options = ChunkOptions(publish_events=True, atomic=True)
@@ -195,12 +198,18 @@ async def _write(
         await batches.fail(app[keys.POOL], header.id, f"not accepted by the broker: {exc}")
         raise GeminiError(503, "The broker did not accept the request") from exc
     app[keys.METRICS].records_accepted.labels("data").inc(len(records))
-    if not await app[keys.WAITER].wait(header.id, settings.sync_wait_seconds):
-        location = f"/api/v1/batch-inserts/{header.id}"
-        raise _Processing(header.id, location)
-    results = await batches.results(app[keys.POOL], header.id)
+    location = f"/api/v1/batch-inserts/{header.id}"
+    try:
+        if not await app[keys.WAITER].wait(header.id, settings.sync_wait_seconds):
+            raise _Processing(header.id, location)
+        results = await batches.results(app[keys.POOL], header.id)
+    except Exception as exc:
+        if not is_transient(exc):
+            raise
+        # Accepted: the record is on the broker whatever the database does now.
+        raise _Processing(header.id, location) from exc
     raise_failures(entity, results, many=len(records) > 1)
-    return results
+    return header.id, results
 
 
 class _Processing(Exception):
@@ -208,6 +217,19 @@ class _Processing(Exception):
         super().__init__(batch_id)
         self.batch_id = batch_id
         self.location = location
+
+
+async def _written(
+    request: web.Request, entity: EntitySchema, operation: str, records: list[Any]
+) -> tuple[list[dict[str, Any]], datetime | None]:
+    """``_write``, then the records as stored now; 202 (raised) if they cannot be read."""
+    batch_id, results = await _write(request, entity, operation, records)
+    try:
+        return await _stored(request, entity, results)
+    except Exception as exc:
+        if not is_transient(exc):
+            raise
+        raise _Processing(batch_id, f"/api/v1/batch-inserts/{batch_id}") from exc
 
 
 @dataclass(frozen=True)
@@ -316,10 +338,9 @@ async def insert_data(request: web.Request) -> web.StreamResponse:
         raise GeminiError(413, f"A list holds at most {most} records")
     canonical = _canonical(request, entity, records)
     try:
-        results = await _write(request, entity, "insert", canonical)
+        rows, updated = await _written(request, entity, "insert", canonical)
     except _Processing as exc:
         return _processing(exc)
-    rows, updated = await _stored(request, entity, results)
     return _success(rows if many else rows[0], updated)
 
 
@@ -345,10 +366,9 @@ async def _change(request: web.Request, operation: str) -> web.StreamResponse:
                 )
     record = _canonical(request, entity, [data | key], partial=operation == "patch")
     try:
-        results = await _write(request, entity, operation, record)
+        rows, updated = await _written(request, entity, operation, record)
     except _Processing as exc:
         return _processing(exc)
-    rows, updated = await _stored(request, entity, results)
     return _success(rows[0], updated)
 
 

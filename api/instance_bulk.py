@@ -31,6 +31,7 @@ from api.batch_inserts import BASE as BATCH_INSERTS
 from api.errors import ErrorRenderer
 from api.requests import unreadable_body
 from batchline import batches
+from batchline.db import is_transient
 from batchline.settings import Settings
 from batchline.storage import (
     READ_CHUNK_BYTES,
@@ -226,21 +227,44 @@ async def _process(request: web.Request, bulk: BulkRequest, spool: Spool) -> web
         await batches.fail(pool, header.id, f"not accepted by the broker: {exc}")
         raise _Unfinished(f"Bulk operation {header.id}: the broker did not accept it") from exc
     app[keys.METRICS].records_accepted.labels("instance-bulk").inc(spool.line_count)
+    try:
+        return await _answer_when_done(request, header.id, failed_key, errors_key, spool)
+    except Exception as exc:
+        if not is_transient(exc):
+            raise
+        # Accepted: its records are on the broker whatever the database does now.
+        log.warning("accepted bulk operation %s answered 202: %s", header.id, exc)
+        location = f"{BATCH_INSERTS}/{header.id}"
+        return web.Response(
+            status=202,
+            text=f"Bulk operation {header.id} was accepted, but the database is unavailable"
+            f" to finish its answer; see GET {location}",
+            content_type="text/plain",
+            headers={"Location": location},
+        )
 
-    finished = await app[keys.WAITER].wait(header.id, settings.bulk_wait_seconds)
-    current = await batches.get(pool, header.id)
+
+async def _answer_when_done(
+    request: web.Request, batch_id: str, failed_key: str, errors_key: str, spool: Spool
+) -> web.StreamResponse:
+    app = request.app
+    settings = app[keys.SETTINGS]
+    pool = app[keys.POOL]
+    storage = app[STORAGE]
+    finished = await app[keys.WAITER].wait(batch_id, settings.bulk_wait_seconds)
+    current = await batches.get(pool, batch_id)
     assert current is not None
     if not finished or current.status != "completed":
         state = current.failure_reason or f"still processing after {settings.bulk_wait_seconds} s"
         raise _Unfinished(
-            f"Bulk operation {header.id} did not complete ({state});"
-            f" see GET {BATCH_INSERTS}/{header.id}"
+            f"Bulk operation {batch_id} did not complete ({state});"
+            f" see GET {BATCH_INSERTS}/{batch_id}"
         )
-    await storage.write(errors_key, _error_lines(pool, header.id))
+    await storage.write(errors_key, _error_lines(pool, batch_id))
     await storage.write(
-        failed_key, copy_lines(_spool_chunks(spool.path), _failed_line_numbers(pool, header.id))
+        failed_key, copy_lines(_spool_chunks(spool.path), _failed_line_numbers(pool, batch_id))
     )
-    return _answer(failed_key, errors_key, current.failed_count, header.id)
+    return _answer(failed_key, errors_key, current.failed_count, batch_id)
 
 
 def _answer(

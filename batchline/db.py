@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from typing import Any
 
 import asyncpg
@@ -90,8 +91,19 @@ async def connect(url: str) -> asyncpg.Connection:
 _TRANSIENT_SQLSTATE_CLASSES = ("08", "53", "57", "40")
 
 
+# What asyncpg says when a connection's protocol was left mid-operation by a server that
+# went away (a restart between an error and its sync point): the next connection works.
+_BROKEN_PROTOCOL = re.compile(r"cannot switch to|not connected|cannot process message")
+
+
 def is_transient(exc: BaseException) -> bool:
     """True when retrying later can succeed without changing the input."""
+    if isinstance(exc, asyncpg.InterfaceError) and isinstance(
+        exc, ValueError | asyncpg.exceptions.UnsupportedClientFeatureError
+    ):
+        # asyncpg's refusals of an argument (a string it cannot encode, say) or of its
+        # configuration: the same call fails the same way again.
+        return False
     if isinstance(
         exc,
         OSError
@@ -101,6 +113,8 @@ def is_transient(exc: BaseException) -> bool:
         | asyncpg.CannotConnectNowError,
     ):
         return True
+    if isinstance(exc, asyncpg.InternalClientError):
+        return _BROKEN_PROTOCOL.search(str(exc)) is not None
     if isinstance(exc, asyncpg.PostgresError):
         sqlstate: Any = getattr(exc, "sqlstate", None)
         return isinstance(sqlstate, str) and sqlstate[:2] in _TRANSIENT_SQLSTATE_CLASSES

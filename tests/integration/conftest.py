@@ -14,7 +14,7 @@ import asyncpg
 import pytest
 
 from batchline import db
-from batchline.embedded import free_port
+from batchline.embedded import EmbeddedKafka, free_port
 from batchline.metrics import Metrics
 from batchline.runtime import apply_migrations, create_topics, serving_api
 from batchline.settings import Settings
@@ -87,6 +87,13 @@ async def pg(settings: Settings) -> AsyncIterator[asyncpg.Connection]:
     finally:
         with contextlib.suppress(Exception):
             await conn.close()
+
+
+@pytest.fixture
+async def own_broker(tmp_path: Path) -> AsyncIterator[str]:
+    """A broker of the test's own, for worker processes it starts and stops."""
+    async with EmbeddedKafka(tmp_path / "kafka") as kafka:
+        yield kafka.bootstrap_servers
 
 
 @pytest.fixture

@@ -6,6 +6,7 @@ import asyncio
 import os
 import signal
 import sys
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,15 @@ def batchline_env(settings: Settings, **overrides: Any) -> dict[str, str]:
     } | overrides
     env |= {f"BATCHLINE_{k.upper()}": str(v) for k, v in configured.items() if v is not None}
     return env
+
+
+async def until(condition: Callable[[], Awaitable[bool]], what: str, attempts: int = 600) -> None:
+    """Wait, looking every 0.1 s, until ``condition``; fail after ``attempts`` looks."""
+    for _ in range(attempts):
+        if await condition():
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"timed out waiting until {what}")
 
 
 @dataclass(frozen=True)

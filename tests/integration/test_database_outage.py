@@ -7,31 +7,22 @@ through a proxy the test cuts (open connections dropped, new ones refused) and r
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import aiohttp
 import asyncpg
 import orjson
-import pytest
 
-from batchline.embedded import EmbeddedKafka, free_port
+from batchline.embedded import free_port
 from batchline.runtime import create_topics
 from batchline.settings import Settings
 from tests.integration.activities import activity, stored_activities
 from tests.integration.kafka import completed_batch, produce, read_all
-from tests.integration.processes import WorkerProcess
+from tests.integration.processes import WorkerProcess, until
 from tests.tcp_proxy import TcpProxy, postgres_target, through_proxy
 
 INGEST = "batchline.ingest"
 CHUNK = 100
-
-
-@pytest.fixture
-async def own_broker(tmp_path: Path) -> AsyncIterator[str]:
-    async with EmbeddedKafka(tmp_path / "kafka") as kafka:
-        yield kafka.bootstrap_servers
 
 
 def _chunks(batch_id: str, tag: str, first: int, records: int) -> list[tuple[bytes, bytes]]:
@@ -53,14 +44,6 @@ def _chunks(batch_id: str, tag: str, first: int, records: int) -> list[tuple[byt
         )
         for start in range(0, records, CHUNK)
     ]
-
-
-async def _until(condition: Callable[[], Awaitable[bool]], what: str) -> None:
-    for _ in range(600):
-        if await condition():
-            return
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"timed out waiting until {what}")
 
 
 async def test_a_database_outage_mid_stream_loses_nothing_and_dead_letters_nothing(
@@ -90,7 +73,7 @@ async def test_a_database_outage_mid_stream_loses_nothing_and_dead_letters_nothi
     )
     batches = {f"before-{tag}": 200, f"during-{tag}": 3000, f"while-down-{tag}": 500}
     try:
-        await _until(worker.serving, "the worker is up")
+        await until(worker.serving, "the worker is up")
         produce(own_broker, INGEST, _chunks(f"before-{tag}", tag, 0, 200))
         assert (await completed_batch(http, f"before-{tag}"))["inserted_count"] == 200
 
@@ -102,7 +85,7 @@ async def test_a_database_outage_mid_stream_loses_nothing_and_dead_letters_nothi
             )
             return bool(done)
 
-        await _until(writing, "the second batch is being written")
+        await until(writing, "the second batch is being written")
         await proxy.cut()
         produce(own_broker, INGEST, _chunks(f"while-down-{tag}", tag, 5000, 500))
 
@@ -110,7 +93,7 @@ async def test_a_database_outage_mid_stream_loses_nothing_and_dead_letters_nothi
             worker.assert_running()
             return worker.logged("transient database error, retrying the chunk") >= 4
 
-        await _until(paused, "the worker has waited out the outage a few times")
+        await until(paused, "the worker has waited out the outage a few times")
         await proxy.restore()
 
         finished = {batch_id: await completed_batch(http, batch_id) for batch_id in batches}

@@ -13,7 +13,7 @@ import orjson
 
 from batchline.settings import Settings
 from consumers.app import WorkerResources
-from tests.integration.activities import activity, stored_activities
+from tests.integration.activities import JSON, activity, stored_activities
 from tests.integration.kafka import completed_batch, produce, read_all, wait_for_records
 from tests.integration.processes import run_cli
 from tests.integration.refusals import refusing_ledger
@@ -295,6 +295,6 @@ async def test_a_replay_must_be_asked_for_with_a_json_body(http: aiohttp.ClientS
 
     before = await runs()
     for body, status in ((b"", 400), (b"   ", 400), (b'{"filters": {"key": "a\\u0000b"}}', 422)):
-        async with http.post("/ops/dlq/replays", data=body) as response:
+        async with http.post("/ops/dlq/replays", data=body, headers=JSON) as response:
             assert response.status == status, body
     assert await runs() == before

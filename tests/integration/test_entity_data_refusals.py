@@ -17,6 +17,7 @@ from confluent_kafka import Producer
 
 from batchline.settings import Settings
 from streams import topics
+from tests.integration.activities import JSON
 from tests.integration.test_entity_data import category, get, post, product
 
 NUL_REASON = "text must not contain NUL (\\u0000) characters"
@@ -266,7 +267,7 @@ async def test_a_body_that_does_not_match_its_content_encoding_is_refused(
     http: aiohttp.ClientSession,
 ) -> None:
     async with http.post(
-        "/data/category", data=b'{"data": {"id": "g"}}', headers={"Content-Encoding": "gzip"}
+        "/data/category", data=b'{"data": {"id": "g"}}', headers=JSON | {"Content-Encoding": "gzip"}
     ) as response:
         assert response.status == 400
         assert await response.json() == refusal(

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import aiohttp
@@ -13,22 +12,15 @@ import asyncpg
 import orjson
 import pytest
 
-from batchline.embedded import EmbeddedKafka
 from batchline.runtime import create_topics
 from batchline.settings import Settings
 from tests.integration.activities import activity
 from tests.integration.kafka import completed_batch, produce
-from tests.integration.processes import WorkerProcess
+from tests.integration.processes import WorkerProcess, until
 
 INGEST = "batchline.ingest"
 PARTITIONS = 4
 CHUNK = 50
-
-
-@pytest.fixture
-async def own_broker(tmp_path: Path) -> AsyncIterator[str]:
-    async with EmbeddedKafka(tmp_path / "kafka") as kafka:
-        yield kafka.bootstrap_servers
 
 
 class Stream:
@@ -66,14 +58,6 @@ class Stream:
             self.batch(f"{name}-p{partition}", records, partition)
 
 
-async def _until(condition: Callable[[], Awaitable[bool]], what: str, attempts: int = 600) -> None:
-    for _ in range(attempts):
-        if await condition():
-            return
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"timed out waiting until {what}")
-
-
 @pytest.mark.slow
 async def test_two_workers_share_partitions_and_a_killed_one_loses_nothing(
     settings: Settings,
@@ -103,7 +87,7 @@ async def test_two_workers_share_partitions_and_a_killed_one_loses_nothing(
                 db_pool_max_size=4,
             )
             workers.append(worker)
-            await _until(worker.serving, f"worker {name} is up")
+            await until(worker.serving, f"worker {name} is up")
         first, second = workers
 
         # Feed every partition until both workers have stored records: both are in the
@@ -117,7 +101,7 @@ async def test_two_workers_share_partitions_and_a_killed_one_loses_nothing(
             await asyncio.sleep(0.4)
             return False
 
-        await _until(both_working, "both workers have stored records", attempts=100)
+        await until(both_working, "both workers have stored records", attempts=100)
 
         for n in range(4):
             stream.batch(f"main-{n}", 400, n % PARTITIONS)
