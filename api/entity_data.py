@@ -21,7 +21,7 @@ import orjson
 from aiohttp import web
 
 from api import keys
-from api.requests import unreadable_body
+from api.requests import read_all, unreadable_body
 from batchline import batches
 from batchline.db import is_transient
 from batchline.entities import reads
@@ -124,7 +124,7 @@ async def _payload(request: web.Request) -> Any:
     if request.content_length is not None and request.content_length > limit:
         raise GeminiError(413, f"Request body is larger than {limit} bytes")
     try:
-        body = await request.read()
+        body = await read_all(request)
     except web.RequestPayloadError as exc:
         raise GeminiError(400, unreadable_body(exc)) from exc
     if len(body) > limit:

@@ -29,7 +29,7 @@ from aiohttp import web
 from api import keys
 from api.batch_inserts import BASE as BATCH_INSERTS
 from api.errors import ErrorRenderer
-from api.requests import unreadable_body
+from api.requests import read_all, unreadable_body
 from batchline import batches
 from batchline.db import is_transient
 from batchline.settings import Settings
@@ -137,7 +137,7 @@ async def bulk_upsert_instances(request: web.Request) -> web.StreamResponse:
     """Upsert the instances of an NDJSON file in object storage (FOLIO Instance Bulk API)."""
     settings = request.app[keys.SETTINGS]
     try:
-        payload = orjson.loads(await request.read())
+        payload = orjson.loads(await read_all(request))
     except orjson.JSONDecodeError:
         return errors_response([_error("Request body is not valid JSON")])
     except web.RequestPayloadError as exc:

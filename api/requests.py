@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -9,6 +10,7 @@ import orjson
 from aiohttp import web
 from aiohttp.compression_utils import HAS_BROTLI, HAS_ZSTD
 
+from api import keys
 from api.errors import ApiError, ErrorCode
 
 # Every POST, PUT and PATCH of the API takes a JSON body.
@@ -60,6 +62,19 @@ async def json_bodies(request: web.Request, handler: _Handler) -> web.StreamResp
     return await handler(request)
 
 
+async def read_all(request: web.Request) -> bytes:
+    """The whole body, within ``BATCHLINE_HTTP_BODY_TIMEOUT_SECONDS``; else 408 and close."""
+    seconds = request.app[keys.SETTINGS].http_body_timeout_seconds
+    try:
+        async with asyncio.timeout(seconds):
+            return await request.read()
+    except TimeoutError:
+        raise web.HTTPRequestTimeout(
+            reason=f"The request body did not arrive within {seconds:g} s",
+            headers={"Connection": "close"},
+        ) from None
+
+
 async def read_body(request: web.Request, max_bytes: int) -> bytes:
     if request.content_length is not None and request.content_length > max_bytes:
         raise ApiError(
@@ -69,7 +84,7 @@ async def read_body(request: web.Request, max_bytes: int) -> bytes:
             {"limit_bytes": max_bytes},
         )
     try:
-        return await request.read()
+        return await read_all(request)
     except web.HTTPRequestEntityTooLarge as exc:
         raise ApiError(
             413,
