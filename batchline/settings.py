@@ -183,6 +183,9 @@ class Settings(BaseSettings):
             "bootstrap.servers": self.require_bootstrap_servers(),
             "enable.idempotence": True,
             "acks": "all",
+            # The Java client's partitioner (kafka-python and aiokafka use it too), not
+            # librdkafka's CRC32 default: a key lands where other producers put it.
+            "partitioner": "murmur2_random",
             "linger.ms": self.kafka_linger_ms,
             "compression.type": self.kafka_compression,
             "message.max.bytes": KAFKA_MESSAGE_MAX_BYTES,
