@@ -27,6 +27,7 @@ from batchline.db import is_transient
 from batchline.entities import reads
 from batchline.entities.schema import EntitySchema, FieldSpec, FieldType
 from batchline.entities.values import ConversionError, LogicalKeyMismatch, Values, sql_text
+from streams import codec
 from streams.envelopes import ChunkOptions
 from streams.events import RecordError
 from streams.producer import DeliveryError
@@ -130,7 +131,7 @@ async def _payload(request: web.Request) -> Any:
     if len(body) > limit:
         raise GeminiError(413, f"Request body is larger than {limit} bytes")
     try:
-        payload = orjson.loads(body)
+        payload = codec.loads(body)
     except orjson.JSONDecodeError as exc:
         raise GeminiError(400, f"Request body is not valid JSON: {exc}") from exc
     if _LONG_DIGITS.search(body):

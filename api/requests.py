@@ -12,6 +12,7 @@ from aiohttp.compression_utils import HAS_BROTLI, HAS_ZSTD
 
 from api import keys
 from api.errors import ApiError, ErrorCode
+from streams import codec
 
 # Every POST, PUT and PATCH of the API takes a JSON body.
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
@@ -106,7 +107,7 @@ def parse_json(body: bytes) -> Any:
     if not body.strip():
         raise ApiError(400, ErrorCode.INVALID_JSON, "Request body is empty; JSON expected")
     try:
-        return orjson.loads(body)
+        return codec.loads(body)
     except orjson.JSONDecodeError as exc:
         raise ApiError(
             400, ErrorCode.INVALID_JSON, f"Request body is not valid JSON: {exc}"

@@ -103,7 +103,28 @@ def decode_chunk(message: ConsumedMessage) -> IngestChunk:
         return IngestChunk.model_validate_json(message.value)
     except ValidationError as exc:
         not_json = any(e["type"] == "json_invalid" for e in exc.errors())
-        raise UndeliverableMessage(Stage.DECODE if not_json else Stage.VALIDATE, exc) from exc
+        if not (not_json and codec.may_hold_surrogates(message.value)):
+            raise UndeliverableMessage(Stage.DECODE if not_json else Stage.VALIDATE, exc) from exc
+    return _with_lone_surrogates(message.value)
+
+
+def _with_lone_surrogates(value: bytes) -> IngestChunk:
+    """A chunk whose JSON spells a lone surrogate, which pydantic's parser refuses: the
+    record holding it fails alone (as one with a NUL does), not the chunk."""
+    try:
+        parsed = codec.loads(value)
+    except ValueError as exc:
+        raise UndeliverableMessage(Stage.DECODE, exc) from exc
+    try:
+        chunk = IngestChunk.model_validate(parsed)
+    except ValidationError as exc:
+        raise UndeliverableMessage(Stage.VALIDATE, exc) from exc
+    problem = codec.holds_unstorable_text(chunk.model_dump(exclude={"records"}))
+    if problem:
+        raise UndeliverableMessage(
+            Stage.VALIDATE, ValueError(f"the envelope's fields hold {problem}")
+        )
+    return chunk
 
 
 def derived_batch_id(message: ConsumedMessage) -> str:
@@ -212,7 +233,7 @@ class Inserter:
                     writer,
                     chunk,
                     batch_id,
-                    may_hold_nul=_NUL_ESCAPE in (message.value or b""),
+                    may_hold_unstorable=_may_hold_unstorable(message.value or b""),
                     digest=hashlib.blake2b(message.value or b"", digest_size=16).digest(),
                 )
                 break
@@ -260,7 +281,7 @@ class Inserter:
         chunk: IngestChunk,
         batch_id: str,
         *,
-        may_hold_nul: bool,
+        may_hold_unstorable: bool,
         digest: bytes,
     ) -> ChunkResult:
         records = [
@@ -287,9 +308,14 @@ class Inserter:
                 raise BatchIndexReused(batch_id, reused)
             todo = [r for r in records if r.index not in done]
             results: list[RecordResult] = []
-            if may_hold_nul:
-                results = [_nul_rejected(r.index) for r in todo if _holds_nul(r.raw)]
-                todo = [r for r in todo if not _holds_nul(r.raw)]
+            if may_hold_unstorable:
+                refused = {r.index: codec.holds_unstorable_text(r.raw) for r in todo}
+                results = [
+                    _unstorable_rejected(index, problem)
+                    for index, problem in refused.items()
+                    if problem
+                ]
+                todo = [r for r in todo if not refused[r.index]]
                 if results and chunk.options.atomic:
                     results += [
                         RecordResult.failed(r.index, RecordError.NOT_PROCESSED) for r in todo
@@ -423,7 +449,7 @@ class Inserter:
         payloads = {
             index: raw
             for index, raw in zip(indices, chunk.records, strict=True)
-            if not _holds_nul(raw)
+            if not codec.holds_unstorable_text(raw)
         }
         try:
             async with self._pool.acquire() as conn:
@@ -572,26 +598,22 @@ def _outcomes(
 _NUL_ESCAPE = b"\\u0000"
 
 
-def _holds_nul(value: Any) -> bool:
-    if isinstance(value, str):
-        return "\x00" in value
-    if isinstance(value, dict):
-        return any(_holds_nul(k) or _holds_nul(v) for k, v in value.items())
-    if isinstance(value, list):
-        return any(_holds_nul(item) for item in value)
-    return False
+def _may_hold_unstorable(value: bytes) -> bool:
+    """Whether a chunk may hold text PostgreSQL cannot store: NUL, or a lone surrogate."""
+    return _NUL_ESCAPE in value or codec.may_hold_surrogates(value)
 
 
-def _nul_rejected(index: int) -> RecordResult:
-    """A record with a NUL character fails alone, not the chunk it came in."""
+def _unstorable_rejected(index: int, problem: str) -> RecordResult:
+    """A record with text PostgreSQL cannot store fails alone, not the chunk it came in."""
+    nul = problem.startswith("NUL")
     return RecordResult.failed(
         index,
         RecordError.VALIDATION_ERROR,
         [
             {
                 "field": None,
-                "message": "Text must not contain NUL (\\u0000) characters",
-                "type": "nul_character",
+                "message": f"Text must not contain {problem}",
+                "type": "nul_character" if nul else "lone_surrogate",
             }
         ],
     )

@@ -4,8 +4,9 @@ One converter per type. The canonical form is JSON-compatible and is what Postgr
 ``jsonb_to_recordset`` casts into the typed columns (DECIMAL as a string so it stays exact,
 DATE as ``YYYY-MM-DD``, DATE_TIME as UTC with ``Z``). A value that is not of its field's
 type raises ``ConversionError`` with the Gemini framework's message: so does a value past
-what Python or PostgreSQL can hold, and text with a NUL character, which PostgreSQL stores in
-neither ``text`` nor ``jsonb``. Nothing here raises anything else for any JSON input.
+what Python or PostgreSQL can hold, and text with a NUL character or a lone surrogate,
+which PostgreSQL stores in neither ``text`` nor ``jsonb``. Nothing here raises anything
+else for any JSON input.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from urllib.parse import quote, unquote
 import orjson
 
 from batchline.entities.schema import EntitySchema, FieldSpec, FieldType, Registry
+from streams import codec
 
 _BIGINT = 2**63
 # ASCII digits only: \d would let other scripts' digits through to int() and Decimal().
@@ -35,14 +37,12 @@ _NUMERIC_INTEGER_DIGITS = 131_072
 _NUMERIC_FRACTION_DIGITS = 16_383
 # A logical-key value is a unique-index entry and a URL path segment.
 MAX_KEY_CHARACTERS = 1000
-NUL = "\x00"
-NUL_NAME = "NUL (\\u0000) characters"
-NUL_PROBLEM = f"text must not contain {NUL_NAME}"
 
 
 def visible(text: str) -> str:
-    """``text`` with NUL written as JSON spells it: a message must not carry the character."""
-    return text.replace(NUL, "\\u0000")
+    """``text`` with NUL and lone surrogates written as JSON spells them: a message must not
+    carry those characters."""
+    return codec.escaped(text)
 
 
 def shown(value: Any) -> str:
@@ -190,8 +190,9 @@ class Values:
         for key in raw:
             if key not in names:
                 reason = "unknown field"
-                if NUL in key:
-                    reason += f": names must not contain {NUL_NAME}"
+                problem = codec.unstorable_text(key)
+                if problem:
+                    reason += f": names must not contain {problem}"
                 result.problems.append(
                     FieldProblem(f"{prefix}{visible(key)}", "validation", reason)
                 )
@@ -257,8 +258,9 @@ class Values:
     def from_json(self, spec: FieldSpec, value: Any, path: str | None = None) -> Any:
         """A scalar JSON value in canonical form; raises ConversionError."""
         where = path or spec.name
-        if isinstance(value, str) and NUL in value:
-            raise ConversionError(where, spec.type, value, NUL_PROBLEM)
+        problem = codec.unstorable_text(value) if isinstance(value, str) else None
+        if problem:
+            raise ConversionError(where, spec.type, value, f"text must not contain {problem}")
         if spec.type is FieldType.ENTITY_REF:
             key_field = self.registry.ref_key_field(spec)
             try:
@@ -303,8 +305,9 @@ class Values:
 
     def search_text(self, spec: FieldSpec, text: str) -> str:
         """Text searched for as written (CONTAINS, STARTS_WITH): any text PostgreSQL can hold."""
-        if NUL in text:
-            raise ConversionError(spec.name, spec.type, text, NUL_PROBLEM)
+        problem = codec.unstorable_text(text)
+        if problem:
+            raise ConversionError(spec.name, spec.type, text, f"text must not contain {problem}")
         return text
 
     # --- output -------------------------------------------------------------------------------
