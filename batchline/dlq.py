@@ -143,8 +143,8 @@ class Entry:
 
     @property
     def key(self) -> str | None:
-        key = self.letter.key
-        return key.decode("utf-8", "replace") if key is not None else None
+        """The key as UTF-8 text, or base64 when it is not (``key_format`` says which)."""
+        return bytes_view(self.letter.key)[1]
 
 
 @dataclass(frozen=True, slots=True)
@@ -602,16 +602,29 @@ def _iso(moment: datetime | None) -> str | None:
     return moment.astimezone(UTC).isoformat().replace("+00:00", "Z") if moment else None
 
 
+def bytes_view(value: bytes | None) -> tuple[str, str | None]:
+    """Bytes as UTF-8 text, else base64, and which it is (``none`` for null)."""
+    if value is None:
+        return "none", None
+    try:
+        return "text", value.decode("utf-8")
+    except UnicodeDecodeError:
+        return "base64", base64.b64encode(value).decode()
+
+
+def header_view(name: str, value: bytes | None) -> dict[str, Any]:
+    """One header: a name may come more than once, and a value may be null or binary."""
+    value_format, shown = bytes_view(value)
+    return {"name": name, "value": shown, "value_format": value_format}
+
+
 def value_view(value: bytes | None) -> dict[str, Any]:
     """The value as JSON when it is JSON, else as text, else base64."""
-    if value is None:
-        return {"value_format": "none", "value": None}
-    with contextlib.suppress(ValueError):
-        return {"value_format": "json", "value": codec.loads(value)}
-    try:
-        return {"value_format": "text", "value": value.decode("utf-8")}
-    except UnicodeDecodeError:
-        return {"value_format": "base64", "value": base64.b64encode(value).decode()}
+    if value is not None:
+        with contextlib.suppress(ValueError):
+            return {"value_format": "json", "value": codec.loads(value)}
+    value_format, shown = bytes_view(value)
+    return {"value_format": value_format, "value": shown}
 
 
 def entry_view(entry: Entry, *, with_value: bool = False) -> dict[str, Any]:
@@ -636,10 +649,11 @@ def entry_view(entry: Entry, *, with_value: bool = False) -> dict[str, Any]:
         "entity": entry.entity,
         "batch_id": entry.batch_id,
         "key": entry.key,
+        "key_format": bytes_view(letter.key)[0],
         "size": len(letter.value or b""),
     }
     if with_value:
-        view["headers"] = {k: v.decode("utf-8", "replace") for k, v in letter.original_headers}
+        view["headers"] = [header_view(name, value) for name, value in letter.original_headers]
         view |= value_view(letter.value)
     return view
 

@@ -198,17 +198,26 @@ async def _show(settings: Settings, letter_id: str, as_json: bool) -> int:
         ("replays", str(view["replay_count"])),
         ("entity", view["entity"] or "-"),
         ("batch", view["batch_id"] or "-"),
-        ("key", view["key"] if view["key"] is not None else "-"),
+        ("key", _shown_bytes({"value": view["key"], "value_format": view["key_format"]})),
     ]
-    lines += [(f"header {k}", v) for k, v in view["headers"].items()]
+    lines += [(f"header {h['name']}", _shown_bytes(h)) for h in view["headers"]]
     for label, text in lines:
-        print(f"{label:<14}{text}")
+        print(f"{label:<13} {text}")
     print(f"value ({view['value_format']}, {view['size']} bytes):")
     if view["value_format"] == "json":
         print(orjson.dumps(view["value"], option=orjson.OPT_INDENT_2).decode())
     elif view["value"] is not None:
         print(view["value"])
     return 0
+
+
+def _shown_bytes(view: dict[str, Any]) -> str:
+    """A key or header value on one line: text as it is, else its form in brackets."""
+    if view["value_format"] == "none":
+        return "- (null)"
+    if view["value_format"] == "base64":
+        return f"{view['value']} (base64)"
+    return str(view["value"])
 
 
 async def _replay(

@@ -99,7 +99,7 @@ def _consumed(event: faust.types.EventT[bytes]) -> ConsumedMessage:
         offset=message.offset,
         key=message.key,
         value=message.value,
-        headers=tuple((k, bytes(v) if v is not None else b"") for k, v in headers),
+        headers=tuple((k, bytes(v) if v is not None else None) for k, v in headers),
         timestamp_ms=int(message.timestamp * 1000) if message.timestamp else None,
     )
 

@@ -143,7 +143,9 @@ class Projector:
             try:
                 decoded.append((message, RecordOutcome.model_validate_json(message.value or b"")))
             except ValidationError as exc:
-                await self._dead_letter(DeadLetter.for_failure(message, exc, Stage.VALIDATE, 1))
+                not_json = any(error["type"] == "json_invalid" for error in exc.errors())
+                stage = Stage.DECODE if not_json else Stage.VALIDATE
+                await self._dead_letter(DeadLetter.for_failure(message, exc, stage, 1))
         if not decoded:
             return
         try:

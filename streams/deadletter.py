@@ -115,8 +115,9 @@ _FALLBACKS: dict[str, str] = {
 class DeadLetter(DeadLetterHeaders):
     key: bytes | None = None
     value: bytes | None = None
-    # Headers of the source message other than batchline's own.
-    original_headers: tuple[tuple[str, bytes], ...] = ()
+    # Headers of the source message other than batchline's own, in order, repeated names
+    # and null values kept.
+    original_headers: tuple[tuple[str, bytes | None], ...] = ()
     # Where this dead letter itself sits on the dead-letter topic, once read back.
     dlq_partition: int | None = None
     dlq_offset: int | None = None
@@ -208,7 +209,7 @@ class DeadLetter(DeadLetterHeaders):
     def origin(self) -> str:
         """``topic:partition:offset`` where the message was first consumed."""
         for name, value in self.original_headers:
-            if name == ORIGIN_HEADER:
+            if name == ORIGIN_HEADER and value is not None:
                 return value.decode("utf-8", "replace")
         return f"{self.source_topic}:{self.source_partition}:{self.source_offset}"
 

@@ -298,3 +298,45 @@ async def test_a_replay_must_be_asked_for_with_a_json_body(http: aiohttp.ClientS
         async with http.post("/ops/dlq/replays", data=body, headers=JSON) as response:
             assert response.status == status, body
     assert await runs() == before
+
+
+async def test_a_dead_letter_keeps_every_header_null_values_and_binary_keys(
+    settings: Settings, worker: WorkerResources, http: aiohttp.ClientSession, tag: str
+) -> None:
+    key = b"\xff\xfe" + tag.encode()
+    headers = [("dup", b"1"), ("dup", b"2"), ("nothing", None), ("binary", b"\xff\x00")]
+    produce(_bootstrap(settings), INGEST, [(key, NOT_JSON)], headers=headers)
+    key_shown = base64.b64encode(key).decode()
+
+    [letter] = await _letters(http, key=key_shown)
+    async with http.get(f"/ops/dlq/messages/{letter['id']}") as response:
+        shown = await response.json()
+
+    assert (shown["key"], shown["key_format"]) == (key_shown, "base64")
+    assert shown["headers"] == [
+        {"name": "dup", "value": "1", "value_format": "text"},
+        {"name": "dup", "value": "2", "value_format": "text"},
+        {"name": "nothing", "value": None, "value_format": "none"},
+        {
+            "name": "binary",
+            "value": base64.b64encode(b"\xff\x00").decode(),
+            "value_format": "base64",
+        },
+    ]
+    on_topic = [r for r in read_all(_bootstrap(settings), DLQ) if r.key == key]
+    assert [r.key for r in on_topic] == [key]
+    cli = await run_cli(settings, "dlq", "show", letter["id"])
+    assert cli.code == 0, cli.err
+    assert "header dup    1\nheader dup    2\n" in cli.out
+    assert "header nothing - (null)" in cli.out
+    assert f"key           {key_shown} (base64)" in cli.out
+
+
+async def test_an_outcome_that_is_not_json_is_dead_lettered_at_decode(
+    settings: Settings, worker: WorkerResources, http: aiohttp.ClientSession, tag: str
+) -> None:
+    produce(_bootstrap(settings), "batchline.outcomes", [(f"outcome-{tag}".encode(), NOT_JSON)])
+
+    [letter] = await _letters(http, key=f"outcome-{tag}")
+
+    assert (letter["stage"], letter["source"]["topic"]) == ("decode", "batchline.outcomes")
