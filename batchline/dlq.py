@@ -84,8 +84,12 @@ class DeadLetterFilter(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    since: datetime | None = Field(default=None, description="Dead-lettered at or after.")
-    until: datetime | None = Field(default=None, description="Dead-lettered before.")
+    since: datetime | None = Field(
+        default=None, description="Dead-lettered at or after: ISO 8601, or an age (30m, 2h, 7d)."
+    )
+    until: datetime | None = Field(
+        default=None, description="Dead-lettered before: ISO 8601, or an age (30m, 2h, 7d)."
+    )
     error_class: str | None = Field(default=None, description="e.g. ValidationError.")
     entity: str | None = Field(default=None, description="The envelope's entity.")
     stage: Stage | None = None
@@ -99,6 +103,12 @@ class DeadLetterFilter(BaseModel):
         if value is not None and "\x00" in value:
             raise ValueError("must not contain NUL characters")
         return value
+
+    @field_validator("since", "until", mode="before")
+    @classmethod
+    def _time_or_age(cls, value: Any) -> Any:
+        # The same times as the CLI and the query string take: ISO 8601 or an age (2h).
+        return parse_moment(value) if isinstance(value, str) else value
 
     @field_validator("since", "until")
     @classmethod

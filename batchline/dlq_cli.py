@@ -28,7 +28,6 @@ def add_parser(commands: Any) -> None:
 
     listing = actions.add_parser("list", help="dead letters as a table, newest first")
     _add_filters(listing)
-    listing.add_argument("--status", choices=[s.value for s in dlq.LetterStatus])
     listing.add_argument("--limit", type=_limit, default=100, help="newest N (default 100)")
     listing.add_argument("--json", action="store_true", help="one JSON object per line")
 
@@ -78,6 +77,11 @@ def _add_filters(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--entity", help="the envelope's entity")
     parser.add_argument("--stage", choices=[s.value for s in Stage])
     parser.add_argument("--key", help="Kafka key (the batch id, for chunks batchline produced)")
+    parser.add_argument(
+        "--status",
+        choices=[s.value for s in dlq.LetterStatus],
+        help="pending, replayed or parked (a replay puts back only pending ones)",
+    )
 
 
 def _filters(args: argparse.Namespace) -> dlq.DeadLetterFilter:
@@ -88,7 +92,7 @@ def _filters(args: argparse.Namespace) -> dlq.DeadLetterFilter:
         entity=args.entity,
         stage=args.stage,
         key=args.key,
-        status=getattr(args, "status", None),
+        status=args.status,
     )
 
 

@@ -340,3 +340,29 @@ async def test_an_outcome_that_is_not_json_is_dead_lettered_at_decode(
     [letter] = await _letters(http, key=f"outcome-{tag}")
 
     assert (letter["stage"], letter["source"]["topic"]) == ("decode", "batchline.outcomes")
+
+
+async def test_a_replay_takes_the_filters_list_takes_ages_and_status_alike(
+    settings: Settings, worker: WorkerResources, http: aiohttp.ClientSession, tag: str
+) -> None:
+    key = f"ages-{tag}"
+    produce(
+        _bootstrap(settings), INGEST, [(key.encode(), b'{"entity": "nothing", "records": [1]}')]
+    )
+    await _letters(http, key=key)
+
+    wanted = {"filters": {"key": key, "since": "2h", "status": "pending"}, "dry_run": True}
+    run = await _finished_replay(http, await _start_replay(http, wanted))
+    older = {"filters": {"key": key, "until": "2h"}, "dry_run": True}
+    none_older = await _finished_replay(http, await _start_replay(http, older))
+    cli = await run_cli(
+        settings, "dlq", "replay", "--key", key, "--since", "2h", "--status", "pending", "--dry-run"
+    )
+    async with http.post("/ops/dlq/replays", json={"filters": {"since": "soon"}}) as response:
+        refused = response.status
+
+    assert (run["status"], run["counts"]["selected"]) == ("completed", 1)
+    assert none_older["counts"]["matched"] == 0
+    assert cli.code == 0, cli.err
+    assert "(dry run): 1 would be replayed" in cli.out
+    assert refused == 422
