@@ -16,6 +16,7 @@ import collections
 import contextlib
 import logging
 import re
+import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -530,7 +531,18 @@ class _Replayer:
         if not messages:
             return
         letters = [DeadLetter.from_message(m) for m in messages]
-        await self.producer.send_many(letter.replay_message() for letter in letters)
+        # Tokens first: a message that fails again before its mark below is written still
+        # proves its replay count. A crash before the send leaves tokens nobody holds.
+        tokens = [uuid.uuid4() for _ in letters]
+        await self.pool.execute(
+            """INSERT INTO dlq_replay_token (token, replay_count)
+               SELECT * FROM unnest($1::uuid[], $2::int[])""",
+            tokens,
+            [letter.replay_count + 1 for letter in letters],
+        )
+        await self.producer.send_many(
+            letter.replay_message(str(token)) for letter, token in zip(letters, tokens, strict=True)
+        )
         await self.pool.execute(
             """INSERT INTO dlq_replayed
                    (dlq_topic, dlq_partition, dlq_offset, dlq_timestamp_ms, replay_id)
@@ -547,6 +559,28 @@ class _Replayer:
         )
         self.counts.replayed += len(messages)
         await self.checkpoint(force=True)
+
+
+async def with_trusted_replay_count(pool: asyncpg.Pool, letter: DeadLetter) -> DeadLetter:
+    """``letter`` with the replay count of the replay that sent its message, if one did.
+
+    A replay count is what PostgreSQL keeps for the message's replay token; a message
+    without a known token (fresh from a producer, whatever its headers say) has none.
+    """
+    count = 0
+    if letter.replay_token:
+        try:
+            token = uuid.UUID(letter.replay_token)
+        except ValueError:
+            token = None
+        if token is not None:
+            count = (
+                await pool.fetchval(
+                    "SELECT replay_count FROM dlq_replay_token WHERE token = $1", token
+                )
+                or 0
+            )
+    return letter.model_copy(update={"replay_count": count})
 
 
 async def replay(

@@ -23,6 +23,7 @@ import asyncpg
 import pydantic_core
 from pydantic import ValidationError
 
+from batchline import dlq
 from batchline.db import is_transient, outage_backoff
 from batchline.metrics import Metrics
 from consumers import ledger, outbox
@@ -479,6 +480,9 @@ class Inserter:
         )
 
     async def _dead_letter(self, letter: DeadLetter) -> None:
+        letter = await self._until_done(
+            lambda: dlq.with_trusted_replay_count(self._pool, letter), "replay count"
+        )
         self._metrics.dead_letters.labels(letter.stage.value).inc()
         log.warning(
             "dead-lettering %s[%s]@%s at stage %s: %s",

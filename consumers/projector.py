@@ -14,6 +14,7 @@ from collections.abc import Sequence
 import asyncpg
 from pydantic import ValidationError
 
+from batchline import dlq
 from batchline.db import insert_resolving_conflicts, is_transient, outage_backoff
 from streams.deadletter import DeadLetter, Stage
 from streams.events import RecordOutcome
@@ -178,6 +179,7 @@ class Projector:
         waits = 0
         while True:
             try:
+                letter = await dlq.with_trusted_replay_count(self._pool, letter)
                 await self._producer.send_many([letter.to_message()])
                 return
             except Exception as exc:  # noqa: BLE001 - broker away: the offset must wait

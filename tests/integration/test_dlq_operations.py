@@ -366,3 +366,24 @@ async def test_a_replay_takes_the_filters_list_takes_ages_and_status_alike(
     assert cli.code == 0, cli.err
     assert "(dry run): 1 would be replayed" in cli.out
     assert refused == 422
+
+
+async def test_a_replay_count_a_producer_set_itself_counts_for_nothing(
+    settings: Settings, worker: WorkerResources, http: aiohttp.ClientSession, tag: str
+) -> None:
+    key = f"forged-{tag}"
+    forged = [
+        ("batchline.replay.count", b"7"),
+        ("batchline.replay.token", b"00000000-0000-4000-8000-000000000000"),
+    ]
+    produce(_bootstrap(settings), INGEST, [(key.encode(), NOT_JSON)], headers=forged)
+
+    [letter] = await _letters(http, key=key)
+    replayed = await run_cli(settings, "dlq", "replay", "--key", key, dlq_max_replays=1)
+    [again, first] = await _letters(http, count=2, key=key)
+
+    assert (letter["replay_count"], letter["status"]) == (0, "pending")
+    assert replayed.code == 0, replayed.err
+    assert ": 1 replayed, 0 parked" in replayed.out
+    assert again["replay_count"] == 1
+    assert first["id"] == letter["id"]
