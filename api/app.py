@@ -10,10 +10,10 @@ from api import batch_inserts, dlq, entity_data, instance_bulk, keys, operations
 from api.completion import CompletionWaiter
 from api.errors import ErrorRenderer, Handler, error_middleware
 from api.requests import json_bodies
-from batchline import db
 from batchline.entities.schema import load_registry
 from batchline.metrics import Metrics
 from batchline.settings import Settings
+from sql import db
 from streams.producer import AsyncProducer
 
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -16,9 +18,10 @@ from api import keys
 from api.errors import ApiError, ErrorCode
 from api.requests import parse_json, query_int, read_body
 from api.responses import json_response
-from batchline import batches
+from batchline.records import validation_details
 from batchline.settings import KAFKA_MESSAGE_MAX_BYTES
-from consumers.writers.base import validation_details
+from batchline.vocabulary import BatchStatus, Source
+from sql import batches, idempotency_keys
 from streams.envelopes import ACTIVITY_ENTITY, ChunkOptions
 from streams.producer import DeliveryError
 from streams.publisher import chunk_messages
@@ -26,7 +29,7 @@ from streams.publisher import chunk_messages
 log = logging.getLogger(__name__)
 
 BASE = "/api/v1/batch-inserts"
-_STATUSES = ("processing", "completed", "failed")
+_STATUSES = tuple(BatchStatus)
 
 
 def timestamp(value: datetime | None) -> str | None:
@@ -68,10 +71,17 @@ async def operation_view(
     return view
 
 
-def processing_response(header: batches.BatchHeader) -> web.Response:
-    location = f"{BASE}/{header.id}"
-    body = summary_view(header) | {"status": "processing"}
-    return json_response(body, status=202, headers={"Location": location})
+@contextlib.contextmanager
+def _refused_as_404_or_409(batch_id: str) -> Iterator[None]:
+    """A batch that is not there, or still processing, as the client is told about it."""
+    try:
+        yield
+    except batches.BatchMissing:
+        raise ApiError(404, ErrorCode.NOT_FOUND, f"Batch insert {batch_id} not found") from None
+    except batches.BatchStillProcessing:
+        raise ApiError(
+            409, ErrorCode.BATCH_PROCESSING, f"Batch insert {batch_id} is still processing"
+        ) from None
 
 
 async def _header_or_404(request: web.Request, batch_id: str) -> batches.BatchHeader:
@@ -133,18 +143,20 @@ async def create_batch(request: web.Request) -> web.StreamResponse:
 
     idempotency_key = _idempotency_key(request)
     if idempotency_key is not None:
-        stored = await batches.claim_idempotency_key(
-            pool, idempotency_key, batches.request_fingerprint(body)
+        stored = await idempotency_keys.claim_idempotency_key(
+            pool, idempotency_key, idempotency_keys.request_fingerprint(body)
         )
         if stored is not None:
             return await _replay_stored(request, idempotency_key, body, activities, stored)
 
     try:
         if idempotency_key is None:
-            header = await batches.create(pool, ACTIVITY_ENTITY, "rest", len(activities), options)
+            header = await batches.create(
+                pool, ACTIVITY_ENTITY, Source.REST, len(activities), options
+            )
         else:
-            header = await batches.create_for_key(
-                pool, idempotency_key, ACTIVITY_ENTITY, "rest", len(activities), options
+            header = await idempotency_keys.create_for_key(
+                pool, idempotency_key, ACTIVITY_ENTITY, Source.REST, len(activities), options
             )
         await _publish(request, header, activities, idempotency_key)
     except BaseException:
@@ -190,7 +202,7 @@ async def _publish(
         ) from exc
     if idempotency_key is not None:
         try:
-            await batches.mark_published(pool, idempotency_key)
+            await idempotency_keys.mark_published(pool, idempotency_key)
         except Exception as exc:  # noqa: BLE001 - at worst a retry sends the chunks again
             log.warning("batch %s published, but its key could not say so: %s", header.id, exc)
 
@@ -200,7 +212,7 @@ async def _release(request: web.Request, idempotency_key: str | None) -> None:
     if idempotency_key is None:
         return
     try:
-        await batches.release_idempotency_key(request.app[keys.POOL], idempotency_key)
+        await idempotency_keys.release_idempotency_key(request.app[keys.POOL], idempotency_key)
     except Exception as exc:  # noqa: BLE001 - the claim lapses; a retry takes it over
         log.warning("Idempotency-Key not released: %s", exc)
 
@@ -219,7 +231,7 @@ async def _answer(
         request.app[keys.METRICS].batch_latency.observe(time.perf_counter() - started)
     if idempotency_key is not None:
         try:
-            await batches.store_idempotent_response(
+            await idempotency_keys.store_idempotent_response(
                 request.app[keys.POOL], idempotency_key, header.id, status, view
             )
         except Exception as exc:  # noqa: BLE001 - the key still leads to the batch
@@ -241,10 +253,10 @@ async def _answer_when_done(
         assert current is not None
         if finished:
             return 201, await operation_view(request, current, with_times=False)
-        return 202, summary_view(current) | {"status": "processing"}
+        return 202, summary_view(current) | {"status": BatchStatus.PROCESSING}
     except Exception as exc:  # noqa: BLE001 - see the docstring
         log.warning("accepted batch %s answered 202: %s", header.id, exc)
-        return 202, summary_view(header) | {"status": "processing"}
+        return 202, summary_view(header) | {"status": BatchStatus.PROCESSING}
 
 
 def _idempotency_key(request: web.Request) -> str | None:
@@ -253,20 +265,27 @@ def _idempotency_key(request: web.Request) -> str | None:
         return None
     # isprintable() is False for control characters and for the lone surrogates that stand
     # for bytes that were not UTF-8, which PostgreSQL could not store.
-    if not key.strip() or len(key) > batches.MAX_IDEMPOTENCY_KEY_LENGTH or not key.isprintable():
+    if (
+        not key.strip()
+        or len(key) > idempotency_keys.MAX_IDEMPOTENCY_KEY_LENGTH
+        or not key.isprintable()
+    ):
         raise ApiError(
             400,
             ErrorCode.INVALID_REQUEST,
             "Idempotency-Key must be 1 to"
-            f" {batches.MAX_IDEMPOTENCY_KEY_LENGTH} printable UTF-8 characters, not blank",
-            {"header": "Idempotency-Key", "max_length": batches.MAX_IDEMPOTENCY_KEY_LENGTH},
+            f" {idempotency_keys.MAX_IDEMPOTENCY_KEY_LENGTH} printable UTF-8 characters, not blank",
+            {
+                "header": "Idempotency-Key",
+                "max_length": idempotency_keys.MAX_IDEMPOTENCY_KEY_LENGTH,
+            },
         )
     return key
 
 
-def _in_flight(key: str, stored: batches.StoredResponse) -> ApiError:
+def _in_flight(key: str, stored: idempotency_keys.StoredResponse) -> ApiError:
     """409 for a key whose request is still being answered; when to look again."""
-    wait = max(1, math.ceil(batches.ABANDONED_CLAIM_SECONDS - stored.age_seconds))
+    wait = max(1, math.ceil(idempotency_keys.ABANDONED_CLAIM_SECONDS - stored.age_seconds))
     return ApiError(
         409,
         ErrorCode.IDEMPOTENCY_KEY_IN_FLIGHT,
@@ -281,9 +300,9 @@ async def _replay_stored(
     key: str,
     body: bytes,
     activities: list[Any],
-    stored: batches.StoredResponse,
+    stored: idempotency_keys.StoredResponse,
 ) -> web.StreamResponse:
-    if stored.request_hash != batches.request_fingerprint(body):
+    if stored.request_hash != idempotency_keys.request_fingerprint(body):
         raise ApiError(
             422,
             ErrorCode.IDEMPOTENCY_KEY_REUSED,
@@ -297,15 +316,15 @@ async def _replay_stored(
         current = await batches.get(pool, stored.batch_id) if stored.batch_id else None
         if current is None:
             raise _in_flight(key, stored)
-        if current.status != "processing":
+        if current.status != BatchStatus.PROCESSING:
             # The request that claimed the key died before answering; its batch has finished.
             view = await operation_view(request, current, with_times=False)
-            await batches.store_idempotent_response(pool, key, current.id, 201, view)
+            await idempotency_keys.store_idempotent_response(pool, key, current.id, 201, view)
             return json_response(view, status=201, headers=replayed)
         if stored.published:
             # Its records are on their way: answer as the first request would have.
             return await _answer(request, current, key, extra_headers=replayed)
-        if not await batches.take_over_unpublished(pool, key):
+        if not await idempotency_keys.take_over_unpublished(pool, key):
             raise _in_flight(key, stored)
         # The first request died between the header and the produce: send the same
         # records to the same batch. A chunk it did send is written once all the same.
@@ -318,7 +337,7 @@ async def _replay_stored(
         return await _answer(request, current, key)
     if stored.status == 202:
         current = await batches.get(pool, stored.batch_id)
-        if current is not None and current.status != "processing":
+        if current is not None and current.status != BatchStatus.PROCESSING:
             return json_response(
                 await operation_view(request, current, with_times=False),
                 status=201,
@@ -390,20 +409,15 @@ async def retry_batch(request: web.Request) -> web.StreamResponse:
             {"field": "retry_indices"},
         )
     try:
-        plan = await batches.start_retry(
-            request.app[keys.POOL], batch_id, indices, retry.ignore_constraints
-        )
-    except batches.RetryRefused as refused:
-        if refused.reason == "missing":
-            raise ApiError(404, ErrorCode.NOT_FOUND, f"Batch insert {batch_id} not found") from None
-        if refused.reason == "processing":
-            raise ApiError(
-                409, ErrorCode.BATCH_PROCESSING, f"Batch insert {batch_id} is still processing"
-            ) from None
-        if refused.reason == "invalid_request":
-            raise ApiError(
-                422, ErrorCode.VALIDATION_FAILED, "Invalid retry request", refused.details
-            ) from None
+        with _refused_as_404_or_409(batch_id):
+            plan = await batches.start_retry(
+                request.app[keys.POOL], batch_id, indices, retry.ignore_constraints
+            )
+    except batches.RetryNotSupported as refused:
+        raise ApiError(
+            422, ErrorCode.VALIDATION_FAILED, "Invalid retry request", refused.details
+        ) from None
+    except batches.RetryIndicesInvalid as refused:
         raise ApiError(
             422,
             ErrorCode.VALIDATION_FAILED,
@@ -442,7 +456,7 @@ async def retry_batch(request: web.Request) -> web.StreamResponse:
     assert current is not None
     view = {
         "id": current.id,
-        "status": current.status if finished else "processing",
+        "status": current.status if finished else BatchStatus.PROCESSING,
         "inserted_count": current.inserted_count,
         "failed_count": current.failed_count,
         "updated_at": timestamp(current.updated_at),
@@ -457,13 +471,8 @@ async def retry_batch(request: web.Request) -> web.StreamResponse:
 
 async def delete_batch(request: web.Request) -> web.StreamResponse:
     batch_id = request.match_info["batch_id"]
-    refused = await batches.delete(request.app[keys.POOL], batch_id)
-    if refused == "missing":
-        raise ApiError(404, ErrorCode.NOT_FOUND, f"Batch insert {batch_id} not found")
-    if refused == "processing":
-        raise ApiError(
-            409, ErrorCode.BATCH_PROCESSING, f"Batch insert {batch_id} is still processing"
-        )
+    with _refused_as_404_or_409(batch_id):
+        await batches.delete(request.app[keys.POOL], batch_id)
     return json_response({"message": f"Batch insert record {batch_id} deleted successfully"})
 
 

@@ -13,8 +13,8 @@ from collections import defaultdict
 
 import asyncpg
 
-from batchline import db
-from consumers.projector import BATCH_DONE_CHANNEL
+from sql import batches, db
+from sql.batches import BATCH_DONE_CHANNEL
 
 log = logging.getLogger(__name__)
 
@@ -89,5 +89,4 @@ class CompletionWaiter:
                     del self._waiting[batch_id]
 
     async def _finished(self, batch_id: str) -> bool:
-        status = await self._pool.fetchval("SELECT status FROM batch WHERE id = $1", batch_id)
-        return bool(status != "processing")
+        return await batches.is_finished(self._pool, batch_id)

@@ -17,8 +17,10 @@ from api import keys
 from api.dlq_tasks import ReplayTasks
 from api.errors import ApiError, ErrorCode
 from api.requests import parse_json, query_int, read_body
-from batchline import dlq
-from consumers.writers.base import validation_details
+from api.responses import json_response
+from batchline.records import validation_details
+from sql.replay_runs import ReplayRuns
+from streams import dlq
 from streams.deadletter import Stage
 from streams.reader import TopicUnreadable
 
@@ -71,10 +73,10 @@ async def list_messages(request: web.Request) -> web.StreamResponse:
     limit = query_int(request, "limit", 100, 1, 1000)
     app = request.app
     with _broker_errors():
-        found = await dlq.list_entries(app[keys.SETTINGS], app[keys.POOL], filters, limit)
-    return web.json_response(
-        {"data": [dlq.entry_view(entry) for entry in found], "count": len(found)}
-    )
+        found = await dlq.list_entries(
+            app[keys.SETTINGS], ReplayRuns(app[keys.POOL]), filters, limit
+        )
+    return json_response({"data": [dlq.entry_view(entry) for entry in found], "count": len(found)})
 
 
 async def show_message(request: web.Request) -> web.StreamResponse:
@@ -85,10 +87,12 @@ async def show_message(request: web.Request) -> web.StreamResponse:
     except ValueError as exc:
         raise ApiError(422, ErrorCode.VALIDATION_FAILED, str(exc)) from None
     with _broker_errors():
-        entry = await dlq.find(request.app[keys.SETTINGS], request.app[keys.POOL], letter_id)
+        entry = await dlq.find(
+            request.app[keys.SETTINGS], ReplayRuns(request.app[keys.POOL]), letter_id
+        )
     if entry is None:
         raise ApiError(404, ErrorCode.NOT_FOUND, f"Dead letter {letter_id} not found")
-    return web.json_response(dlq.entry_view(entry, with_value=True))
+    return json_response(dlq.entry_view(entry, with_value=True))
 
 
 async def start_replay(request: web.Request) -> web.StreamResponse:
@@ -102,25 +106,25 @@ async def start_replay(request: web.Request) -> web.StreamResponse:
         raise ApiError(
             422, ErrorCode.VALIDATION_FAILED, "Invalid replay request", validation_details(exc)
         ) from exc
-    run = await dlq.create_run(
-        request.app[keys.POOL], "http", wanted.filters, wanted.dry_run, wanted.rate_per_second
+    run = await ReplayRuns(request.app[keys.POOL]).create(
+        "http", wanted.filters.described(), wanted.dry_run, wanted.rate_per_second
     )
     app = request.app
     app[keys.DLQ_REPLAYS].start(app[keys.SETTINGS], app[keys.POOL], app[keys.PRODUCER], run)
     location = f"{BASE}/replays/{run.id}"
-    return web.json_response(dlq.run_view(run), status=202, headers={"Location": location})
+    return json_response(dlq.run_view(run), status=202, headers={"Location": location})
 
 
 async def list_replays(request: web.Request) -> web.StreamResponse:
     """Replay runs, newest first (CLI and API alike)."""
     limit = query_int(request, "limit", 20, 1, request.app[keys.SETTINGS].page_limit_max)
-    runs = await dlq.list_runs(request.app[keys.POOL], limit)
-    return web.json_response({"data": [dlq.run_view(run) for run in runs]})
+    runs = await ReplayRuns(request.app[keys.POOL]).newest(limit)
+    return json_response({"data": [dlq.run_view(run) for run in runs]})
 
 
 async def _run_or_404(request: web.Request) -> dlq.ReplayRun:
     run_id = request.match_info["replay_id"]
-    run = await dlq.get_run(request.app[keys.POOL], run_id)
+    run = await ReplayRuns(request.app[keys.POOL]).get(run_id)
     if run is None:
         raise ApiError(404, ErrorCode.NOT_FOUND, f"Replay {run_id} not found")
     return run
@@ -128,7 +132,7 @@ async def _run_or_404(request: web.Request) -> dlq.ReplayRun:
 
 async def get_replay(request: web.Request) -> web.StreamResponse:
     """A replay's status, progress and counts."""
-    return web.json_response(dlq.run_view(await _run_or_404(request)))
+    return json_response(dlq.run_view(await _run_or_404(request)))
 
 
 async def cancel_replay(request: web.Request) -> web.StreamResponse:
@@ -140,9 +144,9 @@ async def cancel_replay(request: web.Request) -> web.StreamResponse:
             ErrorCode.REPLAY_FINISHED,
             f"Replay {run.id} is not running (status {run.status.value})",
         )
-    cancelling = await dlq.request_cancel(request.app[keys.POOL], run.id)
+    cancelling = await ReplayRuns(request.app[keys.POOL]).request_cancel(run.id)
     assert cancelling is not None
-    return web.json_response(dlq.run_view(cancelling), status=202)
+    return json_response(dlq.run_view(cancelling), status=202)
 
 
 async def _replay_tasks(app: web.Application) -> AsyncIterator[None]:

@@ -7,8 +7,9 @@ import contextlib
 
 import asyncpg
 
-from batchline import dlq
 from batchline.settings import Settings
+from sql.replay_runs import ReplayRuns
+from streams import dlq
 from streams.producer import AsyncProducer
 
 
@@ -20,7 +21,7 @@ class ReplayTasks:
         self, settings: Settings, pool: asyncpg.Pool, producer: AsyncProducer, run: dlq.ReplayRun
     ) -> None:
         task = asyncio.create_task(
-            dlq.replay(settings, pool, producer, run), name=f"replay {run.id}"
+            dlq.replay(settings, ReplayRuns(pool), producer, run), name=f"replay {run.id}"
         )
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)

@@ -17,19 +17,21 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import asyncpg
 import orjson
 from aiohttp import web
 
 from api import keys
 from api.requests import read_all, unreadable_body
-from batchline import batches
-from batchline.db import is_transient
-from batchline.entities import reads
+from api.responses import json_response
 from batchline.entities.schema import EntitySchema, FieldSpec, FieldType
 from batchline.entities.values import ConversionError, LogicalKeyMismatch, Values, sql_text
+from batchline.records import RecordDetails, parse_details
+from batchline.vocabulary import BatchStatus, Operation, RecordError, Source
+from sql import batches, entity_rows
+from sql.db import is_transient
 from streams import codec
 from streams.envelopes import ChunkOptions
-from streams.events import RecordError
 from streams.producer import DeliveryError
 from streams.publisher import chunk_messages
 
@@ -56,12 +58,6 @@ class GeminiError(Exception):
         self.errors = errors
 
 
-def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
-    return web.Response(
-        body=orjson.dumps(body), status=status, content_type="application/json", headers=headers
-    )
-
-
 def render_error(status: int, reason: str) -> web.StreamResponse:
     """Errors under /data and /entity, including the router's 404/405, in Gemini's format."""
     return _error(GeminiError(status, reason))
@@ -71,7 +67,7 @@ def _error(exc: GeminiError) -> web.Response:
     error: dict[str, Any] = {"reason": exc.reason}
     if exc.errors:
         error["errors"] = exc.errors
-    return _json({"status": "error", "error": error}, exc.status)
+    return json_response({"status": "error", "error": error}, exc.status)
 
 
 def _meta(updated: datetime | None) -> dict[str, Any]:
@@ -172,7 +168,7 @@ def _alphabetical(value: Any) -> Any:
 
 
 async def _write(
-    request: web.Request, entity: EntitySchema, operation: str, records: list[Any]
+    request: web.Request, entity: EntitySchema, operation: Operation, records: list[Any]
 ) -> tuple[str, list[batches.RecordRow]]:
     """Publish ``records`` as one atomic chunk and wait for the batch; failures raise.
 
@@ -181,7 +177,7 @@ async def _write(
     settings = app[keys.SETTINGS]
     options = ChunkOptions(publish_events=True, atomic=True)
     header = await batches.create(
-        app[keys.POOL], entity.key, "rest", len(records), options, operation
+        app[keys.POOL], entity.key, Source.REST, len(records), options, operation
     )
     try:
         # One chunk whatever its size: the list is one transaction.
@@ -221,7 +217,7 @@ class _Processing(Exception):
 
 
 async def _written(
-    request: web.Request, entity: EntitySchema, operation: str, records: list[Any]
+    request: web.Request, entity: EntitySchema, operation: Operation, records: list[Any]
 ) -> tuple[list[dict[str, Any]], datetime | None]:
     """``_write``, then the records as stored now; 202 (raised) if they cannot be read."""
     batch_id, results = await _write(request, entity, operation, records)
@@ -262,26 +258,25 @@ def raise_failures(
 
 def _failure(entity: EntitySchema, row: batches.RecordRow) -> _Failed:
     """A failed result as the client reads it, whichever shape of details it carries."""
-    details = row.details
+    details = parse_details(row.details)
     if row.error == RecordError.DATABASE_ERROR.value:
-        message = details.get("message") if isinstance(details, dict) else None
+        message = details.message if isinstance(details, RecordDetails) else None
         reason = f"The database refused the record: {message or 'no reason given'}"
         return _Failed(row.index, reason, [{"reason": reason}])
     if isinstance(details, list):
-        # A list of problems ({"field", "message", "type"}): the inserter's own refusals,
-        # such as a NUL character it found before any writer saw the record.
+        # Per-field errors: the inserter's own refusals, such as a NUL character it found
+        # before any writer saw the record.
         problems = [
-            ({"field": p["field"]} if p.get("field") else {})
-            | {"reason": str(p.get("message") or p.get("type") or row.error)}
+            ({"field": p.field} if p.field else {})
+            | {"reason": str(p.message or p.type or row.error)}
             for p in details
-            if isinstance(p, dict)
         ]
         listed = ", ".join(" ".join(str(v) for v in p.values()) for p in problems)
         reason = f"Invalid record for Entity {entity.name}: {listed or row.error}"
         return _Failed(row.index, reason, problems or [{"reason": reason}])
-    found = details if isinstance(details, dict) else {}
-    reason = found.get("reason") or f"Record {row.index} failed: {row.error}"
-    return _Failed(row.index, reason, found.get("errors") or [{"reason": reason}])
+    found = details if isinstance(details, RecordDetails) else RecordDetails()
+    reason = found.reason or f"Record {row.index} failed: {row.error}"
+    return _Failed(row.index, reason, found.errors or [{"reason": reason}])
 
 
 def _canonical(
@@ -310,19 +305,21 @@ async def _stored(
     """What is stored now for the records written, in request order."""
     values = _values(request)
     wanted = [values.parse_lk(entity, r.entity_id) for r in results if r.entity_id is not None]
-    rows = await reads.by_keys(request.app[keys.POOL], request.app[keys.ENTITIES], entity, wanted)
+    rows = await entity_rows.by_keys(
+        request.app[keys.POOL], request.app[keys.ENTITIES], entity, wanted
+    )
     by_key = {values.lk_of(entity, values.render(entity, row)): row for row in rows}
     ordered = [by_key[values.lk_of(entity, key)] for key in wanted]
-    return [_row_view(values, entity, row) for row in ordered], reads.last_update(ordered)
+    return [_row_view(values, entity, row) for row in ordered], entity_rows.last_update(ordered)
 
 
 def _success(data: Any, updated: datetime | None, status: int = 200) -> web.Response:
-    return _json({"status": "success", "data": data, "meta": _meta(updated)}, status)
+    return json_response({"status": "success", "data": data, "meta": _meta(updated)}, status)
 
 
 def _processing(exc: _Processing) -> web.Response:
-    body = {"status": "processing", "data": None, "meta": {"batchId": exc.batch_id}}
-    return _json(body, 202, {"Location": exc.location})
+    body = {"status": BatchStatus.PROCESSING, "data": None, "meta": {"batchId": exc.batch_id}}
+    return json_response(body, 202, {"Location": exc.location})
 
 
 @_gemini
@@ -339,13 +336,13 @@ async def insert_data(request: web.Request) -> web.StreamResponse:
         raise GeminiError(413, f"A list holds at most {most} records")
     canonical = _canonical(request, entity, records)
     try:
-        rows, updated = await _written(request, entity, "insert", canonical)
+        rows, updated = await _written(request, entity, Operation.INSERT, canonical)
     except _Processing as exc:
         return _processing(exc)
     return _success(rows if many else rows[0], updated)
 
 
-async def _change(request: web.Request, operation: str) -> web.StreamResponse:
+async def _change(request: web.Request, operation: Operation) -> web.StreamResponse:
     entity = _entity(request)
     key = _key(request, entity)
     data = await _payload(request)
@@ -365,7 +362,7 @@ async def _change(request: web.Request, operation: str) -> web.StreamResponse:
                     f"Logical key field {spec.name} cannot change: the URL says"
                     f" {sql_text(value)}, the body {data[spec.name]}",
                 )
-    record = _canonical(request, entity, [data | key], partial=operation == "patch")
+    record = _canonical(request, entity, [data | key], partial=operation == Operation.PATCH)
     try:
         rows, updated = await _written(request, entity, operation, record)
     except _Processing as exc:
@@ -376,28 +373,38 @@ async def _change(request: web.Request, operation: str) -> web.StreamResponse:
 @_gemini
 async def replace_record(request: web.Request) -> web.StreamResponse:
     """Replace a record (fields left out become empty)."""
-    return await _change(request, "update")
+    return await _change(request, Operation.UPDATE)
 
 
 @_gemini
 async def patch_record(request: web.Request) -> web.StreamResponse:
     """Update only the fields given."""
-    return await _change(request, "patch")
+    return await _change(request, Operation.PATCH)
 
 
 @_gemini
 async def delete_record(request: web.Request) -> web.StreamResponse:
     """Delete a record; answers what was deleted."""
-    entity = _entity(request)
-    key = _key(request, entity)
-    # Read first: once the pipeline has deleted it, only its domain event still knows it.
-    before = await reads.by_keys(request.app[keys.POOL], request.app[keys.ENTITIES], entity, [key])
+    entity, key, before = await _addressed(request)
+    # Read first (above): once the pipeline has deleted it, only its domain event knows it.
     try:
-        await _write(request, entity, "delete", [key])
+        await _write(request, entity, Operation.DELETE, [key])
     except _Processing as exc:
         return _processing(exc)
     data = _row_view(_values(request), entity, before[0]) if before else dict(sorted(key.items()))
     return _success(data, None)
+
+
+async def _addressed(
+    request: web.Request,
+) -> tuple[EntitySchema, dict[str, Any], list[asyncpg.Record]]:
+    """The entity and logical key the URL names, and the stored row (none or one)."""
+    entity = _entity(request)
+    key = _key(request, entity)
+    rows = await entity_rows.by_keys(
+        request.app[keys.POOL], request.app[keys.ENTITIES], entity, [key]
+    )
+    return entity, key, rows
 
 
 # --- reads ------------------------------------------------------------------------------------
@@ -406,9 +413,7 @@ async def delete_record(request: web.Request) -> web.StreamResponse:
 @_gemini
 async def get_record(request: web.Request) -> web.StreamResponse:
     """One record by its logical key."""
-    entity = _entity(request)
-    key = _key(request, entity)
-    rows = await reads.by_keys(request.app[keys.POOL], request.app[keys.ENTITIES], entity, [key])
+    entity, key, rows = await _addressed(request)
     if not rows:
         text = _values(request).lk_text(entity, tuple(key.values()))
         raise GeminiError(404, f"EntityRecord with id {text} not found for {entity.name}")
@@ -428,7 +433,7 @@ def _int_parameter(request: web.Request, name: str, default: int, minimum: int) 
     return value
 
 
-def _filters(request: web.Request, entity: EntitySchema) -> list[reads.Filter]:
+def _filters(request: web.Request, entity: EntitySchema) -> list[entity_rows.Filter]:
     values = _values(request)
     grouped: dict[tuple[FieldSpec, str], list[str]] = {}
     for name, raw in request.query.items():
@@ -439,7 +444,7 @@ def _filters(request: web.Request, entity: EntitySchema) -> list[reads.Filter]:
         if match is None or spec is None:
             raise GeminiError(400, f"Field {name} not found for entity {entity.name}")
         operator = match[2] or "EQ"
-        allowed = reads.OPERATORS.get(operator)
+        allowed = entity_rows.OPERATORS.get(operator)
         if allowed is None or spec.type not in allowed:
             raise GeminiError(
                 400, f"Filter {operator} is not available for field {spec.name} ({spec.type})"
@@ -454,18 +459,19 @@ def _filters(request: web.Request, entity: EntitySchema) -> list[reads.Filter]:
         text = sql_text(canonical)
         grouped.setdefault((spec, operator), []).append(text)
     return [
-        reads.Filter(spec, operator, tuple(texts)) for (spec, operator), texts in grouped.items()
+        entity_rows.Filter(spec, operator, tuple(texts))
+        for (spec, operator), texts in grouped.items()
     ]
 
 
-def _orders(request: web.Request, entity: EntitySchema) -> list[reads.Order]:
+def _orders(request: web.Request, entity: EntitySchema) -> list[entity_rows.Order]:
     orders = []
     for item in filter(None, request.query.get("orderBy", "").split(",")):
         name = item.removeprefix("-")
         spec = entity.field(name)
         if spec is None or spec.type in (FieldType.OBJECT, FieldType.ARRAY):
             raise GeminiError(400, f"Cannot order by {name}: not a sortable field of {entity.name}")
-        orders.append(reads.Order(spec, item.startswith("-")))
+        orders.append(entity_rows.Order(spec, item.startswith("-")))
     return orders
 
 
@@ -478,7 +484,7 @@ async def list_data(request: web.Request) -> web.StreamResponse:
     limit = min(
         _int_parameter(request, "limit", settings.page_limit_max, 1), settings.page_limit_max
     )
-    result = await reads.page(
+    result = await entity_rows.page(
         request.app[keys.POOL],
         request.app[keys.ENTITIES],
         entity,
@@ -488,26 +494,26 @@ async def list_data(request: web.Request) -> web.StreamResponse:
         limit,
     )
     values = _values(request)
-    meta = _meta(reads.last_update(result.rows)) | {
+    meta = _meta(entity_rows.last_update(result.rows)) | {
         "start": start,
         "limit": limit,
         "total": result.total,
     }
     data = [_row_view(values, entity, row) for row in result.rows]
-    return _json({"status": "success", "data": data, "meta": meta})
+    return json_response({"status": "success", "data": data, "meta": meta})
 
 
 @_gemini
 async def list_entities(request: web.Request) -> web.StreamResponse:
     """Every entity schema."""
     data = [entity.describe() for entity in request.app[keys.ENTITIES]]
-    return _json({"status": "success", "data": data})
+    return json_response({"status": "success", "data": data})
 
 
 @_gemini
 async def get_entity(request: web.Request) -> web.StreamResponse:
     """One entity schema."""
-    return _json({"status": "success", "data": _entity(request).describe()})
+    return json_response({"status": "success", "data": _entity(request).describe()})
 
 
 def add_routes(app: web.Application) -> None:

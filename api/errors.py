@@ -15,7 +15,8 @@ from typing import Any
 from aiohttp import web
 
 from api.responses import json_response
-from batchline.db import is_transient
+from batchline.text import holds_nul
+from sql.db import is_transient
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +102,7 @@ def error_middleware(renderers: dict[str, ErrorRenderer]) -> Any:
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         has_own_format = any(request.path.startswith(prefix) for prefix in renderers)
-        if not has_own_format and ("\x00" in request.path or "\x00" in request.query_string):
+        if not has_own_format and (holds_nul(request.path) or holds_nul(request.query_string)):
             # PostgreSQL stores no NUL, so such an id or filter can match nothing. Front doors
             # with their own formats say which field it was themselves.
             return error_response(400, ErrorCode.INVALID_REQUEST, "NUL character in the URL")

@@ -30,8 +30,8 @@ from api import keys
 from api.batch_inserts import BASE as BATCH_INSERTS
 from api.errors import ErrorRenderer
 from api.requests import read_all, unreadable_body
-from batchline import batches
-from batchline.db import is_transient
+from api.responses import json_response
+from batchline.records import RecordDetails, details_json, parse_details
 from batchline.settings import Settings
 from batchline.storage import (
     READ_CHUNK_BYTES,
@@ -44,16 +44,18 @@ from batchline.storage import (
     object_key,
     open_storage,
 )
-from consumers.projector import project
+from batchline.vocabulary import BatchStatus, Operation, RecordError, RecordStatus, Source
+from sql import batches, results
+from sql.db import is_transient
+from sql.results import project
 from streams.envelopes import INSTANCE_ENTITY, TENANT_PATTERN, ChunkOptions
-from streams.events import RecordError, RecordOutcome, RecordStatus
+from streams.events import RecordOutcome
 from streams.producer import AsyncProducer, DeliveryError
 from streams.publisher import chunk_messages
 
 log = logging.getLogger(__name__)
 
 PATH = "/instance-storage/instances/bulk"
-UPSERT = "upsert"
 FAILED_ENTITIES_SUFFIX = "_failedEntities"
 ERRORS_SUFFIX = "_errors"
 TENANT_HEADER = "X-Okapi-Tenant"
@@ -79,7 +81,7 @@ def _error(message: str, key: str | None = None, value: Any = None) -> dict[str,
 
 
 def errors_response(errors: list[dict[str, Any]]) -> web.Response:
-    return web.json_response({"errors": errors, "total_records": len(errors)}, status=422)
+    return json_response({"errors": errors, "total_records": len(errors)}, status=422)
 
 
 def text_response(status: int, message: str) -> web.Response:
@@ -220,7 +222,9 @@ async def _process(request: web.Request, bulk: BulkRequest, spool: Spool) -> web
         return _answer(failed_key, errors_key, 0)
 
     options = ChunkOptions(publish_events=bulk.publish_events, tenant=bulk.tenant)
-    header = await batches.create(pool, INSTANCE_ENTITY, "bulk", spool.line_count, options, UPSERT)
+    header = await batches.create(
+        pool, INSTANCE_ENTITY, Source.BULK, spool.line_count, options, Operation.UPSERT
+    )
     try:
         await _publish_lines(app[keys.PRODUCER], pool, settings, header.id, options, spool)
     except DeliveryError as exc:
@@ -254,7 +258,7 @@ async def _answer_when_done(
     finished = await app[keys.WAITER].wait(batch_id, settings.bulk_wait_seconds)
     current = await batches.get(pool, batch_id)
     assert current is not None
-    if not finished or current.status != "completed":
+    if not finished or current.status != BatchStatus.COMPLETED:
         state = current.failure_reason or f"still processing after {settings.bulk_wait_seconds} s"
         raise _Unfinished(
             f"Bulk operation {batch_id} did not complete ({state});"
@@ -272,7 +276,7 @@ def _answer(
 ) -> web.Response:
     """FOLIO's answer; ``Location`` names the batch operation behind it, if there is one."""
     headers = {"Location": f"{BATCH_INSERTS}/{batch_id}"} if batch_id else None
-    return web.json_response(
+    return json_response(
         {
             "errorRecordsFileName": failed_key,
             "errorsFileName": errors_key,
@@ -324,7 +328,7 @@ async def _publish_lines(
                 options,
                 record_count=total,
                 indices=indices,
-                operation=UPSERT,
+                operation=Operation.UPSERT,
             )
         )
         records.clear()
@@ -346,7 +350,7 @@ async def _publish_lines(
                     status=RecordStatus.FAILED,
                     entity=INSTANCE_ENTITY,
                     error=RecordError.VALIDATION_ERROR,
-                    details={"message": problem, "line": line.number},
+                    details=details_json(RecordDetails(message=problem, line=line.number)),
                     record_count=total,
                 )
             )
@@ -368,45 +372,26 @@ async def _publish_lines(
 
 # --- Error files -------------------------------------------------------------------------
 
-_FAILED = """
-SELECT r.record_index, r.error, r.details, l.payload ->> 'id' AS record_id
-FROM batch_result r
-LEFT JOIN record_ledger l USING (batch_id, record_index)
-WHERE r.batch_id = $1 AND r.status = 'failed'
-ORDER BY r.record_index
-"""
 
-_FAILED_INDICES = """
-SELECT record_index FROM batch_result
-WHERE batch_id = $1 AND status = 'failed' ORDER BY record_index
-"""
-
-
-def _message(error: str | None, details: Any) -> str:
-    # Details are one {"message": ...} (database and locking errors) or a list of them
-    # (per-field validation, a NUL character).
-    items = details if isinstance(details, list) else [details]
-    messages = [
-        item["message"]
-        for item in items
-        if isinstance(item, dict) and isinstance(item.get("message"), str)
-    ]
+def _message(error: str | None, stored_details: Any) -> str:
+    details = parse_details(stored_details)
+    # One object (database and locking errors) or per-field errors (a NUL character).
+    items = details if isinstance(details, list) else [details] if details else []
+    messages = [item.message for item in items if item.message is not None]
     text = "; ".join(messages) or error or "failed"
     return " ".join(text.split())  # one line per error, whatever the message holds
 
 
 async def _error_lines(pool: asyncpg.Pool, batch_id: str) -> AsyncIterator[bytes]:
     """``<id or line number>, <message>`` per failed record, read with a cursor."""
-    async with pool.acquire() as conn, conn.transaction():
-        async for row in conn.cursor(_FAILED, batch_id, prefetch=1000):
-            identifier = row["record_id"] or str(row["record_index"] + 1)
-            yield f"{identifier}, {_message(row['error'], row['details'])}\n".encode()
+    async for row in results.failed(pool, batch_id):
+        identifier = row["record_id"] or str(row["record_index"] + 1)
+        yield f"{identifier}, {_message(row['error'], row['details'])}\n".encode()
 
 
 async def _failed_line_numbers(pool: asyncpg.Pool, batch_id: str) -> AsyncIterator[int]:
-    async with pool.acquire() as conn, conn.transaction():
-        async for row in conn.cursor(_FAILED_INDICES, batch_id, prefetch=1000):
-            yield row["record_index"] + 1
+    async for index in results.failed_indices(pool, batch_id):
+        yield index + 1
 
 
 # --- Wiring ------------------------------------------------------------------------------

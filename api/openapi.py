@@ -9,7 +9,7 @@ from aiohttp import web
 
 from api.batch_inserts import RetryRequest
 from api.dlq import ReplayRequest
-from consumers.writers.activity import Activity
+from batchline.activity import Activity
 
 _ERROR_SCHEMA = {
     "type": "object",

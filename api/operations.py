@@ -10,6 +10,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from api import keys
 from api.openapi import openapi_document
 from api.responses import json_response
+from sql import db
 
 _DOCS_PAGE = """<!doctype html>
 <html><head><title>batchline API</title><meta charset="utf-8">
@@ -27,7 +28,7 @@ async def health(_request: web.Request) -> web.StreamResponse:
 async def ready(request: web.Request) -> web.StreamResponse:
     checks: dict[str, str] = {}
     try:
-        await asyncio.wait_for(request.app[keys.POOL].fetchval("SELECT 1"), 3)
+        await asyncio.wait_for(db.ping(request.app[keys.POOL]), 3)
         checks["database"] = "ok"
     except Exception as exc:  # noqa: BLE001 - any failure means "not ready"
         checks["database"] = f"unavailable: {exc}"

@@ -24,6 +24,7 @@ from aiobotocore.session import get_session
 from botocore.exceptions import BotoCoreError, ClientError
 
 from batchline.settings import Settings
+from batchline.text import holds_nul
 
 if TYPE_CHECKING:
     from types_aiobotocore_s3 import S3Client
@@ -71,7 +72,7 @@ def object_key(name: str) -> str:
     key = name.lstrip("/")
     if not key or key.endswith("/"):
         raise InvalidKey("must name a file")
-    if any(part in ("", ".", "..") for part in key.split("/")) or "\x00" in key:
+    if any(part in ("", ".", "..") for part in key.split("/")) or holds_nul(key):
         raise InvalidKey("must be a relative path without empty, '.' or '..' segments")
     # What file systems (a name) and S3 (a whole key) take, so no store fails on its own.
     if len(key.encode()) > MAX_KEY_BYTES or any(

@@ -39,8 +39,8 @@ import asyncpg
 import orjson
 from confluent_kafka import Producer
 
-from batchline.embedded import free_port
-from batchline.runtime import apply_migrations, create_topics, embedded_services
+from batchline.cli.embedded import free_port
+from batchline.cli.runtime import apply_migrations, create_topics, embedded_services
 from batchline.settings import Settings
 from benchmarks import plot
 from benchmarks.cpu import (

@@ -21,23 +21,27 @@ from typing import Any
 import asyncpg
 import faust
 
-from batchline import db
 from batchline.entities.schema import load_registry
 from batchline.metrics import Metrics
+from batchline.retry import RetryPolicy
 from batchline.settings import Settings
-from consumers import outbox
+from consumers import domain_events
 from consumers.inserter import Inserter
 from consumers.lanes import KeyedLanes
-from consumers.projector import BATCH_DONE_CHANNEL, Projector
-from consumers.stale import settle_stale_batches
+from consumers.projector import Projector
 from consumers.transport import TablelessTableManager, app_class
 from consumers.writers.activity import ActivityWriter
 from consumers.writers.base import EntityWriter
 from consumers.writers.generic import entity_writers
 from consumers.writers.instance import InstanceWriter
+from sql import batches, db
+from sql import outbox as sql_outbox
+from sql.replay_runs import ReplayRuns
+from sql.stale_batches import settle_stale_batches
 from streams import topics
 from streams.admin import TopicEnsurer
 from streams.consumer import BatchConsumer
+from streams.deadletter import DeadLetterPolicy
 from streams.messages import ConsumedMessage
 from streams.producer import AsyncProducer
 
@@ -133,13 +137,14 @@ def create_worker_app(
         datadir=str(settings.data_dir / "faust"),
         TableManager=TablelessTableManager,
     )
+    retry = retry_policy(settings)
     inserter = Inserter(
         resources.pool,
         resources.producer,
         resources.writers,
         resources.metrics,
-        settings.max_processing_attempts,
-        settings.retry_backoff_seconds,
+        retry,
+        dead_letter_policy(resources, retry),
         TopicEnsurer(
             settings.require_bootstrap_servers(),
             settings.ingest_partitions,
@@ -173,10 +178,21 @@ def create_worker_app(
     return app
 
 
+def retry_policy(settings: Settings) -> RetryPolicy:
+    return RetryPolicy(settings.retry_backoff_seconds, settings.max_processing_attempts)
+
+
+def dead_letter_policy(resources: WorkerResources, retry: RetryPolicy) -> DeadLetterPolicy:
+    """Dead letters of the worker's consumers; a replay count only where a replay sent it."""
+    runs = ReplayRuns(resources.pool)
+    return DeadLetterPolicy(resources.producer, retry, resources.metrics, runs.replay_count)
+
+
 def create_projection(resources: WorkerResources) -> BatchConsumer:
     """The projector: outcomes -> the tables behind GET, a window of them per statement."""
     settings = resources.settings
-    projector = Projector(resources.pool, resources.producer, settings.retry_backoff_seconds)
+    retry = retry_policy(settings)
+    projector = Projector(resources.pool, retry, dead_letter_policy(resources, retry))
     return BatchConsumer(
         settings.librdkafka_consumer_config(settings.projector_group),
         [topics.OUTCOMES],
@@ -190,12 +206,13 @@ def create_projection(resources: WorkerResources) -> BatchConsumer:
 async def _sweep(resources: WorkerResources) -> None:
     """Re-send domain events a crash left in the outbox; fail batches that stopped moving."""
     try:
-        stale_events = await outbox.stale(resources.pool, _OUTBOX_GRACE_SECONDS, 1000)
-        await outbox.publish(resources.pool, resources.producer, stale_events)
+        stale_events = await sql_outbox.stale(resources.pool, _OUTBOX_GRACE_SECONDS, 1000)
+        await domain_events.publish(resources.pool, resources.producer, stale_events)
         settled = await settle_stale_batches(resources.pool, resources.settings.stale_batch_seconds)
         for batch_id in settled:
             log.warning("batch %s made no progress and was settled from its ledger", batch_id)
-            await resources.pool.execute("SELECT pg_notify($1, $2)", BATCH_DONE_CHANNEL, batch_id)
+        if settled:
+            await batches.notify_done(resources.pool, settled)
     except Exception as exc:  # noqa: BLE001 - a sweep runs again in a few seconds
         log.warning("sweep failed: %s", exc)
 

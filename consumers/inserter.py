@@ -1,9 +1,10 @@
 """The inserter: one ingest chunk -> entity rows + ledger in ONE transaction -> outcome events.
 
-Per message: decode (or dead-letter), write with bounded retries for permanent errors and
-unbounded, paused retries for transient ones (the database restarting), then publish the
-outcomes and domain events and only then return, so Faust acknowledges the offset after
-the sink is flushed.
+Per message, in order (``Inserter.process``): decode -> route -> write (one transaction,
+bounded retries for permanent errors and unbounded, paused ones for transient errors such
+as the database restarting) -> publish the outcomes and domain events -> return, so Faust
+acknowledges the offset after the sink is flushed. A step that finds the message invalid
+raises ``InvalidMessage``; ``Inserter.handle`` is the one place that dead-letters it.
 """
 
 from __future__ import annotations
@@ -14,52 +15,44 @@ import logging
 import re
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal, TypeVar
+from typing import Literal
 
 import asyncpg
 import pydantic_core
 from pydantic import ValidationError
 
-from batchline import dlq
-from batchline.db import is_transient, outage_backoff
 from batchline.metrics import Metrics
-from consumers import ledger, outbox
-from consumers.writers.base import ChunkRejected, EntityWriter, PendingRecord, RecordResult
+from batchline.records import FieldError, RecordDetails, RecordResult
+from batchline.retry import RetryPolicy
+from batchline.text import (
+    NUL_NAME,
+    holds_unstorable_text,
+    may_hold_surrogates,
+    may_hold_unstorable,
+)
+from batchline.vocabulary import RecordError, RecordStatus
+from consumers import domain_events
+from consumers.writers.base import ChunkRejected, EntityWriter, PendingRecord
+from sql import batches, ledger, outbox
+from sql.db import is_transient
 from streams import codec, topics
 from streams.admin import TopicCreationError, TopicEnsurer
-from streams.deadletter import ORIGIN_HEADER, DeadLetter, Stage
+from streams.deadletter import ORIGIN_HEADER, DeadLetter, DeadLetterPolicy, InvalidMessage, Stage
 from streams.envelopes import IngestChunk
-from streams.events import (
-    DomainEvent,
-    RecordError,
-    RecordStatus,
-    encode_outcome,
-    stable_event_id,
-)
+from streams.events import DomainEvent, encode_outcome, stable_event_id
 from streams.messages import ConsumedMessage
-from streams.producer import AsyncProducer, DeliveryError, OutgoingMessage
+from streams.producer import AsyncProducer, OutgoingMessage
 
 log = logging.getLogger(__name__)
 
-_MAX_BACKOFF_SECONDS = 30.0
 _EVENT_TYPES: dict[RecordStatus, Literal["CREATE", "UPDATE", "DELETE"]] = {
     RecordStatus.INSERTED: "CREATE",
     RecordStatus.UPDATED: "UPDATE",
     RecordStatus.DELETED: "DELETE",
 }
-T = TypeVar("T")
-
-
-class UndeliverableMessage(Exception):
-    """A message that no retry can fix; it goes to the dead-letter topic."""
-
-    def __init__(self, stage: Stage, cause: BaseException) -> None:
-        super().__init__(str(cause))
-        self.stage = stage
-        self.cause = cause
 
 
 class BatchIndexReused(Exception):
@@ -90,12 +83,12 @@ class UnknownEntity(Exception):
 
 def decode_chunk(message: ConsumedMessage) -> IngestChunk:
     if message.value is None:
-        raise UndeliverableMessage(Stage.DECODE, ValueError("message has no value"))
+        raise InvalidMessage(Stage.DECODE, ValueError("message has no value"))
     try:
-        # pydantic's own JSON parser, then validation of the Python objects it built:
-        # ~0.4 ms for 1000 records where model_validate_json takes ~0.65, which builds
-        # every record's values a second time on the way to list[Any]. The same parser
-        # accepts the same documents (nesting limit included).
+        # pydantic's own JSON parser, then validation of the Python objects it built: cheaper
+        # than model_validate_json, which builds every record's values a second time on the
+        # way to list[Any] (README, Performance). The same parser accepts the same documents
+        # (nesting limit included).
         parsed = pydantic_core.from_json(message.value, cache_strings="keys")
         return IngestChunk.model_validate(parsed)
     except ValueError:
@@ -104,8 +97,8 @@ def decode_chunk(message: ConsumedMessage) -> IngestChunk:
         return IngestChunk.model_validate_json(message.value)
     except ValidationError as exc:
         not_json = any(e["type"] == "json_invalid" for e in exc.errors())
-        if not (not_json and codec.may_hold_surrogates(message.value)):
-            raise UndeliverableMessage(Stage.DECODE if not_json else Stage.VALIDATE, exc) from exc
+        if not (not_json and may_hold_surrogates(message.value)):
+            raise InvalidMessage(Stage.DECODE if not_json else Stage.VALIDATE, exc) from exc
     return _with_lone_surrogates(message.value)
 
 
@@ -115,16 +108,14 @@ def _with_lone_surrogates(value: bytes) -> IngestChunk:
     try:
         parsed = codec.loads(value)
     except ValueError as exc:
-        raise UndeliverableMessage(Stage.DECODE, exc) from exc
+        raise InvalidMessage(Stage.DECODE, exc) from exc
     try:
         chunk = IngestChunk.model_validate(parsed)
     except ValidationError as exc:
-        raise UndeliverableMessage(Stage.VALIDATE, exc) from exc
-    problem = codec.holds_unstorable_text(chunk.model_dump(exclude={"records"}))
+        raise InvalidMessage(Stage.VALIDATE, exc) from exc
+    problem = holds_unstorable_text(chunk.model_dump(exclude={"records"}))
     if problem:
-        raise UndeliverableMessage(
-            Stage.VALIDATE, ValueError(f"the envelope's fields hold {problem}")
-        )
+        raise InvalidMessage(Stage.VALIDATE, ValueError(f"the envelope's fields hold {problem}"))
     return chunk
 
 
@@ -154,23 +145,6 @@ class ChunkResult:
     events: list[outbox.StagedEvent] = field(default_factory=list)
 
 
-# The batch's header as stored, whether this chunk wrote it or an earlier one (or a front
-# door) did: the statement's snapshot does not see its own insert, so one side is empty.
-_ENSURE_HEADER = """
-WITH inserted AS (
-    INSERT INTO batch
-        (id, entity, source, record_count, pending_count, attempt, options, operation)
-    VALUES ($1, $2, 'kafka', $3, $3, $4, $5, $6)
-    ON CONFLICT (id) DO NOTHING
-    RETURNING entity, record_count, operation, attempt, created_at
-)
-SELECT entity, record_count, operation, attempt, created_at FROM inserted
-UNION ALL
-SELECT entity, record_count, operation, attempt, created_at FROM batch WHERE id = $1
-LIMIT 1
-"""
-
-
 class Inserter:
     def __init__(
         self,
@@ -178,8 +152,8 @@ class Inserter:
         producer: AsyncProducer,
         writers: Mapping[str, EntityWriter],
         metrics: Metrics,
-        max_attempts: int,
-        backoff_seconds: float,
+        retry: RetryPolicy,
+        dead_letters: DeadLetterPolicy,
         event_topics: TopicEnsurer,
     ) -> None:
         self._pool = pool
@@ -187,94 +161,105 @@ class Inserter:
         self._event_topics = event_topics
         self._writers = {name.lower(): writer for name, writer in writers.items()}
         self._metrics = metrics
-        self._max_attempts = max_attempts
-        self._backoff = backoff_seconds
+        self._retry = retry
+        self._dead_letters = dead_letters
 
     async def handle(self, message: ConsumedMessage) -> None:
-        """Process one ingest message completely; never raises."""
+        """Process one ingest message completely; never raises: what cannot be processed is
+        dead-lettered here, and nowhere else."""
         try:
-            await self._handle(message)
+            await self.process(message)
+        except InvalidMessage as invalid:
+            await self._dead_letters.send(invalid.letter(message))
+        except _RetriesExhausted as exhausted:
+            letter = exhausted.invalid.letter(message)
+            await self._dead_letters.send(letter)
+            await self._settle_dead_lettered(exhausted.chunk, exhausted.batch_id, letter)
         except Exception as exc:
             # A failure nobody foresaw must not stop the partition behind this message.
             log.exception("unexpected failure handling %s[%s]@%s", *_position(message))
-            await self._dead_letter(DeadLetter.for_failure(message, exc, Stage.PROCESS, 1))
+            await self._dead_letters.send(DeadLetter.for_failure(message, exc, Stage.PROCESS, 1))
 
-    async def _handle(self, message: ConsumedMessage) -> None:
-        try:
-            chunk = decode_chunk(message)
-            writer = self._writers.get(chunk.entity.lower())
-            if writer is None:
-                raise UndeliverableMessage(Stage.ROUTE, UnknownEntity(chunk.entity))
-            if chunk.operation not in writer.operations:
-                raise UndeliverableMessage(
-                    Stage.ROUTE,
-                    ValueError(f"entity {chunk.entity!r} does not take {chunk.operation!r}"),
-                )
-        except UndeliverableMessage as exc:
-            await self._dead_letter(DeadLetter.for_failure(message, exc.cause, exc.stage, 1))
-            return
-
+    async def process(self, message: ConsumedMessage) -> None:
+        """decode -> route -> write -> publish; returning lets the offset be acknowledged."""
+        chunk = decode_chunk(message)
+        writer = self._route(chunk)
         batch_id = chunk.batch_id or derived_batch_id(message)
-        if chunk.options.publish_events:
-            # Per-tenant event topics appear on first use; a cluster may not auto-create them.
-            topic = writer.event_route(chunk).topic
-            try:
-                await self._until_done(
-                    lambda: self._event_topics.ensure(topic), "topic creation", TopicCreationError
-                )
-            except TopicCreationError as exc:
-                await self._dead_letter(DeadLetter.for_failure(message, exc, Stage.ROUTE, 1))
-                return
+        await self._ensure_event_topic(writer, chunk)
+        result = await self._write_retrying(message, writer, chunk, batch_id)
+        await self._publish(result)
+
+    def _route(self, chunk: IngestChunk) -> EntityWriter:
+        writer = self._writers.get(chunk.entity.lower())
+        if writer is None:
+            raise InvalidMessage(Stage.ROUTE, UnknownEntity(chunk.entity))
+        if chunk.operation not in writer.operations:
+            raise InvalidMessage(
+                Stage.ROUTE,
+                ValueError(f"entity {chunk.entity!r} does not take {chunk.operation!r}"),
+            )
+        return writer
+
+    async def _ensure_event_topic(self, writer: EntityWriter, chunk: IngestChunk) -> None:
+        """Per-tenant event topics appear on first use; a cluster may not auto-create them."""
+        if not chunk.options.publish_events:
+            return
+        topic = writer.event_route(chunk).topic
+        try:
+            await self._retry.until_done(
+                lambda: self._event_topics.ensure(topic), "topic creation", TopicCreationError
+            )
+        except TopicCreationError as exc:
+            raise InvalidMessage(Stage.ROUTE, exc) from exc
+
+    async def _write_retrying(
+        self, message: ConsumedMessage, writer: EntityWriter, chunk: IngestChunk, batch_id: str
+    ) -> ChunkResult:
+        """``_write_chunk`` until it succeeds: an outage is waited out without counting an
+        attempt (nothing behind the chunk on its partition moves meanwhile); other failures
+        are retried with backoff up to the policy's attempts."""
         attempts = 0
-        outage_waits = 0
         first_failed_at: datetime | None = None
         while True:
             try:
-                result = await self._write_chunk(
-                    writer,
-                    chunk,
-                    batch_id,
-                    may_hold_unstorable=_may_hold_unstorable(message.value or b""),
-                    digest=hashlib.blake2b(message.value or b"", digest_size=16).digest(),
+                return await self._retry.until_reachable(
+                    lambda: self._write_chunk(
+                        writer,
+                        chunk,
+                        batch_id,
+                        may_hold_unstorable=may_hold_unstorable(message.value or b""),
+                        digest=hashlib.blake2b(message.value or b"", digest_size=16).digest(),
+                    ),
+                    is_transient,
+                    "transient database error, retrying the chunk",
                 )
-                break
             except (BatchIndexReused, BatchMismatch) as exc:
                 # Nothing was written, and the batch keeps what it already reports.
-                await self._dead_letter(DeadLetter.for_failure(message, exc, Stage.VALIDATE, 1))
-                return
+                raise InvalidMessage(Stage.VALIDATE, exc) from exc
             except Exception as exc:
-                if is_transient(exc):
-                    # Not the message's fault: wait without counting an attempt, however
-                    # long it takes. Nothing behind it on the partition moves meanwhile.
-                    outage_waits += 1
-                    log.warning("transient database error, retrying the chunk: %s", exc)
-                    await asyncio.sleep(outage_backoff(self._backoff, outage_waits))
-                    continue
                 attempts += 1
                 first_failed_at = first_failed_at or datetime.now(UTC)
-                if attempts >= self._max_attempts:
+                if attempts >= self._retry.max_attempts:
                     log.exception("chunk of batch %s dead-lettered", batch_id)
-                    letter = DeadLetter.for_failure(
-                        message, exc, Stage.PROCESS, attempts, first_failed_at
-                    )
-                    await self._dead_letter(letter)
-                    # The failed transaction took a Kafka-produced batch's header with it;
-                    # without one the failed outcomes would have nothing to land on.
-                    try:
-                        await self._until_done(
-                            lambda: _ensure_header_or_give_up(self._pool, chunk, batch_id),
-                            "batch header",
-                            _Permanent,
-                        )
-                    except _Permanent as exc:
-                        log.error("batch %s gets no header: %s", batch_id, exc)
-                    result = await self._unprocessed(chunk, batch_id, letter)
-                    break
-                await asyncio.sleep(self._backoff_for(attempts))
-        await self._publish(result)
+                    invalid = InvalidMessage(Stage.PROCESS, exc, attempts, first_failed_at)
+                    raise _RetriesExhausted(invalid, chunk, batch_id) from exc
+                await asyncio.sleep(self._retry.backoff(attempts))
 
-    def _backoff_for(self, attempt: int) -> float:
-        return float(min(self._backoff * 2 ** (attempt - 1), _MAX_BACKOFF_SECONDS))
+    async def _settle_dead_lettered(
+        self, chunk: IngestChunk, batch_id: str, letter: DeadLetter
+    ) -> None:
+        """A chunk dead-lettered after its retries still gets its records' outcomes."""
+        # The failed transaction took a Kafka-produced batch's header with it; without one
+        # the failed outcomes would have nothing to land on.
+        try:
+            await self._retry.until_done(
+                lambda: _ensure_header_or_give_up(self._pool, chunk, batch_id),
+                "writing the batch header",
+                _Permanent,
+            )
+        except _Permanent as exc:
+            log.error("batch %s gets no header: %s", batch_id, exc)
+        await self._publish(await self._unprocessed(chunk, batch_id, letter))
 
     async def _write_chunk(
         self,
@@ -292,7 +277,7 @@ class Inserter:
         async with self._pool.acquire() as conn, conn.transaction():
             # REST batches have their header already; chunks produced straight to Kafka
             # get theirs from the first chunk that arrives.
-            header = await _ensure_header(conn, chunk, batch_id)
+            header = await batches.ensure_header(conn, chunk, batch_id)
             _check_header(header, chunk, batch_id)
             # Event ids name this batch, not only its id: a deleted batch's id can be used
             # again, and its events must not share ids with the new one's.
@@ -310,7 +295,7 @@ class Inserter:
             todo = [r for r in records if r.index not in done]
             results: list[RecordResult] = []
             if may_hold_unstorable:
-                refused = {r.index: codec.holds_unstorable_text(r.raw) for r in todo}
+                refused = {r.index: holds_unstorable_text(r.raw) for r in todo}
                 results = [
                     _unstorable_rejected(index, problem)
                     for index, problem in refused.items()
@@ -363,39 +348,19 @@ class Inserter:
         records: Sequence[PendingRecord],
     ) -> list[RecordResult]:
         try:
-            async with conn.transaction():
-                return await writer.write(conn, chunk, records)
+            written = await _in_savepoint(conn, writer, chunk, records)
         except ChunkRejected as rejected:
             return rejected.results
-        except asyncpg.PostgresError as exc:
-            if is_transient(exc):
-                raise
-            if chunk.options.atomic:
-                return [
-                    RecordResult.failed(r.index, RecordError.DATABASE_ERROR, _db_error(exc))
-                    for r in records
-                ]
-            log.info("chunk failed as a whole (%s); falling back to row by row", exc)
-        return await self._write_row_by_row(conn, writer, chunk, records)
-
-    async def _write_row_by_row(
-        self,
-        conn: asyncpg.Connection,
-        writer: EntityWriter,
-        chunk: IngestChunk,
-        records: Sequence[PendingRecord],
-    ) -> list[RecordResult]:
+        if not isinstance(written, asyncpg.PostgresError):
+            return written
+        if chunk.options.atomic:
+            return _refused(records, written)
+        log.info("chunk failed as a whole (%s); falling back to row by row", written)
+        # Each record in a savepoint of its own: a refusal fails that record alone.
         results: list[RecordResult] = []
         for record in records:
-            try:
-                async with conn.transaction():
-                    results += await writer.write(conn, chunk, [record])
-            except asyncpg.PostgresError as exc:
-                if is_transient(exc):
-                    raise
-                results.append(
-                    RecordResult.failed(record.index, RecordError.DATABASE_ERROR, _db_error(exc))
-                )
+            alone = await _in_savepoint(conn, writer, chunk, [record])
+            results += _refused([record], alone) if isinstance(alone, Exception) else alone
         return results
 
     def _domain_events(
@@ -442,7 +407,7 @@ class Inserter:
         fixed; the ledger does not count them as done, so a replay from the dead-letter
         topic writes them afresh.
         """
-        details = {"dead_letter": letter.error_class, "message": letter.error_message}
+        details = RecordDetails(dead_letter=letter.error_class, message=letter.error_message)
         indices = chunk.record_indices()
         results = [
             RecordResult.failed(index, RecordError.PROCESSING_FAILED, details) for index in indices
@@ -450,7 +415,7 @@ class Inserter:
         payloads = {
             index: raw
             for index, raw in zip(indices, chunk.records, strict=True)
-            if not codec.holds_unstorable_text(raw)
+            if not holds_unstorable_text(raw)
         }
         try:
             async with self._pool.acquire() as conn:
@@ -471,69 +436,26 @@ class Inserter:
                 self._metrics.records_written.labels(entity, status.value).inc(count)
 
     async def _publish(self, result: ChunkResult) -> None:
+        """Sending after commit must not give up: the offset is acknowledged only afterwards."""
         key = result.batch_id.encode()
-        await self._until_done(
-            lambda: self._producer.send_values(topics.OUTCOMES, key, result.outcomes), "outcomes"
+        await self._retry.until_done(
+            lambda: self._producer.send_values(topics.OUTCOMES, key, result.outcomes),
+            "sending outcomes",
         )
-        await self._until_done(
-            lambda: outbox.publish(self._pool, self._producer, result.events), "domain events"
-        )
-
-    async def _dead_letter(self, letter: DeadLetter) -> None:
-        letter = await self._until_done(
-            lambda: dlq.with_trusted_replay_count(self._pool, letter), "replay count"
-        )
-        self._metrics.dead_letters.labels(letter.stage.value).inc()
-        log.warning(
-            "dead-lettering %s[%s]@%s at stage %s: %s",
-            letter.source_topic,
-            letter.source_partition,
-            letter.source_offset,
-            letter.stage.value,
-            letter.error_message[:200],
+        await self._retry.until_done(
+            lambda: domain_events.publish(self._pool, self._producer, result.events),
+            "sending domain events",
         )
 
-        async def send() -> None:
-            try:
-                await self._producer.send_many([letter.to_message()])
-            except DeliveryError as exc:
-                if exc.too_large:
-                    raise _TooLarge(str(exc)) from exc
-                raise
 
-        try:
-            await self._until_done(send, "dlq", _TooLarge)
-        except _TooLarge:
-            # Retrying would wedge the partition forever; the original stays on its topic.
-            log.error("dead letter too large for %s; sent without its value", topics.DLQ)
-            await self._until_done(
-                lambda: self._producer.send_many([letter.to_message_without_value()]), "dlq"
-            )
+class _RetriesExhausted(Exception):
+    """A valid chunk that kept failing: dead-lettered, its records then settled as failed."""
 
-    async def _until_done(
-        self,
-        action: Callable[[], Awaitable[T]],
-        what: str,
-        final: type[Exception] | tuple[type[Exception], ...] = (),
-    ) -> T:
-        """Sending after commit must not give up: the offset is acknowledged only afterwards.
-
-        ``final`` names failures no retry can fix; those are raised to the caller.
-        """
-        attempt = 0
-        while True:
-            try:
-                return await action()
-            except final:
-                raise
-            except Exception as exc:  # noqa: BLE001 - broker or database away: wait, retry
-                attempt += 1
-                log.warning("sending %s failed (attempt %d): %s", what, attempt, exc)
-                await asyncio.sleep(self._backoff_for(attempt))
-
-
-class _TooLarge(Exception):
-    """A message the producer or the topic will never take, however often it is sent."""
+    def __init__(self, invalid: InvalidMessage, chunk: IngestChunk, batch_id: str) -> None:
+        super().__init__(str(invalid))
+        self.invalid = invalid
+        self.chunk = chunk
+        self.batch_id = batch_id
 
 
 def _position(message: ConsumedMessage) -> tuple[str, int, int]:
@@ -546,25 +468,11 @@ class _Permanent(Exception):
 
 async def _ensure_header_or_give_up(pool: asyncpg.Pool, chunk: IngestChunk, batch_id: str) -> None:
     try:
-        await _ensure_header(pool, chunk, batch_id)
+        await batches.ensure_header(pool, chunk, batch_id)
     except asyncpg.PostgresError as exc:
         if is_transient(exc):
             raise
         raise _Permanent(str(exc)) from exc
-
-
-async def _ensure_header(
-    conn: asyncpg.Connection | asyncpg.Pool, chunk: IngestChunk, batch_id: str
-) -> asyncpg.Record | None:
-    return await conn.fetchrow(
-        _ENSURE_HEADER,
-        batch_id,
-        chunk.entity.lower(),
-        chunk.total_records,
-        chunk.attempt,
-        chunk.options.model_dump(),
-        chunk.operation,
-    )
 
 
 def _check_header(stored: asyncpg.Record | None, chunk: IngestChunk, batch_id: str) -> None:
@@ -592,36 +500,58 @@ def _outcomes(
     total = chunk.total_records
     return [
         encode_outcome(
-            batch_id, r.index, attempt, r.status, entity, r.entity_id, r.error, r.details, total
+            batch_id,
+            r.index,
+            attempt,
+            r.status,
+            entity,
+            r.entity_id,
+            r.error,
+            r.details,
+            total,
         )
         for attempt, r in results
     ]
 
 
-# How JSON spells a NUL character; PostgreSQL stores it in neither text nor jsonb.
-_NUL_ESCAPE = b"\\u0000"
-
-
-def _may_hold_unstorable(value: bytes) -> bool:
-    """Whether a chunk may hold text PostgreSQL cannot store: NUL, or a lone surrogate."""
-    return _NUL_ESCAPE in value or codec.may_hold_surrogates(value)
-
-
 def _unstorable_rejected(index: int, problem: str) -> RecordResult:
-    """A record with text PostgreSQL cannot store fails alone, not the chunk it came in."""
-    nul = problem.startswith("NUL")
+    """A record with text PostgreSQL cannot store (NUL, a lone surrogate) fails alone, not
+    the chunk it came in."""
     return RecordResult.failed(
         index,
         RecordError.VALIDATION_ERROR,
         [
-            {
-                "field": None,
-                "message": f"Text must not contain {problem}",
-                "type": "nul_character" if nul else "lone_surrogate",
-            }
+            FieldError(
+                field=None,
+                message=f"Text must not contain {problem}",
+                type="nul_character" if problem == NUL_NAME else "lone_surrogate",
+            )
         ],
     )
 
 
-def _db_error(exc: asyncpg.PostgresError) -> dict[str, Any]:
-    return {"sqlstate": getattr(exc, "sqlstate", None), "message": str(exc)}
+async def _in_savepoint(
+    conn: asyncpg.Connection,
+    writer: EntityWriter,
+    chunk: IngestChunk,
+    records: Sequence[PendingRecord],
+) -> list[RecordResult] | asyncpg.PostgresError:
+    """``records`` written in a savepoint: their results, or the database's refusal (which
+    rolled back the savepoint only). An outage is raised."""
+    try:
+        async with conn.transaction():
+            return await writer.write(conn, chunk, records)
+    except asyncpg.PostgresError as exc:
+        if is_transient(exc):
+            raise
+        return exc
+
+
+def _refused(records: Sequence[PendingRecord], exc: asyncpg.PostgresError) -> list[RecordResult]:
+    return [
+        RecordResult.failed(r.index, RecordError.DATABASE_ERROR, _db_error(exc)) for r in records
+    ]
+
+
+def _db_error(exc: asyncpg.PostgresError) -> RecordDetails:
+    return RecordDetails(sqlstate=getattr(exc, "sqlstate", None), message=str(exc))

@@ -1,1 +1,2 @@
-"""The Kafka-side contract: topics, envelopes, events, the producer and the Faust app."""
+"""The Kafka contract and its clients: topics, envelopes, events, dead letters, the
+producer and consumers, and the dead-letter operations (list, show, replay)."""

@@ -8,15 +8,21 @@ fields of :class:`DeadLetterHeaders`; its JSON Schema is published in ``streams/
 from __future__ import annotations
 
 import contextlib
+import logging
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from batchline.metrics import Metrics
+from batchline.retry import RetryPolicy
 from streams import codec, topics
 from streams.messages import ConsumedMessage
-from streams.producer import OutgoingMessage
+from streams.producer import AsyncProducer, DeliveryError, OutgoingMessage
+
+log = logging.getLogger(__name__)
 
 
 class Stage(StrEnum):
@@ -127,7 +133,7 @@ class DeadLetter(DeadLetterHeaders):
     dlq_offset: int | None = None
     dead_lettered_at: datetime | None = None
     # The replay token the failed message carried: its replay count is the one PostgreSQL
-    # keeps for the token (see ``batchline.dlq.with_trusted_replay_count``), never a header.
+    # keeps for the token (see ``DeadLetterPolicy``), never what a header says.
     replay_token: str | None = None
 
     @classmethod
@@ -247,3 +253,91 @@ def _timestamp(message: ConsumedMessage) -> datetime | None:
     if message.timestamp_ms is None or message.timestamp_ms <= 0:
         return None
     return datetime.fromtimestamp(message.timestamp_ms / 1000, UTC)
+
+
+class InvalidMessage(Exception):
+    """A message no retry can fix, and the stage that found it out: it is dead-lettered.
+
+    ``attempts`` and ``first_failed_at`` tell a chunk that kept failing (stage ``process``)
+    from one refused at first sight.
+    """
+
+    def __init__(
+        self,
+        stage: Stage,
+        cause: BaseException,
+        attempts: int = 1,
+        first_failed_at: datetime | None = None,
+    ) -> None:
+        super().__init__(str(cause))
+        self.stage = stage
+        self.cause = cause
+        self.attempts = attempts
+        self.first_failed_at = first_failed_at
+
+    def letter(self, message: ConsumedMessage) -> DeadLetter:
+        return DeadLetter.for_failure(
+            message, self.cause, self.stage, self.attempts, self.first_failed_at
+        )
+
+
+class _TooLarge(Exception):
+    """A message the producer or the topic will never take, however often it is sent."""
+
+
+# The replay count kept for a replay token (0 for a token nobody wrote).
+ReplayCounts = Callable[[str], Awaitable[int]]
+
+
+class DeadLetterPolicy:
+    """How dead letters are sent, by every consumer alike: counted, logged, retried until the
+    broker takes them (the source offset waits meanwhile), and without their value when
+    the value is too large for the dead-letter topic."""
+
+    def __init__(
+        self,
+        producer: AsyncProducer,
+        retry: RetryPolicy,
+        metrics: Metrics,
+        replay_counts: ReplayCounts,
+    ) -> None:
+        self._producer = producer
+        self._retry = retry
+        self._metrics = metrics
+        self._replay_counts = replay_counts
+
+    async def send(self, letter: DeadLetter) -> None:
+        token = letter.replay_token
+        if token:
+            # The count the replay that sent the message wrote for its token; none without.
+            count = await self._retry.until_done(
+                lambda: self._replay_counts(token), "reading a replay count"
+            )
+            letter = letter.model_copy(update={"replay_count": count})
+        self._metrics.dead_letters.labels(letter.stage.value).inc()
+        log.warning(
+            "dead-lettering %s[%s]@%s at stage %s: %s",
+            letter.source_topic,
+            letter.source_partition,
+            letter.source_offset,
+            letter.stage.value,
+            letter.error_message[:200],
+        )
+
+        async def send() -> None:
+            try:
+                await self._producer.send_many([letter.to_message()])
+            except DeliveryError as exc:
+                if exc.too_large:
+                    raise _TooLarge(str(exc)) from exc
+                raise
+
+        try:
+            await self._retry.until_done(send, "sending dlq", _TooLarge)
+        except _TooLarge:
+            # Retrying would wedge the partition forever; the original stays on its topic.
+            log.error("dead letter too large for %s; sent without its value", topics.DLQ)
+            await self._retry.until_done(
+                lambda: self._producer.send_many([letter.to_message_without_value()]),
+                "sending dlq",
+            )

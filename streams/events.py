@@ -3,37 +3,12 @@
 from __future__ import annotations
 
 import uuid
-from enum import StrEnum
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from batchline.vocabulary import RecordError, RecordStatus
 from streams import codec
-
-
-class RecordStatus(StrEnum):
-    INSERTED = "inserted"
-    UPDATED = "updated"
-    DELETED = "deleted"
-    FAILED = "failed"
-
-
-class RecordError(StrEnum):
-    """Machine-readable reasons a record failed; the one list of them."""
-
-    VALIDATION_ERROR = "validation_error"
-    UNIQUE_CONSTRAINT_VIOLATION = "unique_constraint_violation"
-    OPTIMISTIC_LOCKING = "optimistic_locking"
-    REFERENCE_NOT_FOUND = "reference_not_found"
-    CONVERSION_ERROR = "conversion_error"  # a value is not of its field's type
-    RECORD_NOT_FOUND = "record_not_found"  # update/patch/delete of a key that does not exist
-    REFERENCE_IN_USE = "reference_in_use"  # delete of a record other records reference
-    DATABASE_ERROR = "database_error"
-    PROCESSING_FAILED = "processing_failed"
-    NOT_PROCESSED = "not_processed"  # rolled back: another record of its atomic chunk failed
-    # Its chunk never reached the inserter (a broker that lost it); settled as failed when
-    # the batch stopped moving. Nothing of it was kept: send the record again.
-    NEVER_DELIVERED = "never_delivered"
 
 
 class RecordOutcome(BaseModel):
@@ -79,8 +54,8 @@ def encode_outcome(
 
     Formatted rather than one ``dumps`` of a dict: orjson hands back each document in a
     fresh buffer of a kilobyte or more, and with a chunk's thousand outcomes alive until
-    they are delivered, those allocations alone cost ~2 us per outcome. Its small
-    ``dumps`` results here are freed at once and cost next to nothing.
+    they are delivered, those allocations add up (README, Performance). Its small
+    ``dumps`` results here are freed at once.
     """
     return _OUTCOME % (
         codec.dumps(batch_id),

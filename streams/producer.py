@@ -79,11 +79,6 @@ class AsyncProducer:
         while self._running:
             self._producer.poll(0.05)
 
-    async def send(
-        self, topic: str, value: bytes | None, key: bytes | None = None, headers: Headers = ()
-    ) -> None:
-        await self.send_many([OutgoingMessage(topic, value, key, headers)])
-
     async def send_many(self, messages: Iterable[OutgoingMessage]) -> None:
         """Produce every message and return once all are acknowledged."""
         batch = list(messages)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+from batchline.vocabulary import Operation
 from streams import codec, topics
 from streams.envelopes import ChunkOptions
 from streams.producer import OutgoingMessage
@@ -20,7 +21,7 @@ def chunk_messages(
     record_count: int | None = None,
     attempt: int = 0,
     indices: Sequence[int] | None = None,
-    operation: str = "insert",
+    operation: Operation = Operation.INSERT,
 ) -> Iterator[OutgoingMessage]:
     """Envelopes for ``records``: consecutive indices, or the explicit ``indices`` of a retry.
 

@@ -6,7 +6,7 @@ Order of preference, for each service:
    (``BATCHLINE_TEST_DATABASE_URL`` / ``BATCHLINE_TEST_KAFKA_BOOTSTRAP_SERVERS``);
 2. a testcontainers container, if a Docker engine answers a ping
    (set ``BATCHLINE_TEST_DOCKER=0`` to skip the probe);
-3. the embedded services from :mod:`batchline.embedded` (pgserver / Tansu).
+3. the embedded services from :mod:`batchline.cli.embedded` (pgserver / Tansu).
 
 PostgreSQL: whatever the server, each test session gets its own freshly created
 database (``batchline_test_<pid>_<random>``) that is dropped at the end, so
@@ -30,13 +30,12 @@ import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
-from batchline.embedded import (
+from batchline.cli.embedded import (
     EmbeddedKafka,
     EmbeddedPostgres,
-    drop_database,
-    ensure_database,
     run_blocking,
 )
+from sql.databases import drop_database, ensure_database
 
 log = logging.getLogger(__name__)
 

@@ -24,7 +24,7 @@ from urllib.parse import quote, unquote
 import orjson
 
 from batchline.entities.schema import EntitySchema, FieldSpec, FieldType, Registry
-from streams import codec
+from batchline.text import unstorable_text, visible
 
 _BIGINT = 2**63
 # ASCII digits only: \d would let other scripts' digits through to int() and Decimal().
@@ -37,12 +37,6 @@ _NUMERIC_INTEGER_DIGITS = 131_072
 _NUMERIC_FRACTION_DIGITS = 16_383
 # A logical-key value is a unique-index entry and a URL path segment.
 MAX_KEY_CHARACTERS = 1000
-
-
-def visible(text: str) -> str:
-    """``text`` with NUL and lone surrogates written as JSON spells them: a message must not
-    carry those characters."""
-    return codec.escaped(text)
 
 
 def shown(value: Any) -> str:
@@ -137,14 +131,20 @@ class Values:
 
     def record(self, entity: EntitySchema, raw: Any, *, partial: bool = False) -> Converted:
         """Convert a whole record. ``partial``: only the fields present (PATCH)."""
+        result = self._object(raw)
+        if isinstance(raw, dict):
+            self._members(entity.fields, raw, "", result, partial=partial)
+            self._addressable(entity, result)
+        return result
+
+    @staticmethod
+    def _object(raw: Any) -> Converted:
+        """An empty conversion, refused already when ``raw`` is no JSON object."""
         result = Converted()
         if not isinstance(raw, dict):
             result.problems.append(
                 FieldProblem("", "validation", "the record must be a JSON object")
             )
-            return result
-        self._members(entity.fields, raw, "", result, partial=partial)
-        self._addressable(entity, result)
         return result
 
     def _addressable(self, entity: EntitySchema, result: Converted) -> None:
@@ -166,13 +166,9 @@ class Values:
 
     def lk_values(self, entity: EntitySchema, raw: Any) -> Converted:
         """Only the logical-key fields of ``raw`` (DELETE)."""
-        result = Converted()
-        if not isinstance(raw, dict):
-            result.problems.append(
-                FieldProblem("", "validation", "the record must be a JSON object")
-            )
-            return result
-        self._members(entity.lk_fields, raw, "", result, partial=False)
+        result = self._object(raw)
+        if isinstance(raw, dict):
+            self._members(entity.lk_fields, raw, "", result, partial=False)
         return result
 
     def _members(
@@ -190,7 +186,7 @@ class Values:
         for key in raw:
             if key not in names:
                 reason = "unknown field"
-                problem = codec.unstorable_text(key)
+                problem = unstorable_text(key)
                 if problem:
                     reason += f": names must not contain {problem}"
                 result.problems.append(
@@ -258,7 +254,7 @@ class Values:
     def from_json(self, spec: FieldSpec, value: Any, path: str | None = None) -> Any:
         """A scalar JSON value in canonical form; raises ConversionError."""
         where = path or spec.name
-        problem = codec.unstorable_text(value) if isinstance(value, str) else None
+        problem = unstorable_text(value) if isinstance(value, str) else None
         if problem:
             raise ConversionError(where, spec.type, value, f"text must not contain {problem}")
         if spec.type is FieldType.ENTITY_REF:
@@ -305,7 +301,7 @@ class Values:
 
     def search_text(self, spec: FieldSpec, text: str) -> str:
         """Text searched for as written (CONTAINS, STARTS_WITH): any text PostgreSQL can hold."""
-        problem = codec.unstorable_text(text)
+        problem = unstorable_text(text)
         if problem:
             raise ConversionError(spec.name, spec.type, text, f"text must not contain {problem}")
         return text

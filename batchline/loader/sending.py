@@ -16,6 +16,8 @@ import aiohttp
 import orjson
 from yarl import URL
 
+from batchline.vocabulary import BatchStatus
+
 BATCH_INSERTS = "/api/v1/batch-inserts"
 # Statuses worth another try: the server or something in front of it is busy or restarting,
 # or (409) an earlier request with the same key, perhaps from a run that died, is still
@@ -129,7 +131,10 @@ class BatchSender:
             reply = await self._with_retries(lambda: self._request("GET", url))
             if reply.status != 200:
                 raise BatchNotSent(f"polling {location}: {_refusal(reply)}")
-            if not isinstance(reply.body, dict) or reply.body.get("status") != "processing":
+            if (
+                not isinstance(reply.body, dict)
+                or reply.body.get("status") != BatchStatus.PROCESSING
+            ):
                 return _answer(reply.body, replayed)
 
     async def _with_retries(self, attempt_once: Callable[[], Awaitable[_Reply]]) -> _Reply:

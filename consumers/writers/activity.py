@@ -1,124 +1,38 @@
-"""Activities: one ``INSERT … SELECT FROM unnest … ON CONFLICT … RETURNING`` per chunk."""
+"""Activities: validated per chunk, written by one statement per chunk (``sql.activities``)."""
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from datetime import date
 from typing import Annotated, Any
 
 import asyncpg
 from pydantic import (
-    BaseModel,
-    BeforeValidator,
-    ConfigDict,
     Field,
-    StrictInt,
-    StrictStr,
     TypeAdapter,
     ValidationError,
 )
 
-from batchline.db import insert_resolving_conflicts
-from consumers.writers.base import EventRoute, PendingRecord, RecordResult, validation_details
+from batchline.activity import Activity
+from batchline.records import FieldError, RecordResult, field_errors
+from batchline.vocabulary import RecordError, RecordStatus
+from consumers.writers.base import EventRoute, PendingRecord
+from sql import activities
 from streams import topics
 from streams.envelopes import ACTIVITY_ENTITY, IngestChunk
-from streams.events import RecordError, RecordStatus
-
-# Not blank: a key of spaces is a client bug more often than a real identifier.
-Identifier = Annotated[StrictStr, Field(min_length=1, max_length=200, pattern=r"\S")]
-
-
-_ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}", re.ASCII)
-
-
-def _iso_date(value: Any) -> Any:
-    """Only "YYYY-MM-DD": pydantic would also read a number, or a string of digits, as a
-    Unix time, and a datetime at midnight as its date."""
-    if not isinstance(value, str) or not _ISO_DATE.fullmatch(value):
-        raise ValueError("must be an ISO date string (YYYY-MM-DD)")
-    return value
-
-
-class Activity(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    coordinator_id: Identifier
-    mentor_id: Identifier
-    activity_type: Identifier
-    activity_date: Annotated[date, BeforeValidator(_iso_date)]
-    duration_minutes: Annotated[StrictInt, Field(ge=1, le=1440)]
-
-    @property
-    def natural_key(self) -> tuple[str, str, str, date]:
-        return (self.coordinator_id, self.mentor_id, self.activity_type, self.activity_date)
-
 
 # One call for the whole chunk instead of one per record: a record that is no Activity
 # comes back as it was, and only those are validated again, alone, for their errors.
 _CHUNK = TypeAdapter(list[Annotated[Activity | Any, Field(union_mode="left_to_right")]])
 
 
-def _errors(raw: Any) -> list[dict[str, Any]]:
+def _errors(raw: Any) -> list[FieldError]:
     """Why ``raw`` is no Activity, in the words validating it on its own gives."""
     try:
         Activity.model_validate(raw)
     except ValidationError as exc:
-        return validation_details(exc)
+        return field_errors(exc)
     raise AssertionError("a record the chunk's validation refused is valid on its own")
-
-
-_COLUMNS = "id, coordinator_id, mentor_id, activity_type, activity_date, duration_minutes"
-
-# The chunk travels as one JSON array of rows: PostgreSQL unpacks it in C, where five
-# bound arrays cost asyncpg a Python-level type check per element.
-_INPUT = """
-SELECT e->>0 AS c, e->>1 AS m, e->>2 AS t, (e->>3)::date AS d, (e->>4)::int AS n, position
-FROM jsonb_array_elements($1::jsonb) WITH ORDINALITY AS input(e, position)
-"""
-
-_INSERT_NEW = f"""
-INSERT INTO activity (coordinator_id, mentor_id, activity_type, activity_date, duration_minutes)
-SELECT c, m, t, d, n FROM ({_INPUT}) AS input ORDER BY position
-RETURNING {_COLUMNS}
-"""
-
-# A conflicting record still draws an id, leaving a gap; probing the key first to avoid
-# that cost a quarter of this statement for every record.
-_INSERT = f"""
-INSERT INTO activity (coordinator_id, mentor_id, activity_type, activity_date, duration_minutes)
-SELECT c, m, t, d, n FROM ({_INPUT}) AS input ORDER BY position
-ON CONFLICT ON CONSTRAINT activity_natural_key DO NOTHING
-RETURNING {_COLUMNS}
-"""
-
-# Retried with ignore_constraints: the existing row takes the retried values.
-_UPSERT = f"""
-WITH input AS ({_INPUT}), previous AS (
-    SELECT a.* FROM activity a
-    JOIN input i ON (a.coordinator_id, a.mentor_id, a.activity_type, a.activity_date)
-                  = (i.c, i.m, i.t, i.d)
-)
-INSERT INTO activity AS a
-    (coordinator_id, mentor_id, activity_type, activity_date, duration_minutes)
-SELECT c, m, t, d, n FROM input ORDER BY position
-ON CONFLICT ON CONSTRAINT activity_natural_key
-DO UPDATE SET duration_minutes = EXCLUDED.duration_minutes, updated_at = now()
-RETURNING {", ".join("a." + c.strip() for c in _COLUMNS.split(","))},
-          (SELECT to_jsonb(p) - 'created_at' - 'updated_at' FROM previous p WHERE p.id = a.id)
-              AS previous
-"""
-
-
-def _row_dict(row: asyncpg.Record) -> dict[str, Any]:
-    return {
-        "id": row["id"],
-        "coordinator_id": row["coordinator_id"],
-        "mentor_id": row["mentor_id"],
-        "activity_type": row["activity_type"],
-        "activity_date": row["activity_date"].isoformat(),
-        "duration_minutes": row["duration_minutes"],
-    }
 
 
 class ActivityWriter:
@@ -170,10 +84,10 @@ class ActivityWriter:
                 for _, a in rows
             ]
             if chunk.options.ignore_constraints:
-                returned = await conn.fetch(_UPSERT, values)
+                returned = await activities.upsert(conn, values)
             else:
                 # The ones whose natural key exists are left out of what comes back.
-                returned = await insert_resolving_conflicts(conn, _INSERT_NEW, _INSERT, values)
+                returned = await activities.insert_new(conn, values)
             with_images = chunk.options.publish_events
             for row in returned:
                 key = (
@@ -189,7 +103,7 @@ class ActivityWriter:
                     status=RecordStatus.UPDATED if previous else RecordStatus.INSERTED,
                     entity_id=row["id"],
                     old=previous,
-                    new=_row_dict(row) if with_images else None,
+                    new=activities.row_dict(row) if with_images else None,
                 )
                 for earlier in superseded.get(key, ()):
                     results[earlier] = RecordResult(

@@ -7,33 +7,17 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import asyncpg
-from pydantic import ValidationError
 
+from batchline.records import RecordResult
 from streams.envelopes import IngestChunk
-from streams.events import RecordError, RecordStatus
 
 
 @dataclass(slots=True)
 class PendingRecord:
     # Not frozen: one is built per record in the inserter's hot path, and a frozen
-    # dataclass sets each field through object.__setattr__, at twice the cost.
+    # dataclass sets each field through object.__setattr__, which costs more.
     index: int
     raw: Any
-
-
-@dataclass(slots=True)
-class RecordResult:
-    index: int
-    status: RecordStatus
-    entity_id: str | None = None
-    error: RecordError | None = None
-    details: Any = None
-    old: dict[str, Any] | None = None
-    new: dict[str, Any] | None = None
-
-    @classmethod
-    def failed(cls, index: int, error: RecordError, details: Any = None) -> RecordResult:
-        return cls(index=index, status=RecordStatus.FAILED, error=error, details=details)
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,15 +53,3 @@ class EntityWriter(Protocol):
     ) -> list[RecordResult]:
         """Write ``records`` inside the caller's transaction; one result per record."""
         ...
-
-
-def validation_details(error: ValidationError) -> list[dict[str, Any]]:
-    """pydantic errors as the per-record ``details`` clients see."""
-    return [
-        {
-            "field": ".".join(str(part) for part in item["loc"]) or None,
-            "message": item["msg"],
-            "type": item["type"],
-        }
-        for item in error.errors(include_url=False, include_context=False, include_input=False)
-    ]

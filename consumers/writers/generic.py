@@ -2,7 +2,7 @@
 
 Per chunk: convert every record (conversion and validation problems are per record), find
 duplicate keys inside the chunk, check references with one query per ENTITY_REF field
-(locking the referenced rows ``FOR KEY SHARE`` so they cannot vanish before commit; a real
+(``sql.entity_rows`` locks the referenced rows so they cannot vanish before commit; a real
 FOREIGN KEY backs it), then ONE statement writes all the records left. An atomic chunk (a
 list POSTed over REST) with any failed record raises ``ChunkRejected``: nothing is stored.
 """
@@ -16,12 +16,14 @@ from typing import Any
 import asyncpg
 
 from batchline.entities.schema import EntitySchema, FieldSpec, FieldType, Registry
-from batchline.entities.tables import ident, lk_constraint
 from batchline.entities.values import Converted, FieldProblem, Values, sql_text
-from consumers.writers.base import ChunkRejected, EventRoute, PendingRecord, RecordResult
+from batchline.records import RecordDetails, RecordResult
+from batchline.vocabulary import RecordError, RecordStatus
+from consumers.writers.base import ChunkRejected, EventRoute, PendingRecord
+from sql import entity_rows
+from sql.entity_rows import EntityWrites
 from streams import topics
 from streams.envelopes import IngestChunk
-from streams.events import RecordError, RecordStatus
 
 NOT_STORED = "Not stored: another record of the same list failed"
 
@@ -35,51 +37,6 @@ class _Accepted:
     present: list[str] = field(default_factory=list)
 
 
-class _Statements:
-    """The SQL of one entity, built once from validated, quoted identifiers."""
-
-    def __init__(self, registry: Registry, entity: EntitySchema) -> None:
-        table = ident(entity.table)
-        names = [f.name for f in entity.fields]
-        columns = ", ".join(ident(n) for n in names)
-        definitions = ", ".join(f"{ident(f.name)} {registry.column_type(f)}" for f in entity.fields)
-        key_definitions = ", ".join(
-            f"{ident(f.name)} {registry.column_type(f)}" for f in entity.lk_fields
-        )
-        match = " AND ".join(f"t.{ident(n)} = i.{ident(n)}" for n in entity.lk)
-        non_key = [n for n in names if n not in entity.lk]
-        self.insert = f"""
-            INSERT INTO {table} AS t ({columns})
-            SELECT {columns} FROM jsonb_to_recordset($1::jsonb) AS i({definitions})
-            ON CONFLICT ON CONSTRAINT {ident(lk_constraint(entity))} DO NOTHING
-            RETURNING t.*"""
-        self.lock_existing = f"""
-            SELECT t.* FROM {table} t
-            JOIN jsonb_to_recordset($1::jsonb) AS i({key_definitions}) ON {match}
-            FOR UPDATE OF t"""
-        assignments = [f"{ident(n)} = i.{ident(n)}" for n in non_key]
-        self.update = f"""
-            UPDATE {table} AS t SET {", ".join([*assignments, '"_updated_at" = now()'])}
-            FROM jsonb_to_recordset($1::jsonb) AS i({definitions})
-            WHERE {match}
-            RETURNING t.*"""
-        patches = [
-            f"{ident(n)} = CASE WHEN '{n}' = ANY(i._present)"
-            f" THEN i.{ident(n)} ELSE t.{ident(n)} END"
-            for n in non_key
-        ]
-        self.patch = f"""
-            UPDATE {table} AS t SET {", ".join([*patches, '"_updated_at" = now()'])}
-            FROM jsonb_to_recordset($1::jsonb) AS i({definitions}, _present text[])
-            WHERE {match}
-            RETURNING t.*"""
-        self.delete = f"""
-            DELETE FROM {table} AS t
-            USING jsonb_to_recordset($1::jsonb) AS i({key_definitions})
-            WHERE {match}
-            RETURNING t.*"""
-
-
 class GenericEntityWriter:
     operations = frozenset({"insert", "update", "patch", "delete"})
 
@@ -88,7 +45,7 @@ class GenericEntityWriter:
         self.schema = schema
         self._registry = registry
         self._values = Values(registry)
-        self._sql = _Statements(registry, schema)
+        self._rows = EntityWrites(registry, schema)
 
     def event_route(self, chunk: IngestChunk) -> EventRoute:
         return EventRoute(topics.entity_events_topic(self.schema.name))
@@ -166,7 +123,7 @@ class GenericEntityWriter:
         return f"Logical key {text} for Entity {self.schema.name} appears twice in the list"
 
     def _failed(self, index: int, error: RecordError, reason: str, **details: Any) -> RecordResult:
-        return RecordResult.failed(index, error, {"reason": reason, **details})
+        return RecordResult.failed(index, error, RecordDetails(reason=reason, **details))
 
     def _all_or_nothing(
         self, records: Sequence[PendingRecord], results: dict[int, RecordResult]
@@ -224,15 +181,7 @@ class GenericEntityWriter:
     async def _existing_keys(
         self, conn: asyncpg.Connection, target: EntitySchema, keys: list[str]
     ) -> set[str]:
-        key_field = target.lk_fields[0]
-        column = ident(key_field.name)
-        column_type = self._registry.column_type(key_field)
-        rows = await conn.fetch(
-            f"SELECT {column}::text AS key FROM {ident(target.table)}"
-            f" WHERE {column} = ANY($1::text[]::{column_type}[]) FOR KEY SHARE",
-            keys,
-        )
-        return {row["key"] for row in rows}
+        return await entity_rows.existing_keys(conn, self._registry, target, keys)
 
     async def _not_referenced(
         self,
@@ -246,15 +195,8 @@ class GenericEntityWriter:
         keys = sorted({sql_text(a.key[0]) for a in accepted})
         in_use: dict[str, str] = {}
         for other, spec in self._registry.referrers(self.schema):
-            column = ident(spec.name)
-            column_type = self._registry.column_type(spec)
-            rows = await conn.fetch(
-                f"SELECT DISTINCT {column}::text AS key FROM {ident(other.table)}"
-                f" WHERE {column} = ANY($1::text[]::{column_type}[])",
-                keys,
-            )
-            for row in rows:
-                in_use.setdefault(row["key"], f"{other.name}.{spec.name}")
+            for key in await entity_rows.referring_keys(conn, self._registry, other, spec, keys):
+                in_use.setdefault(key, f"{other.name}.{spec.name}")
         kept = []
         for a in accepted:
             referrer = in_use.get(sql_text(a.key[0])) if len(a.key) == 1 else None
@@ -282,22 +224,22 @@ class GenericEntityWriter:
         by_key = {a.key: a for a in accepted}
         previous: dict[tuple[Any, ...], dict[str, Any]] = {}
         if operation == "insert":
-            rows = await conn.fetch(self._sql.insert, [a.values for a in accepted])
+            rows = await self._rows.insert(conn, [a.values for a in accepted])
             status = RecordStatus.INSERTED
         elif operation == "delete":
-            rows = await conn.fetch(self._sql.delete, [a.values for a in accepted])
+            rows = await self._rows.delete(conn, [a.values for a in accepted])
             status = RecordStatus.DELETED
         else:
-            locked = await conn.fetch(self._sql.lock_existing, [a.values for a in accepted])
+            locked = await self._rows.lock_existing(conn, [a.values for a in accepted])
             for row in locked:
                 rendered = self._values.render(self.schema, row)
                 previous[self._key_of(rendered)] = rendered
             found = [a for a in accepted if a.key in previous]
             if operation == "update":
-                rows = await conn.fetch(self._sql.update, [a.values for a in found])
+                rows = await self._rows.update(conn, [a.values for a in found])
             else:
                 payload = [a.values | {"_present": a.present} for a in found]
-                rows = await conn.fetch(self._sql.patch, payload)
+                rows = await self._rows.patch(conn, payload)
             status = RecordStatus.UPDATED
         for row in rows:
             rendered = self._values.render(self.schema, row)

@@ -18,11 +18,12 @@ from typing import Annotated, Any
 import asyncpg
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError
 
-from batchline.db import json_text
-from consumers.writers.base import EventRoute, PendingRecord, RecordResult, validation_details
+from batchline.records import RecordDetails, RecordResult, details_json, field_errors
+from batchline.vocabulary import RecordError, RecordStatus
+from consumers.writers.base import EventRoute, PendingRecord
+from sql import instances
 from streams import topics
 from streams.envelopes import INSTANCE_ENTITY, IngestChunk
-from streams.events import RecordError, RecordStatus
 
 TENANT_HEADER = "folio.tenantId"
 NonEmpty = Annotated[StrictStr, Field(min_length=1)]
@@ -83,49 +84,6 @@ class _Candidate:
     hrid: str | None
 
 
-# Rows of the chunk that exist are locked first, so the version check and the update see
-# the same row. A row another transaction inserted meanwhile is guarded again in DO UPDATE.
-_UPSERT = """
-WITH input AS (
-    SELECT * FROM unnest($1::uuid[], $2::text[], $3::int[], $4::text[])
-         WITH ORDINALITY AS t(id, doc, request_version, request_hrid, position)
-), stored AS (
-    SELECT i.id, i.jsonb FROM instance i WHERE i.id IN (SELECT id FROM input) FOR UPDATE
-), accepted AS (
-    SELECT input.*, stored.jsonb AS old
-    FROM input LEFT JOIN stored USING (id)
-    WHERE stored.id IS NULL
-       OR (stored.jsonb -> '_version' IS NOT DISTINCT FROM to_jsonb(input.request_version)
-           AND (input.request_hrid IS NULL OR input.request_hrid = stored.jsonb ->> 'hrid'))
-)
-INSERT INTO instance AS t (id, jsonb)
-SELECT id,
-       doc::jsonb || jsonb_build_object(
-           'id', id,
-           '_version', 1,
-           'hrid', CASE WHEN request_hrid IS NOT NULL THEN request_hrid
-                        WHEN old IS NOT NULL THEN old ->> 'hrid'
-                        ELSE 'in' || lpad(nextval('instance_hrid_seq')::text, 11, '0') END)
-FROM accepted
-ORDER BY position
-ON CONFLICT (id) DO UPDATE
-SET jsonb = EXCLUDED.jsonb || jsonb_build_object(
-        '_version', coalesce((t.jsonb ->> '_version')::int, 0) + 1,
-        'hrid', coalesce((SELECT a.request_hrid FROM accepted a WHERE a.id = t.id),
-                         t.jsonb ->> 'hrid')),
-    updated_date = now()
-WHERE t.jsonb -> '_version' IS NOT DISTINCT FROM
-      (SELECT to_jsonb(a.request_version) FROM accepted a WHERE a.id = t.id)
-RETURNING t.id, t.jsonb, (t.xmax = 0) AS created,
-          (SELECT a.old FROM accepted a WHERE a.id = t.id) AS old
-"""
-
-_STORED = """
-SELECT id, jsonb -> '_version' AS version, jsonb ->> 'hrid' AS hrid
-FROM instance WHERE id = ANY($1::uuid[])
-"""
-
-
 class InstanceWriter:
     entity = INSTANCE_ENTITY
     operations = frozenset({"upsert"})
@@ -171,7 +129,7 @@ class InstanceWriter:
             results[record.index] = RecordResult.failed(
                 record.index,
                 RecordError.VALIDATION_ERROR,
-                {"message": "an instance must be a JSON object"},
+                RecordDetails(message="an instance must be a JSON object"),
             )
             return None
         try:
@@ -180,7 +138,7 @@ class InstanceWriter:
             results[record.index] = RecordResult.failed(
                 record.index,
                 RecordError.VALIDATION_ERROR,
-                {"message": validation_message(exc), "fields": validation_details(exc)},
+                RecordDetails(message=validation_message(exc), fields=field_errors(exc)),
             )
             return None
         instance_id = instance.id or uuid.uuid4()
@@ -189,10 +147,10 @@ class InstanceWriter:
     async def _upsert(
         self, conn: asyncpg.Connection, candidates: Sequence[_Candidate]
     ) -> dict[int, RecordResult]:
-        rows = await conn.fetch(
-            _UPSERT,
+        rows = await instances.upsert(
+            conn,
             [c.id for c in candidates],
-            [json_text(c.doc) for c in candidates],
+            [c.doc for c in candidates],
             [c.version for c in candidates],
             [c.hrid for c in candidates],
         )
@@ -216,7 +174,7 @@ class InstanceWriter:
         self, conn: asyncpg.Connection, candidates: Sequence[_Candidate]
     ) -> dict[int, RecordResult]:
         """Why rows were not written: their stored ``_version`` or ``hrid`` differ."""
-        stored = {row["id"]: row for row in await conn.fetch(_STORED, [c.id for c in candidates])}
+        stored = await instances.versions(conn, [c.id for c in candidates])
         results = {}
         for candidate in candidates:
             row = stored[candidate.id]
@@ -235,6 +193,6 @@ class InstanceWriter:
                 status=RecordStatus.FAILED,
                 entity_id=instance_id,
                 error=error,
-                details={"message": message},
+                details=details_json(RecordDetails(message=message)),
             )
         return results

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import aiohttp
 
-from batchline.embedded import free_port
+from batchline.cli.embedded import free_port
 
 SEED = {
     "activities": [

@@ -13,12 +13,12 @@ import aiohttp
 import asyncpg
 import pytest
 
-from batchline import db
-from batchline.embedded import EmbeddedKafka, free_port
+from batchline.cli.embedded import EmbeddedKafka, free_port
+from batchline.cli.runtime import apply_migrations, create_topics, serving_api
 from batchline.metrics import Metrics
-from batchline.runtime import apply_migrations, create_topics, serving_api
 from batchline.settings import Settings
 from consumers.app import WorkerResources, run_worker, worker_resources
+from sql import db
 from tests import services
 
 # The README's example entities, which the /data tests use.

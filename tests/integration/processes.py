@@ -13,7 +13,7 @@ from typing import Any
 
 import aiohttp
 
-from batchline.embedded import free_port
+from batchline.cli.embedded import free_port
 from batchline.settings import Settings
 
 

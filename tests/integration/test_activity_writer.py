@@ -6,10 +6,11 @@ from typing import Any
 
 import asyncpg
 
+from batchline.records import RecordResult
+from batchline.vocabulary import RecordError, RecordStatus
 from consumers.writers.activity import ActivityWriter
-from consumers.writers.base import PendingRecord, RecordResult
+from consumers.writers.base import PendingRecord
 from streams.envelopes import ChunkOptions, IngestChunk
-from streams.events import RecordError, RecordStatus
 from tests.integration.activities import activity
 
 

@@ -10,8 +10,8 @@ import aiohttp
 import asyncpg
 import orjson
 
-from batchline.embedded import free_port
-from batchline.runtime import serving_api
+from batchline.cli.embedded import free_port
+from batchline.cli.runtime import serving_api
 from batchline.settings import Settings
 from tests.integration.activities import BASE, JSON, activity, post_batch, stored_activities
 from tests.integration.kafka import completed_batch, produce

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import uuid
 
-from batchline import db
 from batchline.settings import Settings
+from sql import db
 
 # The projector's shape: rows unpacked from one JSON document, joined to a keyed table.
 _LOOKUP = """

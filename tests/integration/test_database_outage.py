@@ -13,8 +13,8 @@ import aiohttp
 import asyncpg
 import orjson
 
-from batchline.embedded import free_port
-from batchline.runtime import create_topics
+from batchline.cli.embedded import free_port
+from batchline.cli.runtime import create_topics
 from batchline.settings import Settings
 from tests.integration.activities import activity, stored_activities
 from tests.integration.kafka import completed_batch, produce, read_all

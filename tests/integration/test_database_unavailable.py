@@ -22,13 +22,13 @@ import asyncpg
 import orjson
 import pytest
 
-from batchline import db
-from batchline.embedded import EmbeddedPostgres, free_port
+from batchline.cli.embedded import EmbeddedPostgres, free_port
+from batchline.cli.runtime import create_topics, serving_api
 from batchline.loader.loading import LoadOptions, load
 from batchline.loader.reading import FileFormat
 from batchline.metrics import Metrics
-from batchline.runtime import create_topics, serving_api
 from batchline.settings import Settings
+from sql import db
 from tests.integration.activities import BASE, JSON, activity, stored_activities
 from tests.integration.instances import instance, write_file
 from tests.integration.processes import WorkerProcess, until

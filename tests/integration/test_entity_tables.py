@@ -8,9 +8,9 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from batchline.entities.tables import SchemaChangeRefused
-from batchline.runtime import apply_migrations, check_entity_tables
+from batchline.cli.runtime import apply_migrations, check_entity_tables
 from batchline.settings import Settings
+from sql.entity_tables import SchemaChangeRefused
 from tests.integration.conftest import EXAMPLE_ENTITIES
 
 

@@ -15,8 +15,8 @@ from typing import Any
 import aiohttp
 import orjson
 
-from batchline.embedded import free_port
-from batchline.runtime import serving_api
+from batchline.cli.embedded import free_port
+from batchline.cli.runtime import serving_api
 from batchline.settings import Settings
 from tests.integration.activities import BASE, JSON, activity
 

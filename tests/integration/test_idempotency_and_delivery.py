@@ -10,18 +10,19 @@ import asyncpg
 import orjson
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from batchline import batches
-from batchline.embedded import free_port
+from batchline.cli.embedded import free_port
+from batchline.cli.runtime import serving_api
 from batchline.loader.loading import LoadOptions, load
 from batchline.loader.reading import FileFormat, idempotency_key_base
-from batchline.runtime import serving_api
 from batchline.settings import Settings
+from batchline.vocabulary import RecordStatus, Source
 from consumers.app import WorkerResources
-from consumers.projector import project
-from consumers.stale import settle_stale_batches
+from sql import batches, idempotency_keys
+from sql.results import project
+from sql.stale_batches import settle_stale_batches
 from streams import topics
 from streams.envelopes import ChunkOptions
-from streams.events import RecordOutcome, RecordStatus
+from streams.events import RecordOutcome
 from tests.integration.activities import BASE, JSON, activity, post_batch, stored_activities
 
 
@@ -78,7 +79,7 @@ async def test_idempotency_key_still_in_flight_is_409(
     await pg.execute(
         "INSERT INTO idempotency_key (key, request_hash) VALUES ($1, $2)",
         f"key-{tag}",
-        batches.request_fingerprint(payload),
+        idempotency_keys.request_fingerprint(payload),
     )
 
     async with http.post(BASE, data=payload, headers=JSON | {"Idempotency-Key": f"key-{tag}"}) as r:
@@ -94,7 +95,7 @@ async def test_a_key_whose_request_died_before_its_batch_is_taken_over_after_a_m
         "INSERT INTO idempotency_key (key, request_hash, created_at)"
         " VALUES ($1, $2, now() - interval '2 minutes')",
         f"key-{tag}",
-        batches.request_fingerprint(payload),
+        idempotency_keys.request_fingerprint(payload),
     )
 
     async with http.post(BASE, data=payload, headers=JSON | {"Idempotency-Key": f"key-{tag}"}) as r:
@@ -117,7 +118,7 @@ async def test_a_key_whose_request_died_after_its_batch_answers_with_the_finishe
     await pg.execute(
         "INSERT INTO idempotency_key (key, request_hash, batch_id) VALUES ($1, $2, $3)",
         f"key-{tag}",
-        batches.request_fingerprint(payload),
+        idempotency_keys.request_fingerprint(payload),
         done["id"],
     )
 
@@ -366,12 +367,12 @@ async def _strand(
 ) -> str:
     """What an API process killed between the batch header and the produce leaves behind:
     a header with no chunks anywhere, and the key tied to it."""
-    header = await batches.create(pg, "activity", "rest", records, ChunkOptions())
+    header = await batches.create(pg, "activity", Source.REST, records, ChunkOptions())
     await pg.execute(
         "INSERT INTO idempotency_key (key, request_hash, batch_id, created_at)"
         " VALUES ($1, $2, $3, now() - make_interval(secs => $4))",
         key,
-        batches.request_fingerprint(body),
+        idempotency_keys.request_fingerprint(body),
         header.id,
         claimed_seconds_ago,
     )

@@ -9,11 +9,11 @@ from typing import Any
 import asyncpg
 import orjson
 
-from batchline.embedded import free_port
+from batchline.cli.embedded import free_port
+from batchline.cli.runtime import serving_api
 from batchline.loader.loading import LoadOptions, load
 from batchline.loader.reading import FileFormat
 from batchline.metrics import Metrics
-from batchline.runtime import serving_api
 from batchline.settings import Settings
 from consumers.app import WorkerResources
 from tests.integration.activities import activity

@@ -26,9 +26,9 @@ from aiobotocore.session import get_session
 from botocore.exceptions import ClientError
 from pydantic import SecretStr
 
-from batchline.embedded import free_port
+from batchline.cli.embedded import free_port
+from batchline.cli.runtime import serving_api
 from batchline.metrics import Metrics
-from batchline.runtime import serving_api
 from batchline.settings import Settings
 from batchline.storage import (
     LineReader,

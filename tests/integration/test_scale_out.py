@@ -12,7 +12,7 @@ import asyncpg
 import orjson
 import pytest
 
-from batchline.runtime import create_topics
+from batchline.cli.runtime import create_topics
 from batchline.settings import Settings
 from tests.integration.activities import activity
 from tests.integration.kafka import completed_batch, produce

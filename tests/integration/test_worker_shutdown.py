@@ -13,8 +13,8 @@ from pathlib import Path
 import orjson
 from confluent_kafka import Producer
 
-from batchline.embedded import EmbeddedKafka
-from batchline.runtime import create_topics
+from batchline.cli.embedded import EmbeddedKafka
+from batchline.cli.runtime import create_topics
 from batchline.settings import Settings
 from streams import topics
 from tests.integration.activities import activity

@@ -6,7 +6,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from batchline.dlq import (
+from streams.deadletter import DeadLetter, Stage
+from streams.dlq import (
     DeadLetterFilter,
     Entry,
     LetterStatus,
@@ -17,7 +18,6 @@ from batchline.dlq import (
     parse_moment,
     parse_rate,
 )
-from streams.deadletter import DeadLetter, Stage
 from streams.messages import ConsumedMessage
 
 NOW = datetime(2026, 3, 28, 12, 0, tzinfo=UTC)

@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 
 from api.entity_data import GeminiError, raise_failures
-from batchline.batches import RecordRow
 from batchline.entities.schema import EntitySchema, load_registry
+from sql.batches import RecordRow
 
 CATEGORY = load_registry(Path(__file__).resolve().parents[2] / "entities").require("category")
 # What the inserter records for a record holding a NUL character, before any writer runs.

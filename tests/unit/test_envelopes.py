@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from consumers.inserter import UndeliverableMessage, decode_chunk
-from streams.deadletter import Stage
+from consumers.inserter import decode_chunk
+from streams.deadletter import InvalidMessage, Stage
 from streams.envelopes import ChunkOptions, IngestChunk
 from streams.messages import ConsumedMessage
 from streams.publisher import chunk_messages
@@ -110,7 +110,7 @@ def test_a_chunk_pydantic_refuses_is_refused_with_pydantics_error(
     with pytest.raises(ValidationError) as expected:
         IngestChunk.model_validate_json(payload)
 
-    with pytest.raises(UndeliverableMessage) as refused:
+    with pytest.raises(InvalidMessage) as refused:
         decode_chunk(_consumed(payload))
 
     assert refused.value.stage is stage

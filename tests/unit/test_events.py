@@ -4,14 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from batchline.vocabulary import RecordError, RecordStatus
 from streams import codec
-from streams.events import (
-    RecordError,
-    RecordOutcome,
-    RecordStatus,
-    encode_outcome,
-    stable_event_id,
-)
+from streams.events import RecordOutcome, encode_outcome, stable_event_id
 
 
 def test_the_hot_path_encoding_of_an_outcome_is_a_valid_record_outcome() -> None:

@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 
 import asyncpg
 
-from batchline.db import json_text
 from batchline.entities.schema import EntitySchema, FieldSpec, FieldType, Registry
+from sql.db import json_text
 
 log = logging.getLogger(__name__)
 
@@ -205,7 +205,7 @@ async def _alter(
     async def table_has_rows() -> bool:
         nonlocal has_rows
         if has_rows is None:
-            has_rows = bool(await conn.fetchval(f"SELECT EXISTS (SELECT 1 FROM {table})"))  # noqa: S608
+            has_rows = bool(await conn.fetchval(f"SELECT EXISTS (SELECT 1 FROM {table})"))
         return has_rows
 
     for spec in entity.fields:
@@ -249,7 +249,7 @@ async def _alter(
             )
         if spec.required and column.nullable:
             nulls = await conn.fetchval(
-                f"SELECT EXISTS (SELECT 1 FROM {table} WHERE {ident(spec.name)} IS NULL)"  # noqa: S608
+                f"SELECT EXISTS (SELECT 1 FROM {table} WHERE {ident(spec.name)} IS NULL)"
             )
             steps.append(
                 Step(
@@ -323,25 +323,20 @@ def _constraint_steps(
             wanted_again = spec is not None
             if wanted_again:
                 assert spec is not None
-                steps.append(
-                    Step(
-                        entity.name,
-                        f"reference {entity.name}.{spec.name} -> {spec.ref_entity}",
-                        [_fk_sql(registry, entity, spec)],
-                        phase=1,
-                    )
-                )
+                steps.append(_reference_step(registry, entity, spec))
     for name, spec in wanted.items():
         if name not in constraints:
-            steps.append(
-                Step(
-                    entity.name,
-                    f"reference {entity.name}.{spec.name} -> {spec.ref_entity}",
-                    [_fk_sql(registry, entity, spec)],
-                    phase=1,
-                )
-            )
+            steps.append(_reference_step(registry, entity, spec))
     return steps
+
+
+def _reference_step(registry: Registry, entity: EntitySchema, spec: FieldSpec) -> Step:
+    return Step(
+        entity.name,
+        f"reference {entity.name}.{spec.name} -> {spec.ref_entity}",
+        [_fk_sql(registry, entity, spec)],
+        phase=1,
+    )
 
 
 def refusals(steps: list[Step], allow_destructive: bool) -> list[str]:

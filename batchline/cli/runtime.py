@@ -15,13 +15,12 @@ from aiohttp import web
 
 from api.app import create_app
 from api.server import ConnectionLimits, GuardedRunner, ensure_descriptors
-from batchline import db
-from batchline.embedded import EmbeddedKafka, EmbeddedPostgres
-from batchline.entities import tables as entity_tables
+from batchline.cli.embedded import EmbeddedKafka, EmbeddedPostgres
 from batchline.entities.schema import load_registry
 from batchline.metrics import Metrics
 from batchline.settings import Settings
 from consumers.app import run_worker, worker_resources
+from sql import db, entity_tables
 from sql.migrator import migrate
 from streams.admin import ensure_topics
 from streams.topics import TopicSpec, core_topics, entity_events_topic
@@ -131,8 +130,8 @@ def tune_garbage_collection() -> None:
     """Fewer, cheaper collections for a process that allocates thousands of objects a chunk.
 
     With the default threshold (700 allocations) the collector ran many times per chunk and
-    its full passes walked every long-lived object of Faust and aiokafka: about a sixth of
-    the inserter's CPU. Freezing what start-up built takes those objects out of every pass;
+    its full passes walked every long-lived object of Faust and aiokafka (README,
+    Performance). Freezing what start-up built takes those objects out of every pass;
     the higher first threshold still collects cycles, just per chunk rather than per record.
     """
     gc.collect()

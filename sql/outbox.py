@@ -9,8 +9,8 @@ from dataclasses import dataclass
 
 import asyncpg
 
-from batchline.db import json_text
-from streams.producer import AsyncProducer, OutgoingMessage
+from sql.db import json_text
+from streams.producer import OutgoingMessage
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,12 +78,8 @@ async def stale(pool: asyncpg.Pool, older_than_seconds: float, limit: int) -> li
     return [_from_row(row) for row in rows]
 
 
-async def publish(
-    pool: asyncpg.Pool, producer: AsyncProducer, events: Sequence[StagedEvent]
-) -> None:
-    if not events:
-        return
-    await producer.send_many(e.message for e in events)
+async def delete(pool: asyncpg.Pool, events: Sequence[StagedEvent]) -> None:
+    """Forget events the broker acknowledged."""
     await pool.execute(
         "DELETE FROM event_outbox WHERE event_id = ANY($1::uuid[])",
         [uuid.UUID(e.event_id) for e in events],

@@ -5,7 +5,6 @@ Shared by every front door; the HTTP layer only maps these to status codes and b
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -13,17 +12,21 @@ from typing import Any
 
 import asyncpg
 
-from streams.envelopes import IGNORE_CONSTRAINTS_ENTITIES, ChunkOptions
+from batchline.vocabulary import BatchStatus, Operation, Source
+from streams.envelopes import IGNORE_CONSTRAINTS_ENTITIES, ChunkOptions, IngestChunk
+
+# Notified, with the batch id, when a batch finishes: waiting API instances answer at once.
+BATCH_DONE_CHANNEL = "batchline_batch_done"
 
 
 @dataclass(frozen=True, slots=True)
 class BatchHeader:
     id: str
     entity: str
-    operation: str
-    source: str
+    operation: Operation
+    source: Source
     record_count: int
-    status: str
+    status: BatchStatus
     inserted_count: int
     failed_count: int
     attempt: int
@@ -50,6 +53,9 @@ _HEADER_COLUMNS = """id, entity, operation, source, record_count, status, insert
 def _header(row: asyncpg.Record) -> BatchHeader:
     values = dict(row)
     values["options"] = ChunkOptions.model_validate(values["options"] or {})
+    values["operation"] = Operation(values["operation"])
+    values["source"] = Source(values["source"])
+    values["status"] = BatchStatus(values["status"])
     return BatchHeader(**values)
 
 
@@ -59,10 +65,10 @@ _ID_DRAWS = 1000
 async def create(
     conn: asyncpg.Connection | asyncpg.Pool,
     entity: str,
-    source: str,
+    source: Source,
     record_count: int,
     options: ChunkOptions,
-    operation: str = "insert",
+    operation: Operation = Operation.INSERT,
 ) -> BatchHeader:
     # A Kafka producer may have named its own batch like ours ("batch-446"): draw again.
     for _ in range(_ID_DRAWS):
@@ -79,6 +85,38 @@ async def create(
         if row is not None:
             return _header(row)
     raise RuntimeError(f"no free batch id after {_ID_DRAWS} draws")
+
+
+# The batch's header as stored, whether this chunk wrote it or an earlier one (or a front
+# door) did: the statement's snapshot does not see its own insert, so one side is empty.
+_ENSURE_HEADER = """
+WITH inserted AS (
+    INSERT INTO batch
+        (id, entity, source, record_count, pending_count, attempt, options, operation)
+    VALUES ($1, $2, 'kafka', $3, $3, $4, $5, $6)
+    ON CONFLICT (id) DO NOTHING
+    RETURNING entity, record_count, operation, attempt, created_at
+)
+SELECT entity, record_count, operation, attempt, created_at FROM inserted
+UNION ALL
+SELECT entity, record_count, operation, attempt, created_at FROM batch WHERE id = $1
+LIMIT 1
+"""
+
+
+async def ensure_header(
+    conn: asyncpg.Connection | asyncpg.Pool, chunk: IngestChunk, batch_id: str
+) -> asyncpg.Record | None:
+    """The header of a batch a Kafka producer started, written by its first chunk."""
+    return await conn.fetchrow(
+        _ENSURE_HEADER,
+        batch_id,
+        chunk.entity.lower(),
+        chunk.total_records,
+        chunk.attempt,
+        chunk.options.model_dump(),
+        chunk.operation,
+    )
 
 
 async def get(conn: asyncpg.Connection | asyncpg.Pool, batch_id: str) -> BatchHeader | None:
@@ -144,22 +182,45 @@ def dict_without(row: asyncpg.Record, column: str) -> Any:
     return {k: v for k, v in row.items() if k != column}
 
 
-async def delete(pool: asyncpg.Pool, batch_id: str) -> str | None:
+class BatchMissing(Exception):
+    """No batch has this id."""
+
+
+class BatchStillProcessing(Exception):
+    """The batch has not finished: it can be neither retried nor deleted yet."""
+
+
+async def is_finished(pool: asyncpg.Pool, batch_id: str) -> bool:
+    """True once the batch is no longer processing (or no longer exists)."""
+    status = await pool.fetchval("SELECT status FROM batch WHERE id = $1", batch_id)
+    return bool(status != BatchStatus.PROCESSING)
+
+
+async def notify_done(conn: asyncpg.Connection | asyncpg.Pool, batch_ids: Sequence[str]) -> None:
+    """Tell API instances waiting on these batches (``LISTEN BATCH_DONE_CHANNEL``) to look.
+
+    Inside a transaction the notification is delivered at commit.
+    """
+    await conn.execute(
+        "SELECT pg_notify($1, id) FROM unnest($2::text[]) AS id", BATCH_DONE_CHANNEL, batch_ids
+    )
+
+
+async def delete(pool: asyncpg.Pool, batch_id: str) -> None:
     """Remove the operation and its results (never the entity rows).
 
-    Returns None when deleted, else the reason not: ``missing`` or ``processing``.
+    Raises BatchMissing or BatchStillProcessing when it cannot.
     """
     async with pool.acquire() as conn, conn.transaction():
         status = await conn.fetchval("SELECT status FROM batch WHERE id = $1 FOR UPDATE", batch_id)
         if status is None:
-            return "missing"
-        if status == "processing":
-            return "processing"
+            raise BatchMissing(batch_id)
+        if status == BatchStatus.PROCESSING:
+            raise BatchStillProcessing(batch_id)
         await conn.execute("DELETE FROM batch_result WHERE batch_id = $1", batch_id)
         await conn.execute("DELETE FROM record_ledger WHERE batch_id = $1", batch_id)
         await conn.execute("DELETE FROM idempotency_key WHERE batch_id = $1", batch_id)
         await conn.execute("DELETE FROM batch WHERE id = $1", batch_id)
-    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,10 +230,19 @@ class RetryPlan:
 
 
 class RetryRefused(Exception):
-    def __init__(self, reason: str, details: Any = None) -> None:
-        super().__init__(reason)
-        self.reason = reason
+    """A retry the batch cannot take; ``details`` says why, field by field."""
+
+    def __init__(self, details: dict[str, Any]) -> None:
+        super().__init__(details)
         self.details = details
+
+
+class RetryNotSupported(RetryRefused):
+    """The request asks for something this batch's entity cannot do."""
+
+
+class RetryIndicesInvalid(RetryRefused):
+    """Indices out of range, of records that did not fail, or without a stored payload."""
 
 
 async def start_retry(
@@ -180,21 +250,19 @@ async def start_retry(
 ) -> RetryPlan:
     """Move the batch to a new attempt for ``indices`` and return their stored payloads.
 
-    Raises RetryRefused with reason ``missing``, ``processing``, ``invalid_request`` or
-    ``invalid_indices``.
+    Raises BatchMissing, BatchStillProcessing, RetryNotSupported or RetryIndicesInvalid.
     """
     async with pool.acquire() as conn, conn.transaction():
         header_row = await conn.fetchrow(
             f"SELECT {_HEADER_COLUMNS} FROM batch WHERE id = $1 FOR UPDATE", batch_id
         )
         if header_row is None:
-            raise RetryRefused("missing")
+            raise BatchMissing(batch_id)
         header = _header(header_row)
-        if header.status == "processing":
-            raise RetryRefused("processing")
+        if header.status == BatchStatus.PROCESSING:
+            raise BatchStillProcessing(batch_id)
         if ignore_constraints and header.entity not in IGNORE_CONSTRAINTS_ENTITIES:
-            raise RetryRefused(
-                "invalid_request",
+            raise RetryNotSupported(
                 {"ignore_constraints": f"not supported for {header.entity} batches"},
             )
         out_of_range = [i for i in indices if not 0 <= i < header.record_count]
@@ -218,8 +286,7 @@ async def start_retry(
         not_failed = [i for i in in_range if i not in stored]
         without_payload = [i for i in in_range if i in stored and i not in failed]
         if out_of_range or not_failed or without_payload:
-            raise RetryRefused(
-                "invalid_indices",
+            raise RetryIndicesInvalid(
                 {
                     "out_of_range": out_of_range,
                     "not_failed": not_failed,
@@ -246,120 +313,4 @@ async def fail(pool: asyncpg.Pool, batch_id: str, reason: str) -> None:
            WHERE id = $1 AND status = 'processing'""",
         batch_id,
         reason,
-    )
-
-
-# --- Idempotency keys --------------------------------------------------------------------
-
-
-def request_fingerprint(body: bytes) -> str:
-    return hashlib.sha256(body).hexdigest()
-
-
-@dataclass(frozen=True, slots=True)
-class StoredResponse:
-    request_hash: str
-    batch_id: str | None
-    status: int | None
-    body: Any
-    # Whether the broker took every chunk of the batch, and how long ago the key was
-    # claimed (or last taken over).
-    published: bool
-    age_seconds: float
-
-
-# Longer keys do not fit PostgreSQL's index entries; no client needs more than a UUID or two.
-MAX_IDEMPOTENCY_KEY_LENGTH = 255
-# A request writes its batch header within milliseconds of claiming its key, and hands its
-# chunks to the broker within seconds. A claim older than this without a batch, or with a
-# batch whose chunks were never acknowledged, belongs to a request that died (its process
-# killed, say): the next request with the key takes it over instead of being told "in
-# flight" until the stale sweep gives the batch up.
-ABANDONED_CLAIM_SECONDS = 10.0
-
-
-async def claim_idempotency_key(
-    pool: asyncpg.Pool, key: str, fingerprint: str
-) -> StoredResponse | None:
-    """None when this request owns the key now; else what an earlier request stored."""
-    claimed = await pool.fetchval(
-        """INSERT INTO idempotency_key (key, request_hash) VALUES ($1, $2)
-           ON CONFLICT (key) DO UPDATE SET request_hash = EXCLUDED.request_hash, created_at = now()
-           WHERE idempotency_key.batch_id IS NULL AND idempotency_key.response_status IS NULL
-             AND idempotency_key.created_at < now() - make_interval(secs => $3)
-           RETURNING key""",
-        key,
-        fingerprint,
-        ABANDONED_CLAIM_SECONDS,
-    )
-    if claimed is not None:
-        return None
-    row = await pool.fetchrow(
-        """SELECT request_hash, batch_id, response_status, response_body,
-                  published_at IS NOT NULL,
-                  extract(epoch FROM now() - created_at)::float8
-           FROM idempotency_key WHERE key = $1""",
-        key,
-    )
-    if row is None:  # released between our insert and select: claim again
-        return await claim_idempotency_key(pool, key, fingerprint)
-    return StoredResponse(*row.values())
-
-
-async def create_for_key(
-    pool: asyncpg.Pool,
-    key: str,
-    entity: str,
-    source: str,
-    record_count: int,
-    options: ChunkOptions,
-) -> BatchHeader:
-    """``create``, tying the claimed key to the new batch in the same transaction: no
-    moment in which a dying request leaves a batch its key does not lead to."""
-    async with pool.acquire() as conn, conn.transaction():
-        header = await create(conn, entity, source, record_count, options)
-        await conn.execute(
-            "UPDATE idempotency_key SET batch_id = $2 WHERE key = $1", key, header.id
-        )
-    return header
-
-
-async def mark_published(pool: asyncpg.Pool, key: str) -> None:
-    """The broker has every chunk of the key's batch."""
-    await pool.execute("UPDATE idempotency_key SET published_at = now() WHERE key = $1", key)
-
-
-async def take_over_unpublished(pool: asyncpg.Pool, key: str) -> bool:
-    """True when this request is the one to publish an abandoned batch's chunks again.
-
-    Restarts the claim's clock, so of several requests with the key only one re-sends
-    per ``ABANDONED_CLAIM_SECONDS``.
-    """
-    taken = await pool.fetchval(
-        """UPDATE idempotency_key SET created_at = now()
-           WHERE key = $1 AND published_at IS NULL AND response_status IS NULL
-             AND created_at < now() - make_interval(secs => $2)
-           RETURNING key""",
-        key,
-        ABANDONED_CLAIM_SECONDS,
-    )
-    return taken is not None
-
-
-async def store_idempotent_response(
-    pool: asyncpg.Pool, key: str, batch_id: str, status: int, body: Any
-) -> None:
-    await pool.execute(
-        """UPDATE idempotency_key SET batch_id = $2, response_status = $3, response_body = $4
-           WHERE key = $1""",
-        key,
-        batch_id,
-        status,
-        body,
-    )
-
-
-async def release_idempotency_key(pool: asyncpg.Pool, key: str) -> None:
-    await pool.execute(
-        "DELETE FROM idempotency_key WHERE key = $1 AND response_status IS NULL", key
     )

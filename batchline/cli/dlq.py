@@ -14,8 +14,10 @@ import asyncpg
 import orjson
 from tqdm import tqdm
 
-from batchline import db, dlq
 from batchline.settings import Settings
+from sql import db
+from sql.replay_runs import ReplayRuns
+from streams import dlq
 from streams.deadletter import Stage
 from streams.producer import AsyncProducer
 
@@ -118,7 +120,7 @@ async def _list(
     settings: Settings, filters: dlq.DeadLetterFilter, limit: int, as_json: bool
 ) -> int:
     async with _pool(settings) as pool:
-        found = await dlq.list_entries(settings, pool, filters, limit)
+        found = await dlq.list_entries(settings, ReplayRuns(pool), filters, limit)
     if as_json:
         for entry in found:
             sys.stdout.write(orjson.dumps(dlq.entry_view(entry)).decode() + "\n")
@@ -180,7 +182,7 @@ async def _show(settings: Settings, letter_id: str, as_json: bool) -> int:
         print(f"batchline: {exc}", file=sys.stderr)
         return 2
     async with _pool(settings) as pool:
-        entry = await dlq.find(settings, pool, letter_id)
+        entry = await dlq.find(settings, ReplayRuns(pool), letter_id)
     if entry is None:
         print(f"batchline: no dead letter {letter_id}", file=sys.stderr)
         return 1
@@ -230,10 +232,11 @@ async def _replay(
     async with _pool(settings) as pool:
         producer = AsyncProducer(settings.librdkafka_producer_config())
         try:
-            run = await dlq.create_run(pool, "cli", filters, dry_run, rate)
+            runs = ReplayRuns(pool)
+            run = await runs.create("cli", filters.described(), dry_run, rate)
             print(f"{run.id}: {'dry run, ' if dry_run else ''}reading batchline.dlq", flush=True)
             with _Progress() as progress:
-                result = await dlq.replay(settings, pool, producer, run, progress.update)
+                result = await dlq.replay(settings, runs, producer, run, progress.update)
         finally:
             await producer.close()
     print(result.summary())

@@ -7,7 +7,10 @@ import asyncio
 import sys
 from collections.abc import Sequence
 
-from batchline import dlq_cli, load_cli, logs, runtime
+from batchline import logs
+from batchline.cli import dlq as dlq_cli
+from batchline.cli import load as load_cli
+from batchline.cli import runtime
 from batchline.settings import Settings
 
 
@@ -57,7 +60,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"batchline: {exc}", file=sys.stderr)
         return 2
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

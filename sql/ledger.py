@@ -7,9 +7,9 @@ from typing import Any, NamedTuple
 
 import asyncpg
 
-from batchline.db import insert_resolving_conflicts
-from consumers.writers.base import RecordResult
-from streams.events import RecordError, RecordStatus
+from batchline.records import RecordResult
+from batchline.vocabulary import RecordError, RecordStatus
+from sql.db import insert_resolving_conflicts
 
 _FETCH = """
 SELECT record_index, attempt, status, entity_id, error, details, chunk_digest
@@ -76,7 +76,7 @@ async def record(
     chunk_digest: bytes | None,
 ) -> None:
     failed = RecordStatus.FAILED
-    # One JSON document of rows: PostgreSQL unpacks it in C (see the activity writer).
+    # One JSON document of rows: PostgreSQL unpacks it in C (see sql.activities).
     rows = [
         (
             r.index,

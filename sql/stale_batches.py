@@ -13,9 +13,10 @@ import logging
 
 import asyncpg
 
-from batchline.db import is_transient
-from consumers.projector import project
-from streams.events import RecordError, RecordOutcome, RecordStatus
+from batchline.vocabulary import RecordError, RecordStatus
+from sql.db import is_transient
+from sql.results import project
+from streams.events import RecordOutcome
 
 log = logging.getLogger(__name__)
 

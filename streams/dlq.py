@@ -1,11 +1,11 @@
 """Operators and the dead-letter topic: list, show and replay dead letters.
 
-Reading ``batchline.dlq`` needs no consumer group (``streams.reader``). PostgreSQL records
-every replay run (``dlq_replay``: filters, progress, counts, a cancel flag; from the CLI or
-the operator API alike) and which dead letters a run put back (``dlq_replayed``), so a
-second run does not put them back again. A replayed message carries its replay count; one
-that failed again after ``BATCHLINE_DLQ_MAX_REPLAYS`` replays is *parked*: it stays listed
-and is never replayed again.
+Reading ``batchline.dlq`` needs no consumer group (``streams.reader``). A ``RunBook``
+(PostgreSQL's, ``sql.replay_runs``) records every replay run (filters, progress, counts, a
+cancel flag; from the CLI or the operator API alike) and which dead letters a run put back,
+so a second run does not put them back again. A replayed message carries its replay count;
+one that failed again after ``BATCHLINE_DLQ_MAX_REPLAYS`` replays is *parked*: it stays
+listed and is never replayed again.
 """
 
 from __future__ import annotations
@@ -17,16 +17,16 @@ import contextlib
 import logging
 import re
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
+from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from typing import Any
+from typing import Any, Protocol
 
-import asyncpg
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from batchline.settings import Settings
+from batchline.text import NUL_NAME, holds_nul
 from streams import codec, topics
 from streams.deadletter import DeadLetter, Stage
 from streams.messages import ConsumedMessage
@@ -35,10 +35,9 @@ from streams.reader import read_topic
 
 log = logging.getLogger(__name__)
 
-# A running replay refreshes its row at least this often; one silent for longer than
-# _STALE_AFTER stopped without finishing (its process died).
+# A running replay refreshes its row at least this often; one silent for much longer
+# stopped without finishing (its process died: ``sql.replay_runs`` reports it interrupted).
 _HEARTBEAT_SECONDS = 0.5
-_STALE_AFTER = "30 seconds"
 _FLUSH_SECONDS = 0.2
 _UNPACED_GROUP = 500
 
@@ -101,8 +100,8 @@ class DeadLetterFilter(BaseModel):
     @classmethod
     def _no_nul(cls, value: str | None) -> str | None:
         # Filters are kept with their replay run, and PostgreSQL stores no NUL in jsonb.
-        if value is not None and "\x00" in value:
-            raise ValueError("must not contain NUL characters")
+        if value is not None and holds_nul(value):
+            raise ValueError(f"must not contain {NUL_NAME}")
         return value
 
     @field_validator("since", "until", mode="before")
@@ -170,22 +169,6 @@ class ReplayMarks:
     def __init__(self, marks: Mapping[tuple[int, int], ReplayMark]) -> None:
         self._marks = marks
 
-    @classmethod
-    async def load(cls, pool: asyncpg.Pool, topic: str = topics.DLQ) -> ReplayMarks:
-        rows = await pool.fetch(
-            "SELECT dlq_partition, dlq_offset, dlq_timestamp_ms, replay_id FROM dlq_replayed"
-            " WHERE dlq_topic = $1",
-            topic,
-        )
-        return cls(
-            {
-                (row["dlq_partition"], row["dlq_offset"]): ReplayMark(
-                    row["dlq_timestamp_ms"], row["replay_id"]
-                )
-                for row in rows
-            }
-        )
-
     def replay_of(self, message: ConsumedMessage) -> str | None:
         mark = self._marks.get((message.partition, message.offset))
         if mark is None:
@@ -226,12 +209,12 @@ def _reader_config(settings: Settings) -> dict[str, Any]:
 
 async def entries(
     settings: Settings,
-    pool: asyncpg.Pool,
+    runs: RunBook,
     filters: DeadLetterFilter,
     start_offsets: Mapping[int, int] | None = None,
 ) -> AsyncGenerator[Entry, None]:
     """Dead letters matching ``filters``, oldest first per partition."""
-    marks = await ReplayMarks.load(pool)
+    marks = await runs.marks(topics.DLQ)
     messages = read_topic(_reader_config(settings), topics.DLQ, start_offsets)
     async with contextlib.aclosing(messages):
         async for message in messages:
@@ -241,11 +224,11 @@ async def entries(
 
 
 async def list_entries(
-    settings: Settings, pool: asyncpg.Pool, filters: DeadLetterFilter, limit: int
+    settings: Settings, runs: RunBook, filters: DeadLetterFilter, limit: int
 ) -> list[Entry]:
     """The newest ``limit`` matching dead letters, newest first, without their values."""
     newest: collections.deque[Entry] = collections.deque(maxlen=limit)
-    found = entries(settings, pool, filters)
+    found = entries(settings, runs, filters)
     async with contextlib.aclosing(found):
         async for entry in found:
             newest.append(entry)
@@ -268,9 +251,9 @@ def parse_id(text: str) -> tuple[int, int]:
     return int(partition), int(offset)
 
 
-async def find(settings: Settings, pool: asyncpg.Pool, letter_id: str) -> Entry | None:
+async def find(settings: Settings, runs: RunBook, letter_id: str) -> Entry | None:
     partition, offset = parse_id(letter_id)
-    found = entries(settings, pool, DeadLetterFilter(), {partition: offset})
+    found = entries(settings, runs, DeadLetterFilter(), {partition: offset})
     async with contextlib.aclosing(found):
         async for entry in found:
             if entry.letter.dlq_offset == offset:
@@ -317,90 +300,35 @@ class ReplayRun:
     finished_at: datetime | None
 
 
-_RUN_COLUMNS = f"""id, requested_by, filters, dry_run, rate_per_second,
-    CASE WHEN status = 'running' AND heartbeat_at < now() - interval '{_STALE_AFTER}'
-         THEN 'interrupted' ELSE status END AS status,
-    cancel_requested, scanned, matched, selected, replayed, parked, already_replayed, error,
-    created_at, heartbeat_at, finished_at"""
+class RunBook(Protocol):
+    """Where replay runs are recorded (``sql.replay_runs.ReplayRuns``): progress, the dead
+    letters they put back, how they ended, and the lock that lets one run at a time."""
 
-_COUNT_FIELDS = ("scanned", "matched", "selected", "replayed", "parked", "already_replayed")
+    async def marks(self, topic: str) -> ReplayMarks: ...
 
+    async def heartbeat(self, run_id: str, counts: ReplayCounts) -> bool:
+        """Record progress; True when an operator asked the run to stop."""
+        ...
 
-def _run(row: asyncpg.Record) -> ReplayRun:
-    return ReplayRun(
-        id=row["id"],
-        requested_by=row["requested_by"],
-        filters=row["filters"],
-        dry_run=row["dry_run"],
-        rate_per_second=row["rate_per_second"],
-        status=RunStatus(row["status"]),
-        cancel_requested=row["cancel_requested"],
-        counts=ReplayCounts(**{name: row[name] for name in _COUNT_FIELDS}),
-        error=row["error"],
-        created_at=row["created_at"],
-        heartbeat_at=row["heartbeat_at"],
-        finished_at=row["finished_at"],
-    )
+    async def mark_replayed(
+        self, run_id: str, topic: str, messages: Sequence[ConsumedMessage]
+    ) -> None: ...
 
+    async def issue_tokens(self, tokens: Sequence[str], replay_counts: Sequence[int]) -> None:
+        """Keep each replay token with the replay count of the message that carries it."""
+        ...
 
-async def create_run(
-    pool: asyncpg.Pool,
-    requested_by: str,
-    filters: DeadLetterFilter,
-    dry_run: bool,
-    rate_per_second: float | None,
-) -> ReplayRun:
-    row = await pool.fetchrow(
-        f"""INSERT INTO dlq_replay (requested_by, filters, dry_run, rate_per_second)
-            VALUES ($1, $2, $3, $4) RETURNING {_RUN_COLUMNS}""",
-        requested_by,
-        filters.described(),
-        dry_run,
-        rate_per_second,
-    )
-    assert row is not None
-    return _run(row)
+    async def finish(
+        self, run_id: str, status: RunStatus, counts: ReplayCounts, error: str | None = None
+    ) -> None: ...
 
+    def alone(self, *, needed: bool) -> contextlib.AbstractAsyncContextManager[bool]:
+        """Whether this run is the only one putting dead letters back (dry runs need not be).
 
-async def get_run(pool: asyncpg.Pool, run_id: str) -> ReplayRun | None:
-    row = await pool.fetchrow(f"SELECT {_RUN_COLUMNS} FROM dlq_replay WHERE id = $1", run_id)
-    return _run(row) if row else None
-
-
-async def list_runs(pool: asyncpg.Pool, limit: int) -> list[ReplayRun]:
-    rows = await pool.fetch(
-        f"SELECT {_RUN_COLUMNS} FROM dlq_replay ORDER BY created_at DESC, id DESC LIMIT $1",
-        limit,
-    )
-    return [_run(row) for row in rows]
-
-
-async def request_cancel(pool: asyncpg.Pool, run_id: str) -> ReplayRun | None:
-    """Ask a running replay to stop; it does at its next checkpoint (well under a second)."""
-    await pool.execute(
-        "UPDATE dlq_replay SET cancel_requested = true WHERE id = $1 AND status = 'running'",
-        run_id,
-    )
-    return await get_run(pool, run_id)
-
-
-async def _finish(
-    pool: asyncpg.Pool,
-    run_id: str,
-    status: RunStatus,
-    counts: ReplayCounts,
-    error: str | None = None,
-) -> None:
-    await pool.execute(
-        """UPDATE dlq_replay SET status = $2, error = $3, finished_at = now(), heartbeat_at = now(),
-               scanned = $4, matched = $5, selected = $6, replayed = $7, parked = $8,
-               already_replayed = $9
-           WHERE id = $1""",
-        run_id,
-        status.value,
-        error,
-        *(getattr(counts, name) for name in _COUNT_FIELDS),
-    )
+        Two runs selecting at once would both find the same letters pending and both put
+        them back.
+        """
+        ...
 
 
 # --- Replaying ----------------------------------------------------------------------------
@@ -442,7 +370,7 @@ class ReplayResult:
 @dataclass
 class _Replayer:
     settings: Settings
-    pool: asyncpg.Pool
+    runs: RunBook
     producer: AsyncProducer
     run: ReplayRun
     filters: DeadLetterFilter
@@ -457,13 +385,7 @@ class _Replayer:
         if not force and now - self._beat_at < _HEARTBEAT_SECONDS:
             return
         self._beat_at = now
-        cancel = await self.pool.fetchval(
-            """UPDATE dlq_replay SET heartbeat_at = now(), scanned = $2, matched = $3,
-                   selected = $4, replayed = $5, parked = $6, already_replayed = $7
-               WHERE id = $1 RETURNING cancel_requested""",
-            self.run.id,
-            *(getattr(self.counts, name) for name in _COUNT_FIELDS),
-        )
+        cancel = await self.runs.heartbeat(self.run.id, self.counts)
         if self.on_progress is not None:
             self.on_progress(self.phase, self.counts)
         if cancel:
@@ -472,7 +394,7 @@ class _Replayer:
     async def select(self) -> dict[tuple[int, int], int | None]:
         """First pass: the pending dead letters to replay, with their timestamps."""
         selected: dict[tuple[int, int], int | None] = {}
-        marks = await ReplayMarks.load(self.pool)
+        marks = await self.runs.marks(topics.DLQ)
         messages = read_topic(_reader_config(self.settings), topics.DLQ)
         async with contextlib.aclosing(messages):
             async for message in messages:
@@ -533,69 +455,29 @@ class _Replayer:
         letters = [DeadLetter.from_message(m) for m in messages]
         # Tokens first: a message that fails again before its mark below is written still
         # proves its replay count. A crash before the send leaves tokens nobody holds.
-        tokens = [uuid.uuid4() for _ in letters]
-        await self.pool.execute(
-            """INSERT INTO dlq_replay_token (token, replay_count)
-               SELECT * FROM unnest($1::uuid[], $2::int[])""",
-            tokens,
-            [letter.replay_count + 1 for letter in letters],
-        )
+        tokens = [str(uuid.uuid4()) for _ in letters]
+        await self.runs.issue_tokens(tokens, [letter.replay_count + 1 for letter in letters])
         await self.producer.send_many(
-            letter.replay_message(str(token)) for letter, token in zip(letters, tokens, strict=True)
+            letter.replay_message(token) for letter, token in zip(letters, tokens, strict=True)
         )
-        await self.pool.execute(
-            """INSERT INTO dlq_replayed
-                   (dlq_topic, dlq_partition, dlq_offset, dlq_timestamp_ms, replay_id)
-               SELECT $1, p, o, t, $2 FROM unnest($3::int[], $4::bigint[], $5::bigint[])
-                    AS m(p, o, t)
-               ON CONFLICT (dlq_topic, dlq_partition, dlq_offset) DO UPDATE
-               SET dlq_timestamp_ms = EXCLUDED.dlq_timestamp_ms,
-                   replay_id = EXCLUDED.replay_id, replayed_at = now()""",
-            topics.DLQ,
-            self.run.id,
-            [m.partition for m in messages],
-            [m.offset for m in messages],
-            [m.timestamp_ms for m in messages],
-        )
+        await self.runs.mark_replayed(self.run.id, topics.DLQ, messages)
         self.counts.replayed += len(messages)
         await self.checkpoint(force=True)
 
 
-async def with_trusted_replay_count(pool: asyncpg.Pool, letter: DeadLetter) -> DeadLetter:
-    """``letter`` with the replay count of the replay that sent its message, if one did.
-
-    A replay count is what PostgreSQL keeps for the message's replay token; a message
-    without a known token (fresh from a producer, whatever its headers say) has none.
-    """
-    count = 0
-    if letter.replay_token:
-        try:
-            token = uuid.UUID(letter.replay_token)
-        except ValueError:
-            token = None
-        if token is not None:
-            count = (
-                await pool.fetchval(
-                    "SELECT replay_count FROM dlq_replay_token WHERE token = $1", token
-                )
-                or 0
-            )
-    return letter.model_copy(update={"replay_count": count})
-
-
 async def replay(
     settings: Settings,
-    pool: asyncpg.Pool,
+    runs: RunBook,
     producer: AsyncProducer,
     run: ReplayRun,
     on_progress: ProgressCallback | None = None,
 ) -> ReplayResult:
-    """Carry out the replay ``run`` (from ``create_run``) and record how it ended."""
+    """Carry out the replay ``run`` (from ``RunBook.create``) and record how it ended."""
     filters = DeadLetterFilter.model_validate(run.filters)
-    replayer = _Replayer(settings, pool, producer, run, filters, on_progress)
+    replayer = _Replayer(settings, runs, producer, run, filters, on_progress)
     status, error = RunStatus.COMPLETED, None
     try:
-        async with _alone(pool, needed=not run.dry_run) as alone:
+        async with runs.alone(needed=not run.dry_run) as alone:
             if alone:
                 selected = await replayer.select()
                 if not run.dry_run:
@@ -605,38 +487,16 @@ async def replay(
     except _Cancelled:
         status = RunStatus.CANCELLED
     except asyncio.CancelledError:
-        await _finish(pool, run.id, RunStatus.INTERRUPTED, replayer.counts, "stopped")
+        await runs.finish(run.id, RunStatus.INTERRUPTED, replayer.counts, "stopped")
         raise
     except Exception as exc:
         log.exception("replay %s failed", run.id)
         status, error = RunStatus.FAILED, f"{type(exc).__name__}: {exc}"
-    await _finish(pool, run.id, status, replayer.counts, error)
+    await runs.finish(run.id, status, replayer.counts, error)
     return ReplayResult(run.id, status, run.dry_run, replayer.counts, error)
 
 
-_REPLAY_LOCK = 0x62_6C_64_6C_71  # "bldlq": one advisory lock for every replay run
 _ANOTHER_RUN = "another replay run is putting dead letters back; start this one when it is done"
-
-
-@contextlib.asynccontextmanager
-async def _alone(pool: asyncpg.Pool, *, needed: bool) -> AsyncIterator[bool]:
-    """Whether this run is the only one putting dead letters back (dry runs need not be).
-
-    Two runs selecting at once would both find the same letters pending and both put them
-    back. The lock is PostgreSQL's, so runs of the CLI and of every API process count; it
-    goes with the connection if the process dies.
-    """
-    if not needed:
-        yield True
-        return
-    async with pool.acquire() as conn:
-        if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", _REPLAY_LOCK):
-            yield False
-            return
-        try:
-            yield True
-        finally:
-            await conn.execute("SELECT pg_advisory_unlock($1)", _REPLAY_LOCK)
 
 
 # --- Views (CLI --json and the operator API) ----------------------------------------------
