@@ -66,12 +66,19 @@ async def insert_resolving_conflicts(
 _SERVER_SETTINGS = {"plan_cache_mode": "force_custom_plan"}
 
 
+# How long opening a connection may take. A server that is down refuses at once; one behind
+# a network that drops packets would hold every request for asyncpg's default minute
+# before the API could answer 503.
+CONNECT_TIMEOUT_SECONDS = 10.0
+
+
 async def create_pool(url: str, max_size: int = 10, min_size: int = 1) -> asyncpg.Pool:
     pool: asyncpg.Pool = await asyncpg.create_pool(
         url,
         min_size=min_size,
         max_size=max_size,
         init=_init_connection,
+        timeout=CONNECT_TIMEOUT_SECONDS,
         command_timeout=60,
         server_settings=_SERVER_SETTINGS,
     )

@@ -13,6 +13,7 @@ import asyncio
 import collections
 import contextlib
 import random
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -29,10 +30,11 @@ from batchline.loader.reading import FileFormat
 from batchline.metrics import Metrics
 from batchline.settings import Settings
 from sql import db
+from sql.db import CONNECT_TIMEOUT_SECONDS
 from tests.integration.activities import BASE, JSON, activity, stored_activities
 from tests.integration.instances import instance, write_file
 from tests.integration.processes import WorkerProcess, until
-from tests.tcp_proxy import TcpProxy, postgres_target, through_proxy
+from tests.tcp_proxy import Target, TcpProxy, postgres_target, through_proxy
 
 
 @contextlib.asynccontextmanager
@@ -123,6 +125,36 @@ async def test_every_database_backed_endpoint_answers_503_with_retry_after_while
         await proxy.restore()
         async with http.get(BASE) as response:
             assert response.status == 200
+
+
+async def test_a_database_that_never_answers_is_a_503_within_the_connect_timeout(
+    settings: Settings,
+) -> None:
+    """Packets dropped on the way (no refusal): new connections hang, as to a silent host."""
+    silent = await asyncio.start_server(_never_answer, "127.0.0.1", 0)
+    port = silent.sockets[0].getsockname()[1]
+    try:
+        async with _proxied_api(settings) as (proxy, http, _):
+            await proxy.cut()
+            proxy.target = Target(host="127.0.0.1", port=port)
+            await proxy.restore()
+            started = time.monotonic()
+            status, _, retry_after, raw = await asyncio.wait_for(
+                _answer(http, "GET", BASE), CONNECT_TIMEOUT_SECONDS * 3
+            )
+            waited = time.monotonic() - started
+    finally:
+        silent.close()
+
+    print(f"\na silent database answered {status} after {waited:.1f} s")
+    assert (status, retry_after) == (503, "2"), raw
+
+
+async def _never_answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    with contextlib.suppress(ConnectionError):
+        while await reader.read(1024):
+            pass
+    writer.close()
 
 
 async def test_a_batch_accepted_before_the_database_went_away_is_answered_202_with_location(

@@ -87,7 +87,7 @@ async def test_idempotency_key_still_in_flight_is_409(
         assert (await r.json())["error"]["code"] == "idempotency_key_in_flight"
 
 
-async def test_a_key_whose_request_died_before_its_batch_is_taken_over_after_a_minute(
+async def test_a_key_whose_request_died_before_its_batch_is_taken_over(
     http: aiohttp.ClientSession, pg: asyncpg.Connection, tag: str
 ) -> None:
     payload = orjson.dumps({"activities": [activity(tag, 0)]})
