@@ -48,6 +48,7 @@ from batchline.vocabulary import BatchStatus, Operation, RecordError, RecordStat
 from sql import batches, results
 from sql.db import is_transient
 from sql.results import project
+from streams import codec
 from streams.envelopes import INSTANCE_ENTITY, TENANT_PATTERN, ChunkOptions
 from streams.events import RecordOutcome
 from streams.producer import AsyncProducer, DeliveryError
@@ -294,7 +295,8 @@ def _parse(line_number: int, data: bytes | None, max_bytes: int) -> tuple[Any, s
     if not data.strip():
         return None, f"Line {line_number} is empty; an instance (JSON object) was expected"
     try:
-        record = orjson.loads(data)
+        # A lone surrogate in a value is read, so the record fails for it by name.
+        record = codec.loads(data)
     except orjson.JSONDecodeError as exc:
         return None, f"Line {line_number} is not valid JSON: {exc}"
     if not isinstance(record, dict):

@@ -1,6 +1,6 @@
 """A lone surrogate (JSON ``"\\ud800"``) in one record fails that record alone, on every
 front door, as a NUL character does: PostgreSQL cannot store either, but the rest of the
-batch (or chunk) is the client's good data. A /data list is one transaction, so the list is
+batch (chunk, file) is the client's good data. A /data list is one transaction, so the list is
 refused, naming the record and field.
 """
 
@@ -16,6 +16,7 @@ from batchline.settings import Settings
 from consumers.app import WorkerResources
 from streams import topics
 from tests.integration.activities import BASE, JSON, activity, stored_activities
+from tests.integration.instances import instance, post_bulk, read_file, write_file
 from tests.integration.kafka import completed_batch, produce, read_all
 
 SURROGATE_PROBLEM = "lone surrogates (\\ud800-\\udfff, which are no Unicode characters)"
@@ -97,3 +98,18 @@ async def test_a_lone_surrogate_in_a_data_list_is_a_400_naming_record_and_field(
     assert (
         await pg.fetchval("SELECT count(*) FROM entity_category WHERE id LIKE $1", f"{tag}%") == 0
     )
+
+
+async def test_a_lone_surrogate_fails_its_line_alone_in_a_bulk_file(
+    http: aiohttp.ClientSession, settings: Settings, tag: str
+) -> None:
+    marked = orjson.dumps(instance(tag, 1, title="MARK")).replace(b'"MARK"', b'"x\\ud800y"')
+    write_file(settings, f"{tag}/surrogate", [instance(tag, 0), marked, instance(tag, 2)])
+
+    status, body, _ = await post_bulk(http, {"recordsFileName": f"{tag}/surrogate"})
+
+    assert (status, body["errorsNumber"]) == (201, 1)
+    assert read_file(settings, f"{tag}/surrogate_errors").decode().splitlines() == [
+        f"2, Text must not contain {SURROGATE_PROBLEM}"
+    ]
+    assert read_file(settings, f"{tag}/surrogate_failedEntities") == marked + b"\n"
