@@ -22,6 +22,7 @@ import orjson
 from aiohttp import web
 
 from api import keys
+from api.errors import RETRY_AFTER_SECONDS
 from api.requests import read_all, unreadable_body
 from api.responses import json_response
 from batchline.entities.schema import EntitySchema, FieldSpec, FieldType
@@ -67,7 +68,9 @@ def _error(exc: GeminiError) -> web.Response:
     error: dict[str, Any] = {"reason": exc.reason}
     if exc.errors:
         error["errors"] = exc.errors
-    return json_response({"status": "error", "error": error}, exc.status)
+    # A 503 (the broker or the database away) says when to try again, as on every door.
+    retry = {"Retry-After": str(RETRY_AFTER_SECONDS)} if exc.status == 503 else None
+    return json_response({"status": "error", "error": error}, exc.status, retry)
 
 
 def _meta(updated: datetime | None) -> dict[str, Any]:
