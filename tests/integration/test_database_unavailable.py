@@ -13,6 +13,8 @@ import asyncio
 import collections
 import contextlib
 import random
+import shutil
+import tempfile
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -191,11 +193,14 @@ async def test_a_batch_accepted_before_the_database_went_away_is_answered_202_wi
     assert answer["id"].startswith("batch-")
 
 
-async def test_asyncpg_errors_of_a_restarting_server_are_all_transient(tmp_path: Path) -> None:
+async def test_asyncpg_errors_of_a_restarting_server_are_all_transient() -> None:
     """Transactions with savepoints run against a PostgreSQL of the test's own while it is
     stopped and started: every error they meet must read as transient, including asyncpg's
     "cannot switch to state 15; another operation (2) is in progress"."""
-    server = EmbeddedPostgres(tmp_path / "restarting", database=None).start()
+    # Not under pytest's numbered temporary folders: a concurrent pytest session on the same
+    # host may clean those up while this server still restarts from one.
+    data = Path(tempfile.mkdtemp(prefix="batchline-restarting-"))
+    server = EmbeddedPostgres(data, database=None).start()
     seen: collections.Counter[tuple[str, str, bool]] = collections.Counter()
     stop = asyncio.Event()
 
@@ -227,6 +232,7 @@ async def test_asyncpg_errors_of_a_restarting_server_are_all_transient(tmp_path:
         await asyncio.gather(*writers)
         await pool.close()
         await asyncio.to_thread(server.stop)
+        shutil.rmtree(data, ignore_errors=True)
 
     print("errors met across 6 restarts:", dict(seen))
     assert seen, "the restarts should have failed some transactions"
