@@ -277,8 +277,16 @@ async def test_a_load_through_database_restarts_stores_every_record_once_and_see
                 )
             )
             done = 0
-            while done < restarts and not loading.done():
-                await asyncio.sleep(random.uniform(0.5, 1.0))
+            # Restarts at points of the load's progress, however fast the host: each while
+            # batches are still being sent, written and answered.
+            for share in (0.1, 0.3, 0.5, 0.7, 0.85)[:restarts]:
+
+                async def reached(share: float = share) -> bool:
+                    return loading.done() or await stored_activities(pg, tag) >= records * share
+
+                await until(reached, f"{share:.0%} of the records are stored", attempts=3000)
+                if loading.done():
+                    break
                 await proxy.cut()  # PostgreSQL stops: connections dropped, new ones refused
                 await asyncio.sleep(random.uniform(0.3, 0.8))
                 await proxy.restore()
