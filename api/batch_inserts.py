@@ -7,10 +7,10 @@ import logging
 import math
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-import orjson
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, StrictBool, StrictInt, ValidationError
 
@@ -19,9 +19,10 @@ from api.errors import ApiError, ErrorCode
 from api.requests import parse_json, query_int, read_body
 from api.responses import json_response
 from batchline.records import validation_details
-from batchline.settings import KAFKA_MESSAGE_MAX_BYTES
-from batchline.vocabulary import BatchStatus, Source
+from batchline.settings import KAFKA_MESSAGE_MAX_BYTES, Settings
+from batchline.vocabulary import BatchStatus, RecordStatus, ResultFilter, Source
 from sql import batches, idempotency_keys
+from sql.results import ResultEntry, results_page
 from streams.envelopes import ACTIVITY_ENTITY, ChunkOptions
 from streams.producer import DeliveryError
 from streams.publisher import chunk_messages
@@ -48,19 +49,87 @@ def summary_view(header: batches.BatchHeader) -> dict[str, Any]:
         "record_count": header.record_count,
         "status": header.status,
         "inserted_count": header.inserted_count,
+        "updated_count": header.updated_count,
         "failed_count": header.failed_count,
     }
 
 
+@dataclass(frozen=True, slots=True)
+class ResultsWanted:
+    """Which of a batch's results a view shows: ``?results=&results_offset=&results_limit=``."""
+
+    which: ResultFilter
+    offset: int
+    limit: int
+
+    @classmethod
+    def first_page(cls, settings: Settings) -> ResultsWanted:
+        return cls(ResultFilter.ALL, 0, settings.results_limit_max)
+
+    @classmethod
+    def from_query(cls, request: web.Request) -> ResultsWanted:
+        limit_max = request.app[keys.SETTINGS].results_limit_max
+        raw = request.query.get("results", ResultFilter.ALL.value)
+        try:
+            which = ResultFilter(raw)
+        except ValueError:
+            raise ApiError(
+                422,
+                ErrorCode.VALIDATION_FAILED,
+                "Query parameter 'results' must be one of"
+                f" {', '.join(f.value for f in ResultFilter)}",
+                {"parameter": "results", "value": raw},
+            ) from None
+        return cls(
+            which,
+            query_int(request, "results_offset", 0, 0),
+            query_int(request, "results_limit", limit_max, 1, limit_max),
+        )
+
+
+def result_view(result: ResultEntry, id_field: str) -> dict[str, Any]:
+    """One result in the seed's shape; a success also says whether it created a row."""
+    if result["status"] != RecordStatus.FAILED:
+        return {
+            "index": result["index"],
+            id_field: result["id"],
+            "status": "success",
+            "result": _RESULT_WORDS[result["status"]],
+        }
+    view: dict[str, Any] = {
+        "index": result["index"],
+        id_field: result["id"],
+        "status": "failed",
+        "error": result["error"],
+    }
+    if result["details"] is not None:
+        view["details"] = result["details"]
+    return view
+
+
+_RESULT_WORDS: dict[str, str] = {
+    RecordStatus.INSERTED: "created",
+    RecordStatus.UPDATED: "updated",
+    RecordStatus.DELETED: "deleted",
+}
+
+
 async def operation_view(
-    request: web.Request, header: batches.BatchHeader, *, with_times: bool
+    request: web.Request,
+    header: batches.BatchHeader,
+    wanted: ResultsWanted,
+    *,
+    with_times: bool,
 ) -> dict[str, Any]:
     view = summary_view(header)
-    results = await batches.results_json(
-        request.app[keys.POOL], header.id, _id_field(header.entity)
-    )
-    # Parsed and re-encoded: json_build_object's own text is spaced unlike every other body.
-    view["results"] = orjson.loads(results)
+    if wanted.which is not ResultFilter.NONE:
+        # One connection for the page's two reads: a pool hands each read its own, and
+        # resets each one it takes back.
+        async with request.app[keys.POOL].acquire() as conn:
+            page = await results_page(conn, header.id, wanted.which, wanted.offset, wanted.limit)
+        id_field = _id_field(header.entity)
+        view["results"] = [result_view(r, id_field) for r in page.results]
+        view["results_total"] = page.total
     if header.failure_reason:
         view["failure_reason"] = header.failure_reason
     if with_times:
@@ -252,7 +321,8 @@ async def _answer_when_done(
         current = await batches.get(request.app[keys.POOL], header.id)
         assert current is not None
         if finished:
-            return 201, await operation_view(request, current, with_times=False)
+            first_page = ResultsWanted.first_page(request.app[keys.SETTINGS])
+            return 201, await operation_view(request, current, first_page, with_times=False)
         return 202, summary_view(current) | {"status": BatchStatus.PROCESSING}
     except Exception as exc:  # noqa: BLE001 - see the docstring
         log.warning("accepted batch %s answered 202: %s", header.id, exc)
@@ -318,7 +388,8 @@ async def _replay_stored(
             raise _in_flight(key, stored)
         if current.status != BatchStatus.PROCESSING:
             # The request that claimed the key died before answering; its batch has finished.
-            view = await operation_view(request, current, with_times=False)
+            first_page = ResultsWanted.first_page(request.app[keys.SETTINGS])
+            view = await operation_view(request, current, first_page, with_times=False)
             await idempotency_keys.store_idempotent_response(pool, key, current.id, 201, view)
             return json_response(view, status=201, headers=replayed)
         if stored.published:
@@ -338,8 +409,9 @@ async def _replay_stored(
     if stored.status == 202:
         current = await batches.get(pool, stored.batch_id)
         if current is not None and current.status != BatchStatus.PROCESSING:
+            first_page = ResultsWanted.first_page(request.app[keys.SETTINGS])
             return json_response(
-                await operation_view(request, current, with_times=False),
+                await operation_view(request, current, first_page, with_times=False),
                 status=201,
                 headers=replayed,
             )
@@ -376,8 +448,9 @@ async def list_batches(request: web.Request) -> web.StreamResponse:
 
 
 async def get_batch(request: web.Request) -> web.StreamResponse:
+    wanted = ResultsWanted.from_query(request)
     header = await _header_or_404(request, request.match_info["batch_id"])
-    return json_response(await operation_view(request, header, with_times=True))
+    return json_response(await operation_view(request, header, wanted, with_times=True))
 
 
 # --- PUT (retry) -------------------------------------------------------------------------
@@ -458,6 +531,7 @@ async def retry_batch(request: web.Request) -> web.StreamResponse:
         "id": current.id,
         "status": current.status if finished else BatchStatus.PROCESSING,
         "inserted_count": current.inserted_count,
+        "updated_count": current.updated_count,
         "failed_count": current.failed_count,
         "updated_at": timestamp(current.updated_at),
     }

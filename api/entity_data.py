@@ -31,6 +31,7 @@ from batchline.records import RecordDetails, parse_details
 from batchline.vocabulary import BatchStatus, Operation, RecordError, Source
 from sql import batches, entity_rows
 from sql.db import is_transient
+from sql.results import StoredResult
 from streams import codec
 from streams.envelopes import ChunkOptions
 from streams.producer import DeliveryError
@@ -172,7 +173,7 @@ def _alphabetical(value: Any) -> Any:
 
 async def _write(
     request: web.Request, entity: EntitySchema, operation: Operation, records: list[Any]
-) -> tuple[str, list[batches.RecordRow]]:
+) -> tuple[str, list[StoredResult]]:
     """Publish ``records`` as one atomic chunk and wait for the batch; failures raise.
 
     Returns the batch id and its results."""
@@ -247,9 +248,7 @@ def _refused(status: int, failed: Sequence[_Failed], *, many: bool) -> GeminiErr
     return GeminiError(status, failed[0].reason, errors if (many or len(errors) > 1) else None)
 
 
-def raise_failures(
-    entity: EntitySchema, results: Sequence[batches.RecordRow], *, many: bool
-) -> None:
+def raise_failures(entity: EntitySchema, results: Sequence[StoredResult], *, many: bool) -> None:
     """Raise the Gemini answer for a batch with failed records: the first one's reason."""
     failed = [r for r in results if r.status == "failed"]
     if not failed:
@@ -259,7 +258,7 @@ def raise_failures(
     raise _refused(status, [_failure(entity, row) for row in own], many=many)
 
 
-def _failure(entity: EntitySchema, row: batches.RecordRow) -> _Failed:
+def _failure(entity: EntitySchema, row: StoredResult) -> _Failed:
     """A failed result as the client reads it, whichever shape of details it carries."""
     details = parse_details(row.details)
     if row.error == RecordError.DATABASE_ERROR.value:
@@ -303,7 +302,7 @@ def _canonical(
 
 
 async def _stored(
-    request: web.Request, entity: EntitySchema, results: Sequence[batches.RecordRow]
+    request: web.Request, entity: EntitySchema, results: Sequence[StoredResult]
 ) -> tuple[list[dict[str, Any]], datetime | None]:
     """What is stored now for the records written, in request order."""
     values = _values(request)

@@ -47,10 +47,9 @@ from batchline.storage import (
 from batchline.vocabulary import BatchStatus, Operation, RecordError, RecordStatus, Source
 from sql import batches, results
 from sql.db import is_transient
-from sql.results import project
 from streams import codec
 from streams.envelopes import INSTANCE_ENTITY, TENANT_PATTERN, ChunkOptions
-from streams.events import RecordOutcome
+from streams.events import ChunkOutcome, encode_outcome
 from streams.producer import AsyncProducer, DeliveryError
 from streams.publisher import chunk_messages
 
@@ -318,7 +317,7 @@ async def _publish_lines(
     records: list[Any] = []
     indices: list[int] = []
     chunk_bytes = 0
-    unreadable: list[RecordOutcome] = []
+    unreadable: list[tuple[int, RecordDetails]] = []  # index, why
 
     async def send() -> None:
         await producer.send_many(
@@ -337,25 +336,30 @@ async def _publish_lines(
         indices.clear()
 
     async def fail_unreadable() -> None:
-        async with pool.acquire() as conn:
-            await project(conn, unreadable)
+        outcome = encode_outcome(
+            batch_id,
+            INSTANCE_ENTITY,
+            0,
+            total,
+            (
+                (index, RecordStatus.FAILED, None, RecordError.VALIDATION_ERROR,
+                 details_json(details))
+                for index, details in unreadable
+            ),
+        )  # fmt: skip
+        async with pool.acquire() as conn, conn.transaction():
+            projected = await results.project(
+                conn, [(ChunkOutcome.model_validate_json(outcome), outcome)]
+            )
+            if projected.completed:  # told at commit
+                await batches.notify_done(conn, projected.completed)
         unreadable.clear()
 
     reader = LineReader(max_bytes)
     async for line in reader.lines(_spool_chunks(spool.path)):
         record, problem = _parse(line.number, line.data, max_bytes)
         if problem is not None:
-            unreadable.append(
-                RecordOutcome(
-                    batch_id=batch_id,
-                    index=line.number - 1,
-                    status=RecordStatus.FAILED,
-                    entity=INSTANCE_ENTITY,
-                    error=RecordError.VALIDATION_ERROR,
-                    details=details_json(RecordDetails(message=problem, line=line.number)),
-                    record_count=total,
-                )
-            )
+            unreadable.append((line.number - 1, RecordDetails(message=problem, line=line.number)))
             if len(unreadable) >= _UNREADABLE_BATCH:
                 await fail_unreadable()
             continue
@@ -363,6 +367,10 @@ async def _publish_lines(
         if records and (len(records) >= settings.chunk_size or chunk_bytes + size > max_bytes):
             await send()
             chunk_bytes = 0
+            if unreadable:
+                # Results of lines near each other stay in rows near each other: a page of
+                # results reads the rows it falls in, and no group spans the whole file.
+                await fail_unreadable()
         records.append(record)
         indices.append(line.number - 1)
         chunk_bytes += size
@@ -385,10 +393,10 @@ def _message(error: str | None, stored_details: Any) -> str:
 
 
 async def _error_lines(pool: asyncpg.Pool, batch_id: str) -> AsyncIterator[bytes]:
-    """``<id or line number>, <message>`` per failed record, read with a cursor."""
-    async for row in results.failed(pool, batch_id):
-        identifier = row["record_id"] or str(row["record_index"] + 1)
-        yield f"{identifier}, {_message(row['error'], row['details'])}\n".encode()
+    """``<id or line number>, <message>`` per failed record, a page of them at a time."""
+    async for record in results.failed(pool, batch_id):
+        identifier = record.record_id or str(record.index + 1)
+        yield f"{identifier}, {_message(record.error, record.details)}\n".encode()
 
 
 async def _failed_line_numbers(pool: asyncpg.Pool, batch_id: str) -> AsyncIterator[int]:

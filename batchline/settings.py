@@ -54,6 +54,12 @@ class Settings(BaseSettings):
         ge=1,
         description="Connections one API process serves at once; more are answered 503.",
     )
+    results_limit_max: int = Field(
+        default=10_000,
+        ge=1,
+        description="Largest `results_limit` of a batch's results (and the default): a page"
+        " of results, never a whole large batch, is held in memory.",
+    )
 
     # Pipeline.
     chunk_size: int = Field(default=1000, ge=1, description="Records per Kafka chunk envelope.")
@@ -84,6 +90,19 @@ class Settings(BaseSettings):
         default=300.0,
         gt=0,
         description="A processing batch with no progress for this long is marked failed.",
+    )
+    max_records_per_batch: int = Field(
+        default=1_000_000,
+        ge=1,
+        le=2**31 - 1,
+        description="Largest `record_count` of a batch produced straight to Kafka; a chunk"
+        " stating more is dead-lettered at `validate`.",
+    )
+    stalled_writer_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        description="A worker transaction left idle this long (its process stopped or hung)"
+        " is ended by PostgreSQL, so it cannot hold a batch's chunks for ever.",
     )
     db_pool_max_size: int = Field(default=10, ge=1, description="asyncpg pool size per process.")
     worker_metrics_port: int | None = Field(

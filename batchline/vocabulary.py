@@ -56,3 +56,12 @@ class RecordError(StrEnum):
     # Its chunk never reached the inserter (a broker that lost it); settled as failed when
     # the batch stopped moving. Nothing of it was kept: send the record again.
     NEVER_DELIVERED = "never_delivered"
+
+
+class ResultFilter(StrEnum):
+    """Which of a batch's per-record results a reader asks for (``?results=``)."""
+
+    ALL = "all"
+    FAILED = "failed"
+    SUCCEEDED = "succeeded"
+    NONE = "none"

@@ -47,8 +47,8 @@ from streams.producer import AsyncProducer
 
 log = logging.getLogger(__name__)
 
-# Outcomes are small; the projector applies up to this many in one statement.
-_PROJECTOR_BATCH = 5000
+# Outcome messages (one per chunk) the projector applies in one transaction.
+_PROJECTOR_BATCH = 50
 _SWEEP_SECONDS = 5.0
 _LANE_DEPTH = 2
 _DRAIN_SECONDS = 10.0
@@ -81,7 +81,11 @@ def default_writers(settings: Settings) -> dict[str, EntityWriter]:
 async def worker_resources(
     settings: Settings, metrics: Metrics | None = None
 ) -> AsyncIterator[WorkerResources]:
-    pool = await db.create_pool(settings.require_database_url(), settings.db_pool_max_size)
+    pool = await db.create_pool(
+        settings.require_database_url(),
+        settings.db_pool_max_size,
+        idle_transaction_timeout_seconds=settings.stalled_writer_seconds,
+    )
     producer = AsyncProducer(settings.librdkafka_producer_config())
     try:
         yield WorkerResources(
@@ -150,6 +154,7 @@ def create_worker_app(
             settings.ingest_partitions,
             settings.topic_replication_factor,
         ),
+        settings.max_records_per_batch,
     )
     ingest_topic = app.topic(topics.INGEST, value_serializer="raw", key_serializer="raw")
 

@@ -1,4 +1,5 @@
-"""The inserter: one ingest chunk -> entity rows + ledger in ONE transaction -> outcome events.
+"""The inserter: one ingest chunk -> entity rows + its ledger row in ONE transaction -> one
+outcome message.
 
 Per message, in order (``Inserter.process``): decode -> route -> write (one transaction,
 bounded retries for permanent errors and unbounded, paused ones for transient errors such
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import logging
 import re
 import time
@@ -18,9 +20,10 @@ from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Any, Literal
 
 import asyncpg
+import orjson
 import pydantic_core
 from pydantic import ValidationError
 
@@ -42,7 +45,7 @@ from streams import codec, topics
 from streams.admin import TopicCreationError, TopicEnsurer
 from streams.deadletter import ORIGIN_HEADER, DeadLetter, DeadLetterPolicy, InvalidMessage, Stage
 from streams.envelopes import IngestChunk
-from streams.events import DomainEvent, encode_outcome, stable_event_id
+from streams.events import DomainEvent, encode_outcomes, stable_event_id
 from streams.messages import ConsumedMessage
 from streams.producer import AsyncProducer, OutgoingMessage
 
@@ -73,6 +76,16 @@ class BatchMismatch(Exception):
         super().__init__(
             f"batch {batch_id!r} has {field} {stored!r}, this chunk says {sent!r};"
             " chunks of a batch must agree (use a new batch id)"
+        )
+
+
+class BatchTooLarge(Exception):
+    """A chunk starting a batch of more records than a Kafka-produced batch may have."""
+
+    def __init__(self, batch_id: str, record_count: int, max_records: int) -> None:
+        super().__init__(
+            f"batch {batch_id!r} says it has {record_count} records; a batch produced to"
+            f" Kafka may have at most {max_records} (BATCHLINE_MAX_RECORDS_PER_BATCH)"
         )
 
 
@@ -140,7 +153,7 @@ _ORIGIN = re.compile(rb"([A-Za-z0-9._-]{1,150}):(\d{1,10}):(\d{1,19})")
 @dataclass
 class ChunkResult:
     batch_id: str
-    # Encoded RecordOutcome values, in record-index order.
+    # Encoded ChunkOutcome messages: this chunk's, and a redelivered chunk's stored ones.
     outcomes: list[bytes]
     events: list[outbox.StagedEvent] = field(default_factory=list)
 
@@ -155,6 +168,7 @@ class Inserter:
         retry: RetryPolicy,
         dead_letters: DeadLetterPolicy,
         event_topics: TopicEnsurer,
+        max_records_per_batch: int,
     ) -> None:
         self._pool = pool
         self._producer = producer
@@ -163,6 +177,7 @@ class Inserter:
         self._metrics = metrics
         self._retry = retry
         self._dead_letters = dead_letters
+        self._max_records_per_batch = max_records_per_batch
 
     async def handle(self, message: ConsumedMessage) -> None:
         """Process one ingest message completely; never raises: what cannot be processed is
@@ -233,7 +248,7 @@ class Inserter:
                     is_transient,
                     "transient database error, retrying the chunk",
                 )
-            except (BatchIndexReused, BatchMismatch) as exc:
+            except (BatchIndexReused, BatchMismatch, BatchTooLarge) as exc:
                 # Nothing was written, and the batch keeps what it already reports.
                 raise InvalidMessage(Stage.VALIDATE, exc) from exc
             except Exception as exc:
@@ -253,7 +268,9 @@ class Inserter:
         # the failed outcomes would have nothing to land on.
         try:
             await self._retry.until_done(
-                lambda: _ensure_header_or_give_up(self._pool, chunk, batch_id),
+                lambda: _ensure_header_or_give_up(
+                    self._pool, chunk, batch_id, self._max_records_per_batch
+                ),
                 "writing the batch header",
                 _Permanent,
             )
@@ -270,74 +287,77 @@ class Inserter:
         may_hold_unstorable: bool,
         digest: bytes,
     ) -> ChunkResult:
-        records = [
-            PendingRecord(index, raw)
-            for index, raw in zip(chunk.record_indices(), chunk.records, strict=True)
-        ]
+        indices = chunk.record_indices()
         async with self._pool.acquire() as conn, conn.transaction():
+            # First: a second delivery of this chunk (a stalled worker that resumed) waits
+            # here until the first transaction ends, then finds its ledger row.
+            await ledger.lock_batch_writes(conn, batch_id)
             # REST batches have their header already; chunks produced straight to Kafka
             # get theirs from the first chunk that arrives.
-            header = await batches.ensure_header(conn, chunk, batch_id)
-            _check_header(header, chunk, batch_id)
+            header = _check_header(
+                await batches.ensure_header(conn, chunk, batch_id, self._max_records_per_batch),
+                chunk,
+                batch_id,
+                self._max_records_per_batch,
+            )
             # Event ids name this batch, not only its id: a deleted batch's id can be used
             # again, and its events must not share ids with the new one's.
-            created = header["created_at"].isoformat() if header else ""
-            done = await ledger.fetch_done(
-                conn, batch_id, [r.index for r in records], chunk.attempt
-            )
+            created = header["created_at"].isoformat()
+            found = await ledger.overlapping(conn, batch_id, chunk.attempt, indices)
+            done = [c for c in found if c.written]
             reused = sorted(
                 index
-                for index, record in done.items()
-                if record.attempt == chunk.attempt and record.chunk_digest not in (None, digest)
+                for c in done
+                if c.attempt == chunk.attempt and c.digest not in (None, digest)
+                for index in c.overlap
             )
             if reused:
                 raise BatchIndexReused(batch_id, reused)
-            todo = [r for r in records if r.index not in done]
+            done_indices = {index for c in done for index in c.overlap}
+            records = [
+                PendingRecord(index, raw)
+                for index, raw in zip(indices, chunk.records, strict=True)
+                if index not in done_indices
+            ]
             results: list[RecordResult] = []
             if may_hold_unstorable:
-                refused = {r.index: holds_unstorable_text(r.raw) for r in todo}
+                refused = {r.index: holds_unstorable_text(r.raw) for r in records}
                 results = [
                     _unstorable_rejected(index, problem)
                     for index, problem in refused.items()
                     if problem
                 ]
-                todo = [r for r in todo if not refused[r.index]]
+                records = [r for r in records if not refused[r.index]]
                 if results and chunk.options.atomic:
                     results += [
-                        RecordResult.failed(r.index, RecordError.NOT_PROCESSED) for r in todo
+                        RecordResult.failed(r.index, RecordError.NOT_PROCESSED) for r in records
                     ]
-                    todo = []
-            if todo:
-                results += await self._write_records(conn, writer, chunk, todo)
+                    records = []
+            if records:
+                results += await self._write_records(conn, writer, chunk, records)
+            outcomes: list[bytes] = []
             if results:
+                results.sort(key=lambda r: r.index)
+                outcomes = _outcomes(chunk, batch_id, results)
+                payloads = {r.index: r.raw for r in records}
                 await ledger.record(
                     conn,
                     batch_id,
                     chunk.attempt,
-                    results,
-                    {r.index: r.raw for r in todo},
+                    [r.index for r in results],
+                    outcomes,
+                    _failed_payloads(results, payloads),
                     digest,
                 )
             events = self._domain_events(writer, chunk, batch_id, created, results)
             await outbox.stage(conn, events)
 
         self._count(chunk.entity, results)
-        ordered = sorted(
-            [
-                *((d.attempt, d.result) for d in done.values()),
-                *((chunk.attempt, r) for r in results),
-            ],
-            key=lambda pair: pair[1].index,
-        )
-        outcomes = _outcomes(chunk, batch_id, ordered)
         if done:
-            # A redelivery: events staged by the first run may not have been sent.
-            replay_ids = [
-                stable_event_id(batch_id, created, index, attempt)
-                for index, (attempt, r, _) in done.items()
-                if r.status is not RecordStatus.FAILED
-            ]
-            events += await outbox.pending(self._pool, replay_ids)
+            # A redelivery: what the first run wrote is told again, as it was; events it
+            # staged may not have been sent.
+            outcomes = [message for c in done for message in c.messages] + outcomes
+            events += await outbox.pending(self._pool, _written_event_ids(batch_id, created, done))
         return ChunkResult(batch_id, outcomes, events)
 
     async def _write_records(
@@ -404,8 +424,8 @@ class Inserter:
         """Every record of a dead-lettered chunk still gets an outcome: failed, and why.
 
         Their payloads go to the ledger too, so a PUT can retry them once the cause is
-        fixed; the ledger does not count them as done, so a replay from the dead-letter
-        topic writes them afresh.
+        fixed; the ledger row is marked not written, so a replay from the dead-letter topic
+        writes them afresh and takes the row over.
         """
         details = RecordDetails(dead_letter=letter.error_class, message=letter.error_message)
         indices = chunk.record_indices()
@@ -417,15 +437,23 @@ class Inserter:
             for index, raw in zip(indices, chunk.records, strict=True)
             if not holds_unstorable_text(raw)
         }
+        outcomes = _outcomes(chunk, batch_id, results)
         try:
             async with self._pool.acquire() as conn:
-                await ledger.record(conn, batch_id, chunk.attempt, results, payloads, None)
+                await ledger.record(
+                    conn,
+                    batch_id,
+                    chunk.attempt,
+                    indices,
+                    outcomes,
+                    _failed_payloads(results, payloads),
+                    None,
+                    written=False,
+                )
         except Exception as exc:  # noqa: BLE001 - the outcomes matter more than retryability
             log.warning("could not keep the payloads of batch %s for retries: %s", batch_id, exc)
         self._count(chunk.entity, results)
-        return ChunkResult(
-            batch_id, _outcomes(chunk, batch_id, [(chunk.attempt, r) for r in results])
-        )
+        return ChunkResult(batch_id, outcomes)
 
     def _count(self, entity: str, results: Sequence[RecordResult]) -> None:
         tally = Counter((r.status, r.error.value if r.error else "unknown") for r in results)
@@ -466,20 +494,25 @@ class _Permanent(Exception):
     """A database refusal that no retry changes."""
 
 
-async def _ensure_header_or_give_up(pool: asyncpg.Pool, chunk: IngestChunk, batch_id: str) -> None:
+async def _ensure_header_or_give_up(
+    pool: asyncpg.Pool, chunk: IngestChunk, batch_id: str, max_records: int
+) -> None:
     try:
-        await batches.ensure_header(pool, chunk, batch_id)
+        await batches.ensure_header(pool, chunk, batch_id, max_records)
     except asyncpg.PostgresError as exc:
         if is_transient(exc):
             raise
         raise _Permanent(str(exc)) from exc
 
 
-def _check_header(stored: asyncpg.Record | None, chunk: IngestChunk, batch_id: str) -> None:
+def _check_header(
+    stored: asyncpg.Record | None, chunk: IngestChunk, batch_id: str, max_records: int
+) -> asyncpg.Record:
     """Chunks of one batch must agree with its header: else an instance chunk could land
     in an activity batch, or a batch could collect more results than it has records."""
-    if stored is None:  # written by a transaction this statement could not see yet
-        return
+    if stored is None:
+        # Under the batch's write lock, only a chunk over the limit leaves it without one.
+        raise BatchTooLarge(batch_id, chunk.total_records, max_records)
     for name, kept, sent in (
         ("entity", stored["entity"].lower(), chunk.entity.lower()),
         ("operation", stored["operation"], chunk.operation),
@@ -490,27 +523,47 @@ def _check_header(stored: asyncpg.Record | None, chunk: IngestChunk, batch_id: s
     # Retries go through the batch (PUT), which moves its attempt first.
     if chunk.attempt > stored["attempt"]:
         raise BatchMismatch(batch_id, "attempt", stored["attempt"], chunk.attempt)
+    return stored
 
 
-def _outcomes(
-    chunk: IngestChunk, batch_id: str, results: Iterable[tuple[int, RecordResult]]
-) -> list[bytes]:
-    """Encoded outcomes of ``(attempt, result)`` pairs, one per record."""
-    entity = chunk.entity.lower()
-    total = chunk.total_records
+def _outcomes(chunk: IngestChunk, batch_id: str, results: Sequence[RecordResult]) -> list[bytes]:
+    """The chunk's outcome message (or its parts); ``results`` in index order."""
+    return encode_outcomes(
+        batch_id,
+        chunk.entity.lower(),
+        chunk.attempt,
+        chunk.total_records,
+        [(r.index, r.status, r.entity_id, r.error, r.details) for r in results],
+    )
+
+
+def _failed_payloads(results: Sequence[RecordResult], payloads: Mapping[int, Any]) -> bytes | None:
+    """The failed records' payloads as JSON by index, kept for retries; None if none failed."""
+    failed = {
+        r.index: payloads[r.index]
+        for r in results
+        if r.status is RecordStatus.FAILED and r.index in payloads
+    }
+    if not failed:
+        return None
+    try:
+        return codec.dumps(failed, option=orjson.OPT_NON_STR_KEYS)
+    except TypeError:
+        # orjson refuses integers beyond 64 bits, which a failed record may hold; the
+        # standard encoder keeps them exactly.
+        return json.dumps({str(i): p for i, p in failed.items()}, ensure_ascii=False).encode()
+
+
+def _written_event_ids(
+    batch_id: str, created: str, done: Iterable[ledger.LedgerChunk]
+) -> list[str]:
+    """Event ids of the records these ledger rows stored (a record that failed has none)."""
     return [
-        encode_outcome(
-            batch_id,
-            r.index,
-            attempt,
-            r.status,
-            entity,
-            r.entity_id,
-            r.error,
-            r.details,
-            total,
-        )
-        for attempt, r in results
+        stable_event_id(batch_id, created, o["index"], chunk.attempt)
+        for chunk in done
+        for message in chunk.messages
+        for o in codec.loads(message)["outcomes"]
+        if o["status"] != RecordStatus.FAILED and o["index"] in chunk.overlap
     ]
 
 

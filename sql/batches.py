@@ -11,8 +11,11 @@ from datetime import datetime
 from typing import Any
 
 import asyncpg
+import orjson
 
-from batchline.vocabulary import BatchStatus, Operation, Source
+from batchline.vocabulary import BatchStatus, Operation, ResultFilter, Source
+from sql import ledger
+from sql import results as results_
 from streams.envelopes import IGNORE_CONSTRAINTS_ENTITIES, ChunkOptions, IngestChunk
 
 # Notified, with the batch id, when a batch finishes: waiting API instances answer at once.
@@ -28,6 +31,7 @@ class BatchHeader:
     record_count: int
     status: BatchStatus
     inserted_count: int
+    updated_count: int
     failed_count: int
     attempt: int
     options: ChunkOptions
@@ -37,17 +41,9 @@ class BatchHeader:
     updated_at: datetime | None
 
 
-@dataclass(frozen=True, slots=True)
-class RecordRow:
-    index: int
-    status: str
-    entity_id: str | None
-    error: str | None
-    details: Any
-
-
 _HEADER_COLUMNS = """id, entity, operation, source, record_count, status, inserted_count,
-    failed_count, attempt, options, failure_reason, created_at, completed_at, updated_at"""
+    updated_count, failed_count, attempt, options, failure_reason, created_at, completed_at,
+    updated_at"""
 
 
 def _header(row: asyncpg.Record) -> BatchHeader:
@@ -93,7 +89,8 @@ _ENSURE_HEADER = """
 WITH inserted AS (
     INSERT INTO batch
         (id, entity, source, record_count, pending_count, attempt, options, operation)
-    VALUES ($1, $2, 'kafka', $3, $3, $4, $5, $6)
+    -- Not for more records than a Kafka-produced batch may have: the caller refuses it.
+    SELECT $1, $2, 'kafka', $3::int, $3::int, $4::int, $5::jsonb, $6 WHERE $3::int <= $7::int
     ON CONFLICT (id) DO NOTHING
     RETURNING entity, record_count, operation, attempt, created_at
 )
@@ -105,9 +102,10 @@ LIMIT 1
 
 
 async def ensure_header(
-    conn: asyncpg.Connection | asyncpg.Pool, chunk: IngestChunk, batch_id: str
+    conn: asyncpg.Connection | asyncpg.Pool, chunk: IngestChunk, batch_id: str, max_records: int
 ) -> asyncpg.Record | None:
-    """The header of a batch a Kafka producer started, written by its first chunk."""
+    """The header of a batch a Kafka producer started, written by its first chunk; None
+    when there is none and the chunk states more than ``max_records`` records."""
     return await conn.fetchrow(
         _ENSURE_HEADER,
         batch_id,
@@ -116,6 +114,7 @@ async def ensure_header(
         chunk.attempt,
         chunk.options.model_dump(),
         chunk.operation,
+        max_records,
     )
 
 
@@ -124,39 +123,11 @@ async def get(conn: asyncpg.Connection | asyncpg.Pool, batch_id: str) -> BatchHe
     return _header(row) if row else None
 
 
-async def results(conn: asyncpg.Connection | asyncpg.Pool, batch_id: str) -> list[RecordRow]:
-    """Per-record results as objects, for front doors that interpret them."""
-    rows = await conn.fetch(
-        """SELECT record_index, status, entity_id, error, details FROM batch_result
-           WHERE batch_id = $1 ORDER BY record_index""",
-        batch_id,
-    )
-    return [RecordRow(*row.values()) for row in rows]
-
-
-# Built by PostgreSQL: for a large batch, one JSON text beats a Python object per record.
-_RESULTS_JSON = """
-SELECT coalesce(json_agg(
-    CASE
-        WHEN status <> 'failed' THEN
-            json_build_object('index', record_index, $2::text, entity_id, 'status', 'success')
-        WHEN details IS NULL THEN
-            json_build_object('index', record_index, $2::text, entity_id, 'status', 'failed',
-                              'error', error)
-        ELSE
-            json_build_object('index', record_index, $2::text, entity_id, 'status', 'failed',
-                              'error', error, 'details', details)
-    END ORDER BY record_index), '[]')::text
-FROM batch_result WHERE batch_id = $1
-"""
-
-
-async def results_json(
-    conn: asyncpg.Connection | asyncpg.Pool, batch_id: str, id_field: str
-) -> str:
-    """The per-record results of a batch as the API shows them, as JSON text."""
-    text: str = await conn.fetchval(_RESULTS_JSON, batch_id, id_field)
-    return text
+async def results(
+    conn: asyncpg.Connection | asyncpg.Pool, batch_id: str
+) -> list[results_.StoredResult]:
+    """Every per-record result, for front doors whose batches are small (one request)."""
+    return [r async for r in results_.iter_results(conn, batch_id, ResultFilter.ALL)]
 
 
 async def page(
@@ -217,8 +188,8 @@ async def delete(pool: asyncpg.Pool, batch_id: str) -> None:
             raise BatchMissing(batch_id)
         if status == BatchStatus.PROCESSING:
             raise BatchStillProcessing(batch_id)
-        await conn.execute("DELETE FROM batch_result WHERE batch_id = $1", batch_id)
-        await conn.execute("DELETE FROM record_ledger WHERE batch_id = $1", batch_id)
+        await conn.execute("DELETE FROM chunk_result WHERE batch_id = $1", batch_id)
+        await ledger.delete(conn, batch_id)
         await conn.execute("DELETE FROM idempotency_key WHERE batch_id = $1", batch_id)
         await conn.execute("DELETE FROM batch WHERE id = $1", batch_id)
 
@@ -269,19 +240,7 @@ async def start_retry(
         in_range = [i for i in indices if 0 <= i < header.record_count]
         # A failed record is retried from the payload its ledger row kept; some never had
         # one (a line of a bulk file that was no JSON, records the broker lost).
-        stored = {
-            row["record_index"]: row["payload"]
-            for row in await conn.fetch(
-                """SELECT r.record_index, l.payload FROM batch_result r
-                   LEFT JOIN record_ledger l
-                     ON l.batch_id = r.batch_id AND l.record_index = r.record_index
-                    AND l.status = 'failed'
-                   WHERE r.batch_id = $1 AND r.record_index = ANY($2::int[])
-                     AND r.status = 'failed'""",
-                batch_id,
-                in_range,
-            )
-        }
+        stored = await _failed_payloads(conn, batch_id, in_range)
         failed = {i: payload for i, payload in stored.items() if payload is not None}
         not_failed = [i for i in in_range if i not in stored]
         without_payload = [i for i in in_range if i in stored and i not in failed]
@@ -305,6 +264,17 @@ async def start_retry(
         )
         assert row is not None
         return RetryPlan(_header(row), failed)
+
+
+async def _failed_payloads(
+    conn: asyncpg.Connection, batch_id: str, indices: Sequence[int]
+) -> dict[int, Any]:
+    """Of ``indices``, those whose current result is failed, with the payload kept for a
+    retry (None when none was)."""
+    failed = await results_.failed_among(conn, batch_id, indices)
+    documents = await ledger.failed_payloads(conn, batch_id, sorted(set(failed.values())))
+    kept = {chunk: orjson.loads(document) for chunk, document in documents.items()}
+    return {index: kept.get(chunk, {}).get(str(index)) for index, chunk in failed.items()}
 
 
 async def fail(pool: asyncpg.Pool, batch_id: str, reason: str) -> None:

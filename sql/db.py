@@ -72,7 +72,19 @@ _SERVER_SETTINGS = {"plan_cache_mode": "force_custom_plan"}
 CONNECT_TIMEOUT_SECONDS = 10.0
 
 
-async def create_pool(url: str, max_size: int = 10, min_size: int = 1) -> asyncpg.Pool:
+async def create_pool(
+    url: str,
+    max_size: int = 10,
+    min_size: int = 1,
+    *,
+    idle_transaction_timeout_seconds: float | None = None,
+) -> asyncpg.Pool:
+    """``idle_transaction_timeout_seconds``: PostgreSQL ends a transaction whose client
+    went quiet that long (a stopped process), releasing what it held."""
+    settings = dict(_SERVER_SETTINGS)
+    if idle_transaction_timeout_seconds is not None:
+        timeout_ms = max(1, round(idle_transaction_timeout_seconds * 1000))
+        settings["idle_in_transaction_session_timeout"] = str(timeout_ms)
     pool: asyncpg.Pool = await asyncpg.create_pool(
         url,
         min_size=min_size,
@@ -80,7 +92,7 @@ async def create_pool(url: str, max_size: int = 10, min_size: int = 1) -> asyncp
         init=_init_connection,
         timeout=CONNECT_TIMEOUT_SECONDS,
         command_timeout=60,
-        server_settings=_SERVER_SETTINGS,
+        server_settings=settings,
     )
     return pool
 

@@ -1,91 +1,178 @@
-"""The inserter's ledger: per ``(batch_id, record_index)``, what the pipeline did."""
+"""The inserter's ledger: one row per chunk, written in the transaction of its entity rows.
+
+Writers of one batch take an advisory lock on it first, so a second delivery of a chunk (a
+worker that stalled and resumed after a rebalance, say) waits for the first transaction
+to end and then finds its row, instead of writing the records again.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, NamedTuple
+from dataclasses import dataclass
+from typing import Any
 
 import asyncpg
 
-from batchline.records import RecordResult
-from batchline.vocabulary import RecordError, RecordStatus
-from sql.db import insert_resolving_conflicts
+from sql.indexranges import contains, index_ranges
 
-_FETCH = """
-SELECT record_index, attempt, status, entity_id, error, details, chunk_digest
-FROM record_ledger
-WHERE batch_id = $1 AND record_index = ANY($2::int[]) AND attempt >= $3
-  -- Kept for retries of a dead-lettered chunk, not written: a replay must write them.
-  AND error IS DISTINCT FROM 'processing_failed'
+# hashtextextended: 64 bits, so two batches share a lock (and wait for each other without
+# need) about never; the prefix keeps clear of other advisory locks (migrations).
+_LOCK_BATCH_WRITES = "SELECT pg_advisory_xact_lock(hashtextextended('batchline.chunk:' || $1, 0))"
+
+# Rows naming any of the chunk's records in its attempt or a later one. Chunks arrive in
+# index order, so for a fresh chunk the index on (batch_id, last_index) finds nothing.
+_OVERLAPPING = """
+SELECT attempt, first_index, covers, digest, written, outcome
+FROM chunk_ledger
+WHERE batch_id = $1 AND last_index >= $2 AND first_index <= $3 AND attempt >= $4
+  AND covers && $5::int4multirange
+ORDER BY attempt, first_index
 """
 
-_INSERT = """
-INSERT INTO record_ledger
-    (batch_id, record_index, attempt, status, entity_id, error, details, payload, chunk_digest)
-SELECT $1, (r->>0)::int, $2, r->>1, r->>2, r->>3,
-       nullif(r->4, 'null'::jsonb), nullif(r->5, 'null'::jsonb), $4
-FROM jsonb_array_elements($3::jsonb) AS r
+# A row of the same attempt is never overwritten, except the one a dead-lettered chunk left
+# (written = false): a replay of that chunk writes its records and takes the row over.
+_RECORD = """
+INSERT INTO chunk_ledger AS l
+    (batch_id, attempt, first_index, last_index, covers, digest, written, outcome, payloads)
+VALUES ($1, $2, $3, $4, $5::int4multirange, $6, $7, $8, $9)
+ON CONFLICT (batch_id, attempt, first_index) DO UPDATE
+SET last_index = EXCLUDED.last_index, covers = EXCLUDED.covers, digest = EXCLUDED.digest,
+    written = EXCLUDED.written, outcome = EXCLUDED.outcome, payloads = EXCLUDED.payloads,
+    created_at = now()
+WHERE NOT l.written
+RETURNING 1
 """
 
-# Retries, and replays of a dead-lettered chunk, find rows of an earlier run to replace.
-_UPSERT = (
-    _INSERT
-    + """
-ON CONFLICT (batch_id, record_index) DO UPDATE
-SET attempt = EXCLUDED.attempt, status = EXCLUDED.status, entity_id = EXCLUDED.entity_id,
-    error = EXCLUDED.error, details = EXCLUDED.details, payload = EXCLUDED.payload,
-    chunk_digest = EXCLUDED.chunk_digest
+_PAYLOADS = """
+SELECT attempt, first_index, payloads FROM chunk_ledger
+WHERE batch_id = $1 AND (attempt, first_index) IN (SELECT * FROM unnest($2::int[], $3::int[]))
+  AND payloads IS NOT NULL
 """
+
+# Outcomes the inserter committed whose projection never happened (a worker killed between
+# its commit and its outcome message, a broker that lost the message).
+_UNPROJECTED = """
+SELECT l.outcome FROM chunk_ledger l
+WHERE l.batch_id = $1 AND NOT EXISTS (
+    SELECT FROM chunk_result r
+    WHERE r.batch_id = l.batch_id AND r.attempt = l.attempt AND r.first_index = l.first_index
 )
+ORDER BY l.attempt, l.first_index
+"""
 
 
-class DoneRecord(NamedTuple):
+@dataclass(frozen=True, slots=True)
+class LedgerChunk:
+    """A chunk the ledger already holds that names some of the records being written."""
+
     attempt: int
-    result: RecordResult
-    # The digest of the chunk that wrote it; None for rows from before digests were kept.
-    chunk_digest: bytes | None
+    first_index: int
+    digest: bytes | None
+    written: bool
+    outcome: bytes
+    # The records of the chunk being written that this row names.
+    overlap: list[int]
+
+    @property
+    def messages(self) -> list[bytes]:
+        """The outcome message(s) the chunk was told in, to send again."""
+        return outcome_messages(self.outcome)
 
 
-async def fetch_done(
-    conn: asyncpg.Connection, batch_id: str, indices: Sequence[int], attempt: int
-) -> dict[int, DoneRecord]:
-    """Records of this attempt (or a later one) already written, by index."""
-    rows = await conn.fetch(_FETCH, batch_id, list(indices), attempt)
-    return {
-        row["record_index"]: DoneRecord(
+class LedgerConflict(Exception):
+    """A written ledger row of the same attempt is in the way: never overwritten."""
+
+
+async def lock_batch_writes(conn: asyncpg.Connection, batch_id: str) -> None:
+    """Wait until no other transaction writes chunks of this batch; held until commit.
+
+    A writer that stalls for good holds it only until PostgreSQL ends its idle transaction
+    (the worker's ``idle_in_transaction_session_timeout``).
+    """
+    await conn.execute(_LOCK_BATCH_WRITES, batch_id)
+
+
+async def overlapping(
+    conn: asyncpg.Connection, batch_id: str, attempt: int, indices: Sequence[int]
+) -> list[LedgerChunk]:
+    """Chunks of this attempt or a later one already naming some of ``indices`` (ascending)."""
+    rows = await conn.fetch(
+        _OVERLAPPING, batch_id, indices[0], indices[-1], attempt, index_ranges(indices)
+    )
+    return [
+        LedgerChunk(
             row["attempt"],
-            RecordResult(
-                index=row["record_index"],
-                status=RecordStatus(row["status"]),
-                entity_id=row["entity_id"],
-                error=RecordError(row["error"]) if row["error"] else None,
-                details=row["details"],
-            ),
-            row["chunk_digest"],
+            row["first_index"],
+            row["digest"],
+            row["written"],
+            row["outcome"],
+            [i for i in indices if contains(row["covers"], i)],
         )
         for row in rows
-    }
+    ]
 
 
 async def record(
     conn: asyncpg.Connection,
     batch_id: str,
     attempt: int,
-    results: Sequence[RecordResult],
-    payloads: dict[int, Any],
-    chunk_digest: bytes | None,
+    indices: Sequence[int],
+    messages: Sequence[bytes],
+    failed_payloads: bytes | None,
+    digest: bytes | None,
+    *,
+    written: bool = True,
 ) -> None:
-    failed = RecordStatus.FAILED
-    # One JSON document of rows: PostgreSQL unpacks it in C (see sql.activities).
-    rows = [
-        (
-            r.index,
-            r.status.value,
-            r.entity_id,
-            r.error.value if r.error else None,
-            r.details,
-            payloads.get(r.index) if r.status is failed else None,
+    """Keep a chunk's outcome message(s) (and its failed records' payloads, JSON by index)."""
+    kept = await conn.fetchval(
+        _RECORD,
+        batch_id,
+        attempt,
+        indices[0],
+        indices[-1],
+        index_ranges(indices),
+        digest,
+        written,
+        _OUTCOME_SEPARATOR.join(messages),
+        failed_payloads,
+    )
+    if kept is None:
+        raise LedgerConflict(
+            f"batch {batch_id!r} attempt {attempt} already has a written chunk at index"
+            f" {indices[0]}"
         )
-        for r in results
+
+
+async def failed_payloads(
+    conn: asyncpg.Connection, batch_id: str, chunks: Sequence[tuple[int, int]]
+) -> dict[tuple[int, int], bytes]:
+    """The failed records' payloads (JSON ``{"index": payload}``) of ``(attempt, first_index)``."""
+    rows = await conn.fetch(_PAYLOADS, batch_id, [a for a, _ in chunks], [f for _, f in chunks])
+    return {(row["attempt"], row["first_index"]): row["payloads"] for row in rows}
+
+
+async def unprojected_outcomes(conn: asyncpg.Connection, batch_id: str) -> list[bytes]:
+    """Outcome messages of chunks whose outcome the projection never saw."""
+    return [
+        message
+        for row in await conn.fetch(_UNPROJECTED, batch_id)
+        for message in outcome_messages(row["outcome"])
     ]
-    await insert_resolving_conflicts(conn, _INSERT, _UPSERT, batch_id, attempt, rows, chunk_digest)
+
+
+# A chunk told in several messages (too large for one) keeps them one per line: JSON as
+# orjson writes it has no line breaks.
+_OUTCOME_SEPARATOR = b"\n"
+
+
+def outcome_messages(stored: bytes) -> list[bytes]:
+    return stored.split(_OUTCOME_SEPARATOR)
+
+
+async def delete(conn: asyncpg.Connection, batch_id: str) -> None:
+    await conn.execute("DELETE FROM chunk_ledger WHERE batch_id = $1", batch_id)
+
+
+def payloads_document(payloads: dict[int, Any]) -> dict[str, Any]:
+    """Failed records' payloads keyed as JSON object keys are: by index, as text."""
+    return {str(index): payload for index, payload in payloads.items()}

@@ -12,11 +12,11 @@ from __future__ import annotations
 import logging
 
 import asyncpg
+from pydantic import ValidationError
 
-from batchline.vocabulary import RecordError, RecordStatus
+from sql import ledger, results
 from sql.db import is_transient
-from sql.results import project
-from streams.events import RecordOutcome
+from streams.events import ChunkOutcome
 
 log = logging.getLogger(__name__)
 
@@ -31,43 +31,14 @@ WHERE id = $1 AND status = 'processing' AND progressed_at < now() - make_interva
 FOR UPDATE SKIP LOCKED
 """
 
-# Ledger rows whose outcome never reached the projection.
-_UNPROJECTED = """
-SELECT l.batch_id, l.record_index, l.attempt, l.status, l.entity_id, l.error, l.details,
-       b.entity, b.record_count
-FROM record_ledger l
-JOIN batch b ON b.id = l.batch_id
-LEFT JOIN batch_result r ON r.batch_id = l.batch_id AND r.record_index = l.record_index
-WHERE l.batch_id = ANY($1::text[]) AND (r.batch_id IS NULL OR r.attempt < l.attempt)
-"""
-
-# Records with no result at all never reached the inserter. (A lost retry chunk leaves its
-# records with the failed results of their earlier attempt.)
-_NEVER_DELIVERED = """
-WITH missing AS (
-    INSERT INTO batch_result AS r (batch_id, record_index, attempt, status, error, details)
-    SELECT b.id, i, b.attempt, 'failed', $2::text, jsonb_build_object('message', $3::text)
-    FROM batch b CROSS JOIN LATERAL generate_series(0, b.record_count - 1) AS i
-    WHERE b.id = ANY($1::text[]) AND b.status = 'processing'
-      AND NOT EXISTS (
-          SELECT FROM batch_result x WHERE x.batch_id = b.id AND x.record_index = i
-      )
-    RETURNING batch_id
-), counted AS (
-    SELECT batch_id, count(*) AS lost FROM missing GROUP BY batch_id
-)
-UPDATE batch b SET failed_count = b.failed_count + c.lost
-FROM counted c WHERE b.id = c.batch_id
-"""
-
 _FAIL = """
 UPDATE batch SET status = 'failed', completed_at = now(),
     failure_reason = 'no progress for ' || $2::int || ' s: '
         || pending_count || ' records never reached the inserter',
-    -- Nothing is awaited any more: a late outcome replacing a never_delivered result (its
-    -- chunk was in the dead-letter topic, say, and replayed) completes the batch.
+    -- Nothing is awaited any more: late outcomes replacing never_delivered results (their
+    -- chunk was in the dead-letter topic, say, and replayed) complete the batch.
     pending_count = 0
-WHERE id = ANY($1::text[]) AND status = 'processing'
+WHERE id = $1 AND status = 'processing'
 RETURNING id
 """
 
@@ -100,39 +71,28 @@ async def _settle(
         if await conn.fetchval(_LOCK_STALE, batch_id, older_than_seconds) is None:
             return False  # settled meanwhile, moving again, or another sweep has it
         if from_ledger:
-            outcomes = [
-                outcome
-                for row in await conn.fetch(_UNPROJECTED, [batch_id])
-                if (outcome := _outcome(row)) is not None
+            written = [
+                (chunk, outcome)
+                for outcome in await ledger.unprojected_outcomes(conn, batch_id)
+                if (chunk := _chunk_outcome(batch_id, outcome)) is not None
             ]
-            if outcomes:
-                await project(conn, outcomes)
-            await conn.execute(
-                _NEVER_DELIVERED,
-                [batch_id],
-                RecordError.NEVER_DELIVERED.value,
+            if written:
+                await results.project(conn, written)
+            await results.record_lost(
+                conn,
+                batch_id,
                 f"its chunk never reached the inserter (no progress for {older_than_seconds:.0f}"
                 " s); send the record again",
             )
         # Without its ledger the batch cannot tell lost records from written ones: it is
         # failed with the reason, and its records keep what the projection knows.
-        await conn.fetch(_FAIL, [batch_id], older_than_seconds)
+        await conn.fetch(_FAIL, batch_id, older_than_seconds)
     return True
 
 
-def _outcome(row: asyncpg.Record) -> RecordOutcome | None:
+def _chunk_outcome(batch_id: str, outcome: bytes) -> ChunkOutcome | None:
     try:
-        return RecordOutcome(
-            batch_id=row["batch_id"],
-            index=row["record_index"],
-            attempt=row["attempt"],
-            status=RecordStatus(row["status"]),
-            entity=row["entity"],
-            id=row["entity_id"],
-            error=RecordError(row["error"]) if row["error"] else None,
-            details=row["details"],
-            record_count=row["record_count"],
-        )
-    except ValueError as exc:  # pydantic's ValidationError is one
-        log.warning("ledger row %s[%s] left out: %s", row["batch_id"], row["record_index"], exc)
+        return ChunkOutcome.model_validate_json(outcome)
+    except ValidationError as exc:
+        log.warning("a ledger row of batch %s left out, its outcome is invalid: %s", batch_id, exc)
         return None

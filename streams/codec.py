@@ -16,9 +16,9 @@ import orjson
 from batchline.text import may_hold_surrogates
 
 
-def dumps(value: Any) -> bytes:
+def dumps(value: Any, option: int | None = None) -> bytes:
     try:
-        return orjson.dumps(value)
+        return orjson.dumps(value, option=option)
     except TypeError:  # orjson.JSONEncodeError: a lone surrogate or a very large integer
         return json.dumps(value, ensure_ascii=True, separators=(",", ":")).encode()
 

@@ -16,7 +16,7 @@ from pydantic import BaseModel
 
 from streams.deadletter import DeadLetterHeaders
 from streams.envelopes import IngestChunk
-from streams.events import DomainEvent, RecordOutcome
+from streams.events import ChunkOutcome, DomainEvent
 
 SCHEMA_DIR = Path(__file__).parent
 _DIALECT = "https://json-schema.org/draft/2020-12/schema"
@@ -32,7 +32,7 @@ class Contract:
 
 CONTRACTS = (
     Contract("ingest-chunk.schema.json", IngestChunk, "validation"),
-    Contract("record-outcome.schema.json", RecordOutcome, "serialization"),
+    Contract("chunk-outcome.schema.json", ChunkOutcome, "serialization"),
     Contract("domain-event.schema.json", DomainEvent, "serialization"),
     Contract("dead-letter-headers.schema.json", DeadLetterHeaders, "serialization"),
 )

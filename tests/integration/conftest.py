@@ -91,7 +91,7 @@ async def pg(settings: Settings) -> AsyncIterator[asyncpg.Connection]:
 
 @pytest.fixture
 async def own_broker(tmp_path: Path) -> AsyncIterator[str]:
-    """A broker of the test's own, for worker processes it starts and stops."""
+    """A broker of the test's own, for worker processes it starts, stops and kills."""
     async with EmbeddedKafka(tmp_path / "kafka") as kafka:
         yield kafka.bootstrap_servers
 

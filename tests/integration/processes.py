@@ -36,7 +36,7 @@ def batchline_env(settings: Settings, **overrides: Any) -> dict[str, str]:
 
 
 async def until(condition: Callable[[], Awaitable[bool]], what: str, attempts: int = 600) -> None:
-    """Wait, looking every 0.1 s, until ``condition``; fail after ``attempts`` looks."""
+    """Wait, polling every 0.1 s, until ``condition`` holds; a bound, not a timing assertion."""
     for _ in range(attempts):
         if await condition():
             return

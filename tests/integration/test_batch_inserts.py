@@ -31,14 +31,16 @@ async def test_seed_post_answers_201_with_the_seed_shape(
         "record_count",
         "status",
         "inserted_count",
+        "updated_count",
         "failed_count",
         "results",
+        "results_total",
     }
     assert BATCH_ID.match(body["id"])
     assert body["record_count"] == 2
     assert body["status"] == "completed"
     assert (body["inserted_count"], body["failed_count"]) == (2, 0)
-    assert [set(r) for r in body["results"]] == [{"index", "activity_id", "status"}] * 2
+    assert [set(r) for r in body["results"]] == [{"index", "activity_id", "status", "result"}] * 2
     assert [r["index"] for r in body["results"]] == [0, 1]
     assert all(
         r["status"] == "success" and ACTIVITY_ID.match(r["activity_id"]) for r in body["results"]
@@ -122,6 +124,7 @@ async def test_list_is_newest_first_paginated_and_filterable(
         "record_count",
         "status",
         "inserted_count",
+        "updated_count",
         "failed_count",
         "created_at",
     }
@@ -214,7 +217,14 @@ async def test_retry_without_ignore_constraints_fails_again(
     assert body["id"] == created["id"]
     assert body["status"] == "completed"
     assert (body["inserted_count"], body["failed_count"]) == (1, 1)
-    assert set(body) == {"id", "status", "inserted_count", "failed_count", "updated_at"}
+    assert set(body) == {
+        "id",
+        "status",
+        "inserted_count",
+        "updated_count",
+        "failed_count",
+        "updated_at",
+    }
 
 
 async def test_retry_with_ignore_constraints_takes_over_the_existing_row(
@@ -235,9 +245,16 @@ async def test_retry_with_ignore_constraints_takes_over_the_existing_row(
     async with http.get(f"{BASE}/{created['id']}") as response:
         detail = await response.json()
 
-    assert (body["inserted_count"], body["failed_count"]) == (3, 0)
+    # The retried record updated a row: a success, counted as an update (not an insert).
+    assert (body["inserted_count"], body["updated_count"], body["failed_count"]) == (2, 1, 0)
     assert body["updated_at"]
-    assert detail["results"][1] == {"index": 1, "activity_id": existing_id, "status": "success"}
+    assert detail["results"][1] == {
+        "index": 1,
+        "activity_id": existing_id,
+        "status": "success",
+        "result": "updated",
+    }
+    assert [r["result"] for r in detail["results"]] == ["created", "updated", "created"]
     assert "updated_at" in detail
     duration = await pg.fetchval("SELECT duration_minutes FROM activity WHERE id = $1", existing_id)
     assert duration == 90
@@ -279,8 +296,9 @@ async def test_retry_of_a_failed_record_whose_payload_was_not_kept_says_so(
         " VALUES ('activity', 'rest', 1, 0, 'failed', 1) RETURNING id"
     )
     await pg.execute(
-        "INSERT INTO batch_result (batch_id, record_index, attempt, status, error)"
-        " VALUES ($1, 0, 0, 'failed', 'not_processed')",
+        "INSERT INTO chunk_result (batch_id, attempt, first_index, last_index, covers,"
+        " inserted_count, updated_count, failed_count, lost_reason)"
+        " VALUES ($1, -1, 0, 0, '{[0,1)}', 0, 0, 1, 'lost by the broker')",
         batch_id,
     )
 
@@ -319,10 +337,9 @@ async def test_delete_removes_the_operation_but_not_the_activities(
     async with http.get(f"{BASE}/{created['id']}") as response:
         assert response.status == 404
     assert await stored_activities(pg, tag) == 1
-    assert (
-        await pg.fetchval("SELECT count(*) FROM batch_result WHERE batch_id = $1", created["id"])
-        == 0
-    )
+    for table in ("chunk_result", "chunk_ledger"):
+        left = await pg.fetchval(f"SELECT count(*) FROM {table} WHERE batch_id = $1", created["id"])
+        assert left == 0, table
 
 
 async def test_two_batches_in_parallel_both_complete(http: aiohttp.ClientSession, tag: str) -> None:

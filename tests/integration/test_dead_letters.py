@@ -12,7 +12,9 @@ import orjson
 import pytest
 
 from batchline.settings import Settings
+from batchline.vocabulary import RecordError, RecordStatus
 from consumers.app import WorkerResources
+from streams.events import encode_outcome
 from tests.integration.activities import activity, stored_activities
 from tests.integration.kafka import (
     Delivered,
@@ -21,7 +23,7 @@ from tests.integration.kafka import (
     produce,
     wait_for_records,
 )
-from tests.integration.refusals import refusing_ledger
+from tests.integration.refusals import refusing_ledger, refusing_projection
 
 INGEST = "batchline.ingest"
 DLQ = "batchline.dlq"
@@ -187,44 +189,40 @@ async def test_an_outcome_that_cannot_be_projected_is_dead_lettered_and_the_rest
             batch_id,
         )
 
-    def outcome(batch_id: str, details: object) -> bytes:
-        return orjson.dumps(
-            {
-                "batch_id": batch_id,
-                "index": 0,
-                "status": "failed",
-                "entity": "activity",
-                "error": "validation_error",
-                "details": details,
-                "record_count": 1,
-            }
+    def outcome(batch_id: str) -> bytes:
+        return encode_outcome(
+            batch_id,
+            "activity",
+            0,
+            1,
+            [(0, RecordStatus.FAILED, None, RecordError.VALIDATION_ERROR, None)],
         )
 
     key = f"outcomes-{tag}".encode()
     assert settings.kafka_bootstrap_servers is not None
-    # PostgreSQL's jsonb cannot hold \u0000: this outcome fails however often it is tried.
-    [poison_at, _] = produce(
-        settings.kafka_bootstrap_servers,
-        "batchline.outcomes",
-        [(key, outcome(poison_id, "nul \u0000 inside")), (key, outcome(good_id, None))],
-    )
-
-    good = await completed_batch(http, good_id)
-    letter = await _dead_letter_of(settings, key)
+    async with refusing_projection(pg, poison_id):
+        # One window, one outcome in it that fails however often it is tried.
+        [poison_at, _] = produce(
+            settings.kafka_bootstrap_servers,
+            "batchline.outcomes",
+            [(key, outcome(poison_id)), (key, outcome(good_id))],
+        )
+        good = await completed_batch(http, good_id)
+        letter = await _dead_letter_of(settings, key)
 
     assert (good["status"], good["failed_count"]) == ("completed", 1)
-    assert letter.value == outcome(poison_id, "nul \u0000 inside")
+    assert letter.value == outcome(poison_id)
     assert _text(letter, "batchline.source.topic") == "batchline.outcomes"
     assert int(_text(letter, "batchline.source.offset")) == poison_at.offset
     assert _text(letter, "batchline.stage") == "process"
-    assert _text(letter, "batchline.error.class") == "UntranslatableCharacterError"
+    assert _text(letter, "batchline.error.class") == "RaiseError"
 
 
 @pytest.mark.parametrize(
     ("index", "attempt", "message_part"),
     [
-        pytest.param(99, 0, "outcome for record 99 (attempt 0) of batch", id="past-the-end"),
-        pytest.param(0, 3, "outcome for record 0 (attempt 3) of batch", id="future-attempt"),
+        pytest.param(99, 0, "outcome for record 99 of batch", id="past-the-end"),
+        pytest.param(0, 3, "outcome of attempt 3 of batch", id="future-attempt"),
     ],
 )
 async def test_an_outcome_past_its_batch_is_dead_lettered_not_counted(
@@ -241,10 +239,9 @@ async def test_an_outcome_past_its_batch_is_dead_lettered_not_counted(
     bootstrap = settings.kafka_bootstrap_servers or ""
     produce(bootstrap, INGEST, [(batch_id.encode(), orjson.dumps(chunk))])
     before = await completed_batch(http, batch_id)
-    forged = orjson.dumps(
-        {"batch_id": batch_id, "index": index, "attempt": attempt, "status": "inserted",
-         "entity": "activity", "id": "pa-forged", "record_count": 1}
-    )  # fmt: skip
+    forged = encode_outcome(
+        batch_id, "activity", attempt, 1, [(index, RecordStatus.INSERTED, "pa-forged", None, None)]
+    )
 
     [at] = produce(bootstrap, "batchline.outcomes", [(batch_id.encode(), forged)])
 

@@ -17,6 +17,7 @@ from yarl import URL
 from batchline.settings import Settings
 from streams import topics
 from tests.integration.activities import JSON
+from tests.integration.results import stored_results
 
 SEED_CATEGORY_ANSWER = (
     b'{"status":"success","data":{"description":"Technology","id":"tech-1"},'
@@ -503,12 +504,8 @@ async def test_a_chunk_produced_straight_to_kafka_is_written_record_by_record(
         if status == "completed":
             break
         await asyncio.sleep(0.1)
-    results = await pg.fetch(
-        "SELECT record_index, status, entity_id, error FROM batch_result"
-        " WHERE batch_id = $1 ORDER BY record_index",
-        batch_id,
-    )
-    assert [tuple(r) for r in results] == [
+    results = await stored_results(pg, batch_id)
+    assert [(r.index, r.status, r.entity_id, r.error) for r in results] == [
         (0, "inserted", f"p-{tag}-0", None),
         (1, "failed", None, "conversion_error"),
         (2, "inserted", f"p-{tag}-2", None),

@@ -18,6 +18,7 @@ from confluent_kafka import Producer
 from batchline.settings import Settings
 from streams import topics
 from tests.integration.activities import JSON
+from tests.integration.results import stored_results
 from tests.integration.test_entity_data import category, get, post, product
 
 NUL_REASON = "text must not contain NUL (\\u0000) characters"
@@ -145,10 +146,8 @@ async def test_a_chunk_straight_from_kafka_with_out_of_range_values_is_not_dead_
         if status == "completed":
             break
         await asyncio.sleep(0.1)
-    errors = await pg.fetch(
-        "SELECT error FROM batch_result WHERE batch_id = $1 ORDER BY record_index", batch_id
-    )
-    assert [r["error"] for r in errors] == ["conversion_error"] * len(records)
+    results = await stored_results(pg, batch_id)
+    assert [r.error for r in results] == ["conversion_error"] * len(records)
 
 
 async def test_query_values_out_of_range_are_conversion_errors_showing_the_text_sent(

@@ -15,14 +15,13 @@ from batchline.cli.runtime import serving_api
 from batchline.loader.loading import LoadOptions, load
 from batchline.loader.reading import FileFormat, idempotency_key_base
 from batchline.settings import Settings
-from batchline.vocabulary import RecordStatus, Source
+from batchline.vocabulary import RecordError, RecordStatus, ResultFilter, Source
 from consumers.app import WorkerResources
-from sql import batches, idempotency_keys
-from sql.results import project
+from sql import batches, idempotency_keys, ledger, results
 from sql.stale_batches import settle_stale_batches
 from streams import topics
 from streams.envelopes import ChunkOptions
-from streams.events import RecordOutcome
+from streams.events import ChunkOutcome, encode_outcome
 from tests.integration.activities import BASE, JSON, activity, post_batch, stored_activities
 
 
@@ -39,12 +38,8 @@ async def test_same_idempotency_key_and_body_answers_the_stored_response_once(
     assert first[0] == 201
     assert await stored_activities(pg, tag) == 2
     assert (
-        await pg.fetchval(
-            "SELECT count(*) FROM batch_result r JOIN activity a ON a.id = r.entity_id"
-            " WHERE a.coordinator_id = $1",
-            f"coord-{tag}",
-        )
-        == 2
+        await pg.fetchval("SELECT count(*) FROM chunk_result WHERE batch_id = $1", first[1]["id"])
+        == 1
     )
 
 
@@ -204,11 +199,14 @@ async def test_a_batch_that_stops_moving_is_settled_from_its_ledger_and_fails_th
         "INSERT INTO batch (entity, source, record_count, pending_count, progressed_at)"
         " VALUES ('activity', 'rest', 3, 3, now() - interval '1 hour') RETURNING id"
     )
-    await pg.execute(
-        "INSERT INTO record_ledger (batch_id, record_index, attempt, status, entity_id, error)"
-        " VALUES ($1, 0, 0, 'inserted', 'pa-x1', NULL), ($1, 1, 0, 'failed', NULL, $2)",
+    await leave_ledger_row(
+        pg,
         batch_id,
-        "unique_constraint_violation",
+        3,
+        [
+            (0, RecordStatus.INSERTED, "pa-x1", None),
+            (1, RecordStatus.FAILED, None, RecordError.UNIQUE_CONSTRAINT_VIOLATION),
+        ],
     )
 
     settled = await settle_stale_batches(worker.pool, 60)
@@ -236,16 +234,11 @@ async def test_a_batch_that_stops_moving_is_settled_from_its_ledger_and_fails_th
         assert (await response.json())["error"]["details"]["without_payload"] == [2]
 
     # The lost chunk turns up after all (replayed from the dead-letter topic, say).
-    late = RecordOutcome(
-        batch_id=batch_id,
-        index=2,
-        status=RecordStatus.INSERTED,
-        entity="activity",
-        id="pa-x3",
-        record_count=3,
+    late = encode_outcome(
+        batch_id, "activity", 0, 3, [(2, RecordStatus.INSERTED, "pa-x3", None, None)]
     )
-    async with worker.pool.acquire() as conn:
-        await project(conn, [late])
+    async with worker.pool.acquire() as conn, conn.transaction():
+        await results.project(conn, [(ChunkOutcome.model_validate_json(late), late)])
     async with http.get(f"{BASE}/{batch_id}") as response:
         body = await response.json()
     assert (body["status"], body["inserted_count"], body["failed_count"]) == ("completed", 2, 1)
@@ -264,23 +257,20 @@ async def test_a_stale_batch_with_a_ledger_row_no_outcome_describes_keeps_no_oth
         for _ in range(2)
     ]
     # Index -1: no outcome can carry it (envelopes refuse such indices now; older ones did not).
-    await pg.execute(
-        "INSERT INTO record_ledger (batch_id, record_index, attempt, status, entity_id)"
-        " VALUES ($1, -1, 0, 'inserted', 'pa-odd'), ($2, 0, 0, 'inserted', 'pa-fine')",
-        *ids,
-    )
+    await leave_ledger_row(pg, ids[0], 1, [(-1, RecordStatus.INSERTED, "pa-odd", None)])
+    await leave_ledger_row(pg, ids[1], 1, [(0, RecordStatus.INSERTED, "pa-fine", None)])
 
     settled = await settle_stale_batches(worker.pool, 60)
 
     assert set(ids) <= set(settled)
     rows = await pg.fetch("SELECT id, status FROM batch WHERE id = ANY($1)", ids)
     assert {r["id"]: r["status"] for r in rows} == {ids[0]: "failed", ids[1]: "completed"}
-    results = await pg.fetch(
-        "SELECT batch_id, record_index, status, error FROM batch_result WHERE batch_id = ANY($1)"
-        " ORDER BY batch_id",
-        ids,
-    )
-    assert [tuple(r) for r in results] == [
+    found = [
+        (batch_id, r["index"], r["status"], r["error"])
+        for batch_id in ids
+        for r in (await results.results_page(pg, batch_id, ResultFilter.ALL, 0, 10)).results
+    ]
+    assert found == [
         (ids[0], 0, "failed", "never_delivered"),
         (ids[1], 0, "inserted", None),
     ]
@@ -293,11 +283,7 @@ async def test_a_stale_batch_whose_ledger_is_complete_completes(
         "INSERT INTO batch (entity, source, record_count, pending_count, progressed_at)"
         " VALUES ('activity', 'rest', 1, 1, now() - interval '1 hour') RETURNING id"
     )
-    await pg.execute(
-        "INSERT INTO record_ledger (batch_id, record_index, attempt, status, entity_id)"
-        " VALUES ($1, 0, 0, 'inserted', 'pa-x2')",
-        batch_id,
-    )
+    await leave_ledger_row(pg, batch_id, 1, [(0, RecordStatus.INSERTED, "pa-x2", None)])
 
     await settle_stale_batches(worker.pool, 60)
 
@@ -305,6 +291,18 @@ async def test_a_stale_batch_whose_ledger_is_complete_completes(
         "SELECT status, inserted_count, failure_reason FROM batch WHERE id = $1", batch_id
     )
     assert (row["status"], row["inserted_count"], row["failure_reason"]) == ("completed", 1, None)
+
+
+async def leave_ledger_row(
+    pg: asyncpg.Connection,
+    batch_id: str,
+    record_count: int,
+    outcomes: list[tuple[int, RecordStatus, str | None, RecordError | None]],
+) -> None:
+    """A chunk's ledger row, as a worker killed after its commit leaves it behind."""
+    outcome = encode_outcome(batch_id, "activity", 0, record_count, [(*o, None) for o in outcomes])
+    async with pg.transaction():
+        await ledger.record(pg, batch_id, 0, [o[0] for o in outcomes], [outcome], None, None)
 
 
 async def test_operations_endpoints(http: aiohttp.ClientSession, tag: str) -> None:

@@ -17,6 +17,7 @@ from tests.integration.instances import (
     storage_root,
     write_file,
 )
+from tests.integration.results import stored_results
 
 HRID = re.compile(r"^in\d{11}$")
 
@@ -29,10 +30,7 @@ async def _stored(pg: asyncpg.Connection, instance_id: str) -> dict[str, object]
 
 async def _statuses(pg: asyncpg.Connection, location: str) -> list[str]:
     batch_id = location.rsplit("/", 1)[1]
-    rows = await pg.fetch(
-        "SELECT status FROM batch_result WHERE batch_id = $1 ORDER BY record_index", batch_id
-    )
-    return [row["status"] for row in rows]
+    return [r.status for r in await stored_results(pg, batch_id)]
 
 
 async def test_new_instances_are_created_with_generated_ids_hrids_and_version_1(
@@ -271,7 +269,12 @@ async def test_the_bulk_operation_is_a_batch_operation_on_the_batch_inserts_endp
         1,
         1,
     )
-    assert operation["results"][0] == {"index": 0, "instance_id": created, "status": "success"}
+    assert operation["results"][0] == {
+        "index": 0,
+        "instance_id": created,
+        "status": "success",
+        "result": "created",
+    }
     assert operation["results"][1]["status"] == "failed"
     assert operation["results"][1]["error"] == "validation_error"
     assert operation["results"][1]["details"]["line"] == 2

@@ -14,11 +14,11 @@ def test_every_checked_in_schema_matches_its_model() -> None:
 
 def test_a_stale_or_missing_schema_is_reported(tmp_path: Path) -> None:
     write_all(tmp_path)
-    edited = tmp_path / "record-outcome.schema.json"
+    edited = tmp_path / "chunk-outcome.schema.json"
     edited.write_text(edited.read_text().replace('"index"', '"position"'))
     (tmp_path / "domain-event.schema.json").unlink()
 
-    assert out_of_date(tmp_path) == ["record-outcome.schema.json", "domain-event.schema.json"]
+    assert out_of_date(tmp_path) == ["chunk-outcome.schema.json", "domain-event.schema.json"]
 
 
 def test_schemas_describe_the_wire_names() -> None:

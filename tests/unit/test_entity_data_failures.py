@@ -9,7 +9,8 @@ import pytest
 
 from api.entity_data import GeminiError, raise_failures
 from batchline.entities.schema import EntitySchema, load_registry
-from sql.batches import RecordRow
+from batchline.vocabulary import RecordError, RecordStatus
+from sql.results import StoredResult
 
 CATEGORY = load_registry(Path(__file__).resolve().parents[2] / "entities").require("category")
 # What the inserter records for a record holding a NUL character, before any writer runs.
@@ -22,14 +23,20 @@ NUL_DETAILS = [
 ]
 
 
-def answer(entity: EntitySchema, rows: list[RecordRow], *, many: bool) -> tuple[int, Any]:
+def failed(index: int, error: str, details: Any) -> StoredResult:
+    """A failed result as the projection gives it (an error code it may not know yet too)."""
+    code: Any = RecordError(error) if error in RecordError.__members__.values() else error
+    return StoredResult(index, RecordStatus.FAILED, None, code, details, (0, index))
+
+
+def answer(entity: EntitySchema, rows: list[StoredResult], *, many: bool) -> tuple[int, Any]:
     with pytest.raises(GeminiError) as raised:
         raise_failures(entity, rows, many=many)
     return raised.value.status, {"reason": raised.value.reason, "errors": raised.value.errors}
 
 
 def test_the_inserters_nul_refusal_is_a_400_with_its_message() -> None:
-    rows = [RecordRow(0, "failed", None, "validation_error", NUL_DETAILS)]
+    rows = [failed(0, "validation_error", NUL_DETAILS)]
 
     assert answer(CATEGORY, rows, many=False) == (
         400,
@@ -43,9 +50,9 @@ def test_the_inserters_nul_refusal_is_a_400_with_its_message() -> None:
 
 def test_in_a_list_the_nul_record_is_named_and_the_records_not_processed_are_not() -> None:
     rows = [
-        RecordRow(0, "failed", None, "not_processed", None),
-        RecordRow(1, "failed", None, "validation_error", NUL_DETAILS),
-        RecordRow(2, "failed", None, "not_processed", None),
+        failed(0, "not_processed", None),
+        failed(1, "validation_error", NUL_DETAILS),
+        failed(2, "not_processed", None),
     ]
 
     status, body = answer(CATEGORY, rows, many=True)
@@ -58,7 +65,7 @@ def test_in_a_list_the_nul_record_is_named_and_the_records_not_processed_are_not
 
 def test_a_database_refusal_is_a_400_with_the_database_message() -> None:
     details = {"sqlstate": "22003", "message": "value overflows numeric format"}
-    rows = [RecordRow(0, "failed", None, "database_error", details)]
+    rows = [failed(0, "database_error", details)]
 
     assert answer(CATEGORY, rows, many=False) == (
         400,
@@ -70,7 +77,7 @@ def test_a_database_refusal_is_a_400_with_the_database_message() -> None:
 
 
 def test_an_error_code_this_front_door_does_not_know_is_still_a_400() -> None:
-    rows = [RecordRow(0, "failed", None, "some_new_code", {"reason": "a new kind of refusal"})]
+    rows = [failed(0, "some_new_code", {"reason": "a new kind of refusal"})]
 
     assert answer(CATEGORY, rows, many=False) == (
         400,

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from batchline.vocabulary import BatchStatus, Operation, RecordStatus, Source
+from batchline.vocabulary import BatchStatus, Operation, Source
 from streams.dlq import RunStatus
 
 MIGRATIONS = Path(__file__).resolve().parents[2] / "sql" / "migrations"
@@ -37,8 +37,6 @@ def check_lists() -> dict[tuple[str, str], set[str]]:
         ("batch", "status", BatchStatus),
         ("batch", "source", Source),
         ("batch", "operation", Operation),
-        ("batch_result", "status", RecordStatus),
-        ("record_ledger", "status", RecordStatus),
         ("dlq_replay", "status", RunStatus),
     ],
 )
