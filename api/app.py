@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from importlib.metadata import version
 
 from aiohttp import web
 
 from api import batch_inserts, dlq, entity_data, instance_bulk, keys, operations
 from api.completion import CompletionWaiter
 from api.errors import ErrorRenderer, Handler, error_middleware
+from api.openapi import DESCRIPTION, Description
 from api.requests import json_bodies
 from batchline.entities.schema import load_registry
 from batchline.metrics import Metrics
@@ -26,6 +28,7 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> web.Applic
     app[keys.SETTINGS] = settings
     app[keys.METRICS] = metrics or Metrics()
     app[keys.ENTITIES] = load_registry(settings.entities_dir)
+    app[DESCRIPTION] = Description("batchline", version("batchline"))
     app.cleanup_ctx.append(_database)
     app.cleanup_ctx.append(_producer)
     operations.add_routes(app)

@@ -9,18 +9,39 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Annotated, Any, Literal
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, StrictBool, StrictInt, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    JsonValue,
+    StrictBool,
+    StrictInt,
+    ValidationError,
+    WithJsonSchema,
+)
 
 from api import keys
-from api.errors import ApiError, ErrorCode
-from api.requests import parse_json, query_int, read_body
+from api.errors import ApiError, ErrorCode, error_answers
+from api.openapi import (
+    COMPONENTS,
+    DESCRIPTION,
+    Answer,
+    ApiOperation,
+    Parameter,
+    add_operation,
+    location_header,
+    path_parameter,
+    query,
+)
+from api.requests import LARGEST_QUERY_INT, parse_json, parse_query, read_body
 from api.responses import json_response
+from batchline.activity import Activity
 from batchline.records import validation_details
 from batchline.settings import KAFKA_MESSAGE_MAX_BYTES, Settings
-from batchline.vocabulary import BatchStatus, RecordStatus, ResultFilter, Source
+from batchline.vocabulary import BatchStatus, RecordError, RecordStatus, ResultFilter, Source
 from sql import batches, idempotency_keys
 from sql.results import ResultEntry, results_page
 from streams.envelopes import ACTIVITY_ENTITY, ChunkOptions
@@ -30,7 +51,166 @@ from streams.publisher import chunk_messages
 log = logging.getLogger(__name__)
 
 BASE = "/api/v1/batch-inserts"
-_STATUSES = tuple(BatchStatus)
+TAG = "batch-inserts"
+IDEMPOTENCY_KEY = "Idempotency-Key"
+IDEMPOTENT_REPLAYED = "Idempotent-Replayed"
+
+
+# --- What the API reads and answers (also its OpenAPI description) ------------------------
+
+
+_SEED_ACTIVITIES: list[JsonValue] = [
+    {
+        "coordinator_id": "coord-42",
+        "mentor_id": mentor,
+        "activity_type": "group_workshop",
+        "activity_date": "2026-03-28",
+        "duration_minutes": 120,
+    }
+    for mentor in ("mentor-17", "mentor-18")
+]
+
+
+class BatchInsertRequest(BaseModel):
+    """Records are validated one by one: a bad record is a failed result, not a 422."""
+
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"activities": _SEED_ACTIVITIES}]}
+    )
+
+    activities: list[Annotated[Any, WithJsonSchema({"$ref": COMPONENTS + "Activity"})]] = Field(
+        min_length=1,
+        description="At most BATCHLINE_MAX_RECORDS_PER_REQUEST records (more: 413).",
+    )
+
+
+class CreateQuery(BaseModel):
+    publish_events: bool = Field(
+        default=False, description="Publish a domain event per inserted or updated record."
+    )
+
+
+class ListQuery(BaseModel):
+    page: int = Field(default=1, ge=1, le=LARGEST_QUERY_INT, description="From 1.")
+    limit: int = Field(
+        default=20,
+        ge=1,
+        le=LARGEST_QUERY_INT,
+        description="Operations per page; above BATCHLINE_PAGE_LIMIT_MAX is capped to it.",
+    )
+    status: BatchStatus | None = Field(default=None, description="Only operations in this status.")
+
+
+class ResultsQuery(BaseModel):
+    results: ResultFilter = Field(
+        default=ResultFilter.ALL, description="Which records' results to show; none: counts only."
+    )
+    results_offset: int = Field(
+        default=0, ge=0, le=LARGEST_QUERY_INT, description="Results to skip, in index order."
+    )
+    results_limit: int = Field(
+        default=LARGEST_QUERY_INT,
+        ge=1,
+        le=LARGEST_QUERY_INT,
+        description="At most this many results (default and cap: BATCHLINE_RESULTS_LIMIT_MAX).",
+    )
+
+
+class RecordResultView(BaseModel):
+    """One record's fate. The id field is named after the entity: ``activity_id`` for
+    activities (``instance_id``, ``category_id`` … for batches of the other front doors)."""
+
+    index: int
+    activity_id: str | None = None
+    status: Literal["success", "failed"]
+    result: Literal["created", "updated", "deleted"] | None = Field(
+        default=None, description="A success: what it did to its row."
+    )
+    error: RecordError | None = None
+    details: Any = Field(default=None, description="Why it failed, when there is more to say.")
+
+
+class BatchSummary(BaseModel):
+    id: str
+    record_count: int
+    status: BatchStatus
+    inserted_count: int
+    updated_count: int
+    failed_count: int
+
+
+class BatchListItem(BatchSummary):
+    created_at: datetime
+
+
+class Pagination(BaseModel):
+    page: int
+    limit: int
+    total: int
+
+
+class BatchPage(BaseModel):
+    data: list[BatchListItem]
+    pagination: Pagination
+
+
+class BatchCreated(BatchSummary):
+    results: list[RecordResultView] = Field(
+        description="The first BATCHLINE_RESULTS_LIMIT_MAX results; GET pages through the rest."
+    )
+    results_total: int = Field(description="How many results the batch has.")
+    failure_reason: str | None = Field(
+        default=None, description="Why the batch failed as a whole, when it did."
+    )
+
+
+class BatchOperation(BatchSummary):
+    results: list[RecordResultView] | None = Field(
+        default=None, description="The page of results asked for (none with results=none)."
+    )
+    results_total: int | None = Field(
+        default=None, description="How many results match the results filter."
+    )
+    failure_reason: str | None = Field(
+        default=None, description="Why the batch failed as a whole, when it did."
+    )
+    created_at: datetime
+    completed_at: datetime | None
+    updated_at: datetime | None = Field(default=None, description="Set by a retry.")
+
+
+class BatchProcessing(BatchSummary):
+    status: Literal[BatchStatus.PROCESSING]
+
+
+class RetryRequest(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"retry_indices": [2], "ignore_constraints": False}]},
+    )
+
+    retry_indices: list[StrictInt] = Field(
+        min_length=1,
+        json_schema_extra={"uniqueItems": True},
+        description="Indices of failed records of the batch, each once.",
+    )
+    ignore_constraints: StrictBool = Field(
+        default=False,
+        description="A record that hits an existing row's unique key updates that row.",
+    )
+
+
+class RetryAnswer(BaseModel):
+    id: str
+    status: BatchStatus
+    inserted_count: int
+    updated_count: int
+    failed_count: int
+    updated_at: datetime | None
+
+
+class Deleted(BaseModel):
+    message: str
 
 
 def timestamp(value: datetime | None) -> str | None:
@@ -68,23 +248,9 @@ class ResultsWanted:
 
     @classmethod
     def from_query(cls, request: web.Request) -> ResultsWanted:
+        wanted = parse_query(request, ResultsQuery)
         limit_max = request.app[keys.SETTINGS].results_limit_max
-        raw = request.query.get("results", ResultFilter.ALL.value)
-        try:
-            which = ResultFilter(raw)
-        except ValueError:
-            raise ApiError(
-                422,
-                ErrorCode.VALIDATION_FAILED,
-                "Query parameter 'results' must be one of"
-                f" {', '.join(f.value for f in ResultFilter)}",
-                {"parameter": "results", "value": raw},
-            ) from None
-        return cls(
-            which,
-            query_int(request, "results_offset", 0, 0),
-            query_int(request, "results_limit", limit_max, 1, limit_max),
-        )
+        return cls(wanted.results, wanted.results_offset, min(wanted.results_limit, limit_max))
 
 
 def result_view(result: ResultEntry, id_field: str) -> dict[str, Any]:
@@ -171,26 +337,10 @@ def _activities(payload: Any, max_records: int) -> list[Any]:
             "Request body must be a JSON object",
             {"expected": "object", "got": type(payload).__name__},
         )
-    unknown = sorted(set(payload) - {"activities"})
-    if unknown:
-        raise ApiError(
-            422, ErrorCode.VALIDATION_FAILED, "Unknown top-level fields", {"fields": unknown}
-        )
-    activities = payload.get("activities")
-    if not isinstance(activities, list):
-        raise ApiError(
-            422,
-            ErrorCode.VALIDATION_FAILED,
-            "'activities' must be an array of records",
-            {"field": "activities"},
-        )
-    if not activities:
-        raise ApiError(
-            422,
-            ErrorCode.VALIDATION_FAILED,
-            "'activities' must not be empty",
-            {"field": "activities"},
-        )
+    try:
+        activities = BatchInsertRequest.model_validate(payload).activities
+    except ValidationError as exc:
+        raise _refused_request(exc) from None
     if len(activities) > max_records:
         raise ApiError(
             413,
@@ -201,13 +351,27 @@ def _activities(payload: Any, max_records: int) -> list[Any]:
     return activities
 
 
+def _refused_request(error: ValidationError) -> ApiError:
+    problems = error.errors(include_url=False, include_context=False, include_input=False)
+    unknown = sorted(str(p["loc"][0]) for p in problems if p["type"] == "extra_forbidden")
+    if unknown:
+        return ApiError(
+            422, ErrorCode.VALIDATION_FAILED, "Unknown top-level fields", {"fields": unknown}
+        )
+    if problems[0]["type"] == "too_short":
+        message = "'activities' must not be empty"
+    else:
+        message = "'activities' must be an array of records"
+    return ApiError(422, ErrorCode.VALIDATION_FAILED, message, {"field": "activities"})
+
+
 async def create_batch(request: web.Request) -> web.StreamResponse:
     settings = request.app[keys.SETTINGS]
     pool = request.app[keys.POOL]
     started = time.perf_counter()
     body = await read_body(request, settings.max_body_bytes)
     activities = _activities(parse_json(body), settings.max_records_per_request)
-    publish_events = request.query.get("publish_events", "false").lower() == "true"
+    publish_events = parse_query(request, CreateQuery).publish_events
     options = ChunkOptions(publish_events=publish_events)
 
     idempotency_key = _idempotency_key(request)
@@ -330,7 +494,7 @@ async def _answer_when_done(
 
 
 def _idempotency_key(request: web.Request) -> str | None:
-    key = request.headers.get("Idempotency-Key")
+    key = request.headers.get(IDEMPOTENCY_KEY)
     if key is None:
         return None
     # isprintable() is False for control characters and for the lone surrogates that stand
@@ -345,10 +509,7 @@ def _idempotency_key(request: web.Request) -> str | None:
             ErrorCode.INVALID_REQUEST,
             "Idempotency-Key must be 1 to"
             f" {idempotency_keys.MAX_IDEMPOTENCY_KEY_LENGTH} printable UTF-8 characters, not blank",
-            {
-                "header": "Idempotency-Key",
-                "max_length": idempotency_keys.MAX_IDEMPOTENCY_KEY_LENGTH,
-            },
+            {"header": IDEMPOTENCY_KEY, "max_length": idempotency_keys.MAX_IDEMPOTENCY_KEY_LENGTH},
         )
     return key
 
@@ -381,7 +542,7 @@ async def _replay_stored(
         )
     pool = request.app[keys.POOL]
     # Tells the client that this answer is an earlier request's: nothing was inserted now.
-    replayed = {"Idempotent-Replayed": "true"}
+    replayed = {IDEMPOTENT_REPLAYED: "true"}
     if stored.status is None or stored.batch_id is None:
         current = await batches.get(pool, stored.batch_id) if stored.batch_id else None
         if current is None:
@@ -427,18 +588,10 @@ async def _replay_stored(
 
 
 async def list_batches(request: web.Request) -> web.StreamResponse:
-    settings = request.app[keys.SETTINGS]
-    page = query_int(request, "page", 1, 1)
-    limit = query_int(request, "limit", 20, 1, settings.page_limit_max)
-    status = request.query.get("status")
-    if status is not None and status not in _STATUSES:
-        raise ApiError(
-            422,
-            ErrorCode.VALIDATION_FAILED,
-            f"Query parameter 'status' must be one of {', '.join(_STATUSES)}",
-            {"parameter": "status", "value": status},
-        )
-    headers, total = await batches.page(request.app[keys.POOL], page, limit, status)
+    wanted = parse_query(request, ListQuery)
+    page = wanted.page
+    limit = min(wanted.limit, request.app[keys.SETTINGS].page_limit_max)
+    headers, total = await batches.page(request.app[keys.POOL], page, limit, wanted.status)
     return json_response(
         {
             "data": [summary_view(h) | {"created_at": timestamp(h.created_at)} for h in headers],
@@ -456,13 +609,6 @@ async def get_batch(request: web.Request) -> web.StreamResponse:
 # --- PUT (retry) -------------------------------------------------------------------------
 
 
-class RetryRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    retry_indices: list[StrictInt]
-    ignore_constraints: StrictBool = False
-
-
 async def retry_batch(request: web.Request) -> web.StreamResponse:
     settings = request.app[keys.SETTINGS]
     batch_id = request.match_info["batch_id"]
@@ -474,7 +620,7 @@ async def retry_batch(request: web.Request) -> web.StreamResponse:
             422, ErrorCode.VALIDATION_FAILED, "Invalid retry request", validation_details(exc)
         ) from exc
     indices = retry.retry_indices
-    if not indices or len(set(indices)) != len(indices):
+    if len(set(indices)) != len(indices):
         raise ApiError(
             422,
             ErrorCode.VALIDATION_FAILED,
@@ -550,9 +696,106 @@ async def delete_batch(request: web.Request) -> web.StreamResponse:
     return json_response({"message": f"Batch insert record {batch_id} deleted successfully"})
 
 
+_IDEMPOTENCY_KEY = Parameter(
+    IDEMPOTENCY_KEY,
+    "header",
+    {"type": "string", "minLength": 1, "maxLength": idempotency_keys.MAX_IDEMPOTENCY_KEY_LENGTH},
+    "Makes retrying the POST safe: a repeat is answered from the first request's answer.",
+)
+_REPLAYED = Parameter(
+    IDEMPOTENT_REPLAYED,
+    "header",
+    {"type": "string", "enum": ["true"]},
+    "This answer is an earlier request's with the same Idempotency-Key: nothing new was done.",
+)
+_BATCH_ID = path_parameter("batch_id", "e.g. batch-001")
+_FOLLOW = location_header("Where to follow the operation: GET it until it is not processing.")
+
+
 def add_routes(app: web.Application) -> None:
-    app.router.add_get(BASE, list_batches)
-    app.router.add_post(BASE, create_batch)
-    app.router.add_get(BASE + "/{batch_id}", get_batch)
-    app.router.add_put(BASE + "/{batch_id}", retry_batch)
-    app.router.add_delete(BASE + "/{batch_id}", delete_batch)
+    app[DESCRIPTION].schemas["Activity"] = Activity.model_json_schema()
+    app[DESCRIPTION].tags[TAG] = "Front door 1: batches of activities, per-record results."
+    operations: list[tuple[ApiOperation, Any]] = [
+        (
+            ApiOperation(
+                "GET",
+                BASE,
+                "listBatchInserts",
+                "List batch insert operations, newest first",
+                TAG,
+                (Answer(200, "A page of operations", BatchPage), *error_answers(422)),
+                parameters=query(ListQuery),
+            ),
+            list_batches,
+        ),
+        (
+            ApiOperation(
+                "POST",
+                BASE,
+                "createBatchInsert",
+                "Insert a batch of activities; every record gets its own result",
+                TAG,
+                (
+                    Answer(
+                        201,
+                        "Completed within the wait: every record's result",
+                        BatchCreated,
+                        headers=(_REPLAYED,),
+                    ),
+                    Answer(
+                        202,
+                        "Still processing after BATCHLINE_SYNC_WAIT_SECONDS",
+                        BatchProcessing,
+                        headers=(_FOLLOW, _REPLAYED),
+                    ),
+                    *error_answers(400, 409, 413, 422, 503),
+                ),
+                body=BatchInsertRequest,
+                parameters=(*query(CreateQuery), _IDEMPOTENCY_KEY),
+            ),
+            create_batch,
+        ),
+        (
+            ApiOperation(
+                "GET",
+                BASE + "/{batch_id}",
+                "getBatchInsert",
+                "One operation with its per-record results",
+                TAG,
+                (Answer(200, "The operation", BatchOperation), *error_answers(404, 422)),
+                parameters=(_BATCH_ID, *query(ResultsQuery)),
+            ),
+            get_batch,
+        ),
+        (
+            ApiOperation(
+                "PUT",
+                BASE + "/{batch_id}",
+                "retryBatchInsert",
+                "Retry failed records of an operation by index",
+                TAG,
+                (
+                    Answer(200, "The retry completed", RetryAnswer),
+                    Answer(202, "Still processing", RetryAnswer, headers=(_FOLLOW,)),
+                    *error_answers(400, 404, 409, 413, 422, 503),
+                ),
+                body=RetryRequest,
+                parameters=(_BATCH_ID,),
+            ),
+            retry_batch,
+        ),
+        (
+            ApiOperation(
+                "DELETE",
+                BASE + "/{batch_id}",
+                "deleteBatchInsert",
+                "Delete an operation and its results (not the activities it inserted)",
+                TAG,
+                (Answer(200, "Deleted", Deleted), *error_answers(404, 409)),
+                parameters=(_BATCH_ID,),
+            ),
+            delete_batch,
+        ),
+    ]
+    for operation, handler in operations:
+        add_operation(app, operation, handler)

@@ -8,15 +8,26 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator, Iterator
-from typing import Annotated
+from datetime import datetime
+from typing import Annotated, Any
 
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError
 
 from api import keys
 from api.dlq_tasks import ReplayTasks
-from api.errors import ApiError, ErrorCode
-from api.requests import parse_json, query_int, read_body
+from api.errors import ApiError, ErrorCode, error_answers
+from api.openapi import (
+    DESCRIPTION,
+    Answer,
+    ApiOperation,
+    Parameter,
+    add_operation,
+    location_header,
+    path_parameter,
+    query,
+)
+from api.requests import LARGEST_QUERY_INT, parse_json, query_int, read_body
 from api.responses import json_response
 from batchline.records import validation_details
 from sql.replay_runs import ReplayRuns
@@ -25,6 +36,7 @@ from streams.deadletter import Stage
 from streams.reader import TopicUnreadable
 
 BASE = "/ops/dlq"
+TAG = "dead letters"
 
 
 class ReplayRequest(BaseModel):
@@ -40,6 +52,67 @@ class ReplayRequest(BaseModel):
     rate_per_second: Annotated[float, Field(gt=0)] | None = Field(
         default=None, description="At most this many messages a second; unset: unpaced."
     )
+
+
+class SourcePosition(BaseModel):
+    topic: str
+    partition: int
+    offset: int
+
+
+class DeadLetter(BaseModel):
+    id: str = Field(description="<partition>:<offset> on the dead-letter topic.")
+    status: dlq.LetterStatus
+    dead_lettered_at: datetime | None
+    stage: Stage
+    error_class: str | None
+    error_message: str | None
+    source: SourcePosition
+    origin: str | None
+    attempts: int | None
+    first_failed_at: datetime | None
+    replay_count: int
+    replay_id: str | None
+    entity: str | None
+    batch_id: str | None
+    key: str | None
+    size: int
+
+
+class DeadLetterDetail(DeadLetter):
+    headers: dict[str, str]
+    value_format: str = Field(description="json, text, base64 or none")
+    value: Any
+
+
+class DeadLetterList(BaseModel):
+    data: list[DeadLetter]
+    count: int
+
+
+class ReplayProgress(BaseModel):
+    total: int
+    done: int
+
+
+class ReplayRunView(BaseModel):
+    id: str
+    status: dlq.RunStatus
+    requested_by: str
+    dry_run: bool
+    filters: dict[str, Any]
+    rate_per_second: float | None
+    cancel_requested: bool
+    progress: ReplayProgress
+    counts: dict[str, int]
+    error: str | None
+    created_at: datetime | None
+    updated_at: datetime | None
+    finished_at: datetime | None
+
+
+class ReplayRunList(BaseModel):
+    data: list[ReplayRunView]
 
 
 @contextlib.contextmanager
@@ -156,11 +229,105 @@ async def _replay_tasks(app: web.Application) -> AsyncIterator[None]:
     await tasks.stop()
 
 
+def _limit(default: int, most: str) -> Parameter:
+    return Parameter(
+        "limit",
+        "query",
+        {"type": "integer", "minimum": 1, "maximum": LARGEST_QUERY_INT, "default": default},
+        f"At most this many (capped at {most}).",
+    )
+
+
 def add_routes(app: web.Application) -> None:
     app.cleanup_ctx.append(_replay_tasks)
-    app.router.add_get(f"{BASE}/messages", list_messages)
-    app.router.add_get(f"{BASE}/messages/{{letter_id}}", show_message)
-    app.router.add_post(f"{BASE}/replays", start_replay)
-    app.router.add_get(f"{BASE}/replays", list_replays)
-    app.router.add_get(f"{BASE}/replays/{{replay_id}}", get_replay)
-    app.router.add_delete(f"{BASE}/replays/{{replay_id}}", cancel_replay)
+    app[DESCRIPTION].tags[TAG] = "Operators: inspect the dead-letter topic and replay from it."
+    letter_id = path_parameter("letter_id", "<partition>:<offset>", r"^[0-9]+:[0-9]+$")
+    replay_id = path_parameter("replay_id", "e.g. replay-001")
+    described = [
+        (
+            ApiOperation(
+                "GET",
+                f"{BASE}/messages",
+                "listDeadLetters",
+                "Dead letters, newest first",
+                TAG,
+                (Answer(200, "Matching dead letters", DeadLetterList), *error_answers(422, 503)),
+                parameters=(*query(dlq.DeadLetterFilter), _limit(100, "1000")),
+                description="since and until also take an age: 30m, 2h, 7d.",
+            ),
+            list_messages,
+        ),
+        (
+            ApiOperation(
+                "GET",
+                f"{BASE}/messages/{{letter_id}}",
+                "getDeadLetter",
+                "One dead letter with its headers and value",
+                TAG,
+                (
+                    Answer(200, "The dead letter", DeadLetterDetail),
+                    *error_answers(404, 422, 503),
+                ),
+                parameters=(letter_id,),
+            ),
+            show_message,
+        ),
+        (
+            ApiOperation(
+                "POST",
+                f"{BASE}/replays",
+                "startReplay",
+                "Start a replay of pending dead letters",
+                TAG,
+                (
+                    Answer(
+                        202,
+                        "Started",
+                        ReplayRunView,
+                        headers=(location_header("Where to follow the replay"),),
+                    ),
+                    *error_answers(400, 413, 422),
+                ),
+                body=ReplayRequest,
+            ),
+            start_replay,
+        ),
+        (
+            ApiOperation(
+                "GET",
+                f"{BASE}/replays",
+                "listReplays",
+                "Replay runs, newest first",
+                TAG,
+                (Answer(200, "Replay runs", ReplayRunList), *error_answers(422)),
+                parameters=(_limit(20, "BATCHLINE_PAGE_LIMIT_MAX"),),
+            ),
+            list_replays,
+        ),
+        (
+            ApiOperation(
+                "GET",
+                f"{BASE}/replays/{{replay_id}}",
+                "getReplay",
+                "A replay's status, progress and counts",
+                TAG,
+                (Answer(200, "The replay", ReplayRunView), *error_answers(404)),
+                parameters=(replay_id,),
+            ),
+            get_replay,
+        ),
+        (
+            ApiOperation(
+                "DELETE",
+                f"{BASE}/replays/{{replay_id}}",
+                "cancelReplay",
+                "Cancel a running replay; it stops within a second",
+                TAG,
+                (Answer(202, "Cancelling", ReplayRunView), *error_answers(404, 409)),
+                parameters=(replay_id,),
+            ),
+            cancel_replay,
+        ),
+    ]
+    for operation, handler in described:
+        add_operation(app, operation, handler)

@@ -22,7 +22,9 @@ import orjson
 from aiohttp import web
 
 from api import keys
+from api.entity_description import describe_entities
 from api.errors import RETRY_AFTER_SECONDS
+from api.openapi import DESCRIPTION
 from api.requests import read_all, unreadable_body
 from api.responses import json_response
 from batchline.entities.schema import EntitySchema, FieldSpec, FieldType
@@ -52,12 +54,30 @@ _STATUS_BY_ERROR = {
 _LONG_DIGITS = re.compile(rb"[0-9]{19}")
 
 
+FieldErrors = dict[str, dict[str, str]]
+RECORD_INVALID_LIST = "EntityRecords are invalid"
+
+
 class GeminiError(Exception):
-    def __init__(self, status: int, reason: str, errors: list[dict[str, Any]] | None = None):
+    """A Gemini error answer. ``fields`` (one record) and ``records`` (a list, one entry per
+    record, ``{}`` for a valid one) are Gemini's fieldValidationErrors and
+    recordValidationErrors; ``errors`` is batchline's own list of every problem."""
+
+    def __init__(
+        self,
+        status: int,
+        reason: str,
+        errors: list[dict[str, Any]] | None = None,
+        *,
+        fields: FieldErrors | None = None,
+        records: list[FieldErrors] | None = None,
+    ):
         super().__init__(reason)
         self.status = status
         self.reason = reason
         self.errors = errors
+        self.fields = fields
+        self.records = records
 
 
 def render_error(status: int, reason: str) -> web.StreamResponse:
@@ -67,6 +87,10 @@ def render_error(status: int, reason: str) -> web.StreamResponse:
 
 def _error(exc: GeminiError) -> web.Response:
     error: dict[str, Any] = {"reason": exc.reason}
+    if exc.fields:
+        error["fieldValidationErrors"] = exc.fields
+    if exc.records:
+        error["recordValidationErrors"] = exc.records
     if exc.errors:
         error["errors"] = exc.errors
     # A 503 (the broker or the database away) says when to try again, as on every door.
@@ -172,7 +196,12 @@ def _alphabetical(value: Any) -> Any:
 
 
 async def _write(
-    request: web.Request, entity: EntitySchema, operation: Operation, records: list[Any]
+    request: web.Request,
+    entity: EntitySchema,
+    operation: Operation,
+    records: list[Any],
+    *,
+    many: bool = False,
 ) -> tuple[str, list[StoredResult]]:
     """Publish ``records`` as one atomic chunk and wait for the batch; failures raise.
 
@@ -209,7 +238,7 @@ async def _write(
             raise
         # Accepted: the record is on the broker whatever the database does now.
         raise _Processing(header.id, location) from exc
-    raise_failures(entity, results, many=len(records) > 1)
+    raise_failures(entity, results, many=many)
     return header.id, results
 
 
@@ -221,10 +250,15 @@ class _Processing(Exception):
 
 
 async def _written(
-    request: web.Request, entity: EntitySchema, operation: Operation, records: list[Any]
+    request: web.Request,
+    entity: EntitySchema,
+    operation: Operation,
+    records: list[Any],
+    *,
+    many: bool = False,
 ) -> tuple[list[dict[str, Any]], datetime | None]:
     """``_write``, then the records as stored now; 202 (raised) if they cannot be read."""
-    batch_id, results = await _write(request, entity, operation, records)
+    batch_id, results = await _write(request, entity, operation, records, many=many)
     try:
         return await _stored(request, entity, results)
     except Exception as exc:
@@ -235,17 +269,33 @@ async def _written(
 
 @dataclass(frozen=True)
 class _Failed:
-    """One refused record: why, and its problems as ``error.errors`` lists them."""
+    """One refused record: why, its problems as ``error.errors`` lists them and, when its
+    fields were invalid, Gemini's fieldValidationErrors."""
 
     index: int
     reason: str
     problems: list[dict[str, Any]]
+    fields: FieldErrors | None = None
+    conversion: bool = False
 
 
-def _refused(status: int, failed: Sequence[_Failed], *, many: bool) -> GeminiError:
-    """The first failure is the reason; a list also names each failing record."""
+def _refused(status: int, failed: Sequence[_Failed], *, count: int, many: bool) -> GeminiError:
+    """Gemini's answer: one record's own reason and fields, or for a list of ``count``
+    records whose fields were invalid ``EntityRecords are invalid`` with an entry per record.
+    A value not of its type, or any other failure, keeps the first failure's reason."""
     errors = [({"record": f.index} if many else {}) | p for f in failed for p in f.problems]
-    return GeminiError(status, failed[0].reason, errors if (many or len(errors) > 1) else None)
+    shown_errors = errors if (many or len(errors) > 1) else None
+    invalid = [f for f in failed if f.fields is not None]
+    if not invalid or any(f.conversion for f in failed):
+        return GeminiError(status, failed[0].reason, shown_errors)
+    if not many:
+        return GeminiError(status, failed[0].reason, shown_errors, fields=invalid[0].fields)
+    by_index = {f.index: f.fields or {} for f in invalid}
+    records = [by_index.get(index, {}) for index in range(count)]
+    if len(invalid) < len(failed):
+        # Fields of some records, and something else wrong with others: the first reason.
+        return GeminiError(status, failed[0].reason, shown_errors, records=records)
+    return GeminiError(status, RECORD_INVALID_LIST, shown_errors, records=records)
 
 
 def raise_failures(entity: EntitySchema, results: Sequence[StoredResult], *, many: bool) -> None:
@@ -255,7 +305,8 @@ def raise_failures(entity: EntitySchema, results: Sequence[StoredResult], *, man
         return
     own = [r for r in failed if r.error != RecordError.NOT_PROCESSED.value] or failed
     status = _STATUS_BY_ERROR.get(own[0].error, 400) if own[0].error else 500
-    raise _refused(status, [_failure(entity, row) for row in own], many=many)
+    failures = [_failure(entity, row) for row in own]
+    raise _refused(status, failures, count=len(results), many=many)
 
 
 def _failure(entity: EntitySchema, row: StoredResult) -> _Failed:
@@ -278,11 +329,22 @@ def _failure(entity: EntitySchema, row: StoredResult) -> _Failed:
         return _Failed(row.index, reason, problems or [{"reason": reason}])
     found = details if isinstance(details, RecordDetails) else RecordDetails()
     reason = found.reason or f"Record {row.index} failed: {row.error}"
-    return _Failed(row.index, reason, found.errors or [{"reason": reason}])
+    return _Failed(
+        row.index,
+        reason,
+        found.errors or [{"reason": reason}],
+        found.fieldValidationErrors,
+        conversion=row.error == RecordError.CONVERSION_ERROR,
+    )
 
 
 def _canonical(
-    request: web.Request, entity: EntitySchema, records: list[Any], *, partial: bool = False
+    request: web.Request,
+    entity: EntitySchema,
+    records: list[Any],
+    *,
+    many: bool = False,
+    partial: bool = False,
 ) -> list[dict[str, Any]]:
     """The records as the writer will convert them, or the 400 the writer would answer.
 
@@ -295,9 +357,12 @@ def _canonical(
     for index, record in enumerate(converted):
         if not record.ok:
             refusal = record.refusal(entity)
-            failed.append(_Failed(index, refusal.reason, list(refusal.errors)))
+            conversion = refusal.kind == "conversion"
+            failed.append(
+                _Failed(index, refusal.reason, list(refusal.errors), refusal.fields, conversion)
+            )
     if failed:
-        raise _refused(400, failed, many=len(records) > 1)
+        raise _refused(400, failed, count=len(records), many=many)
     return [record.values for record in converted]
 
 
@@ -336,9 +401,9 @@ async def insert_data(request: web.Request) -> web.StreamResponse:
     most = request.app[keys.SETTINGS].max_records_per_request
     if len(records) > most:
         raise GeminiError(413, f"A list holds at most {most} records")
-    canonical = _canonical(request, entity, records)
+    canonical = _canonical(request, entity, records, many=many)
     try:
-        rows, updated = await _written(request, entity, Operation.INSERT, canonical)
+        rows, updated = await _written(request, entity, Operation.INSERT, canonical, many=many)
     except _Processing as exc:
         return _processing(exc)
     return _success(rows if many else rows[0], updated)
@@ -529,3 +594,5 @@ def add_routes(app: web.Application) -> None:
         app.router.add_delete(record, delete_record)
     app.router.add_get("/entity", list_entities)
     app.router.add_get("/entity/{entity}", get_entity)
+    # Documented per entity, at the paths without the trailing slash.
+    describe_entities(app[DESCRIPTION], app[keys.ENTITIES], app[keys.SETTINGS], "/data")

@@ -13,7 +13,9 @@ from enum import StrEnum
 from typing import Any
 
 from aiohttp import web
+from pydantic import BaseModel, Field
 
+from api.openapi import Answer
 from api.responses import json_response
 from batchline.text import holds_nul
 from sql.db import is_transient
@@ -38,6 +40,38 @@ class ErrorCode(StrEnum):
     INTERNAL_ERROR = "internal_error"
 
 
+class ErrorDetail(BaseModel):
+    code: ErrorCode
+    message: str
+    details: Any = Field(default=None, description="What the code is about, when it helps.")
+
+
+class ErrorBody(BaseModel):
+    """The error answer of the batch-inserts and operator APIs."""
+
+    error: ErrorDetail
+
+
+_ERROR_MEANINGS = {
+    400: "Not JSON, an unreadable body, a bad header or a NUL character in the URL",
+    404: "Not found",
+    405: "Method not allowed",
+    409: "Conflicts with the resource's state",
+    413: "Larger than the configured record or byte limit",
+    422: "Well-formed but invalid",
+    500: "Internal error",
+    503: "A service it depends on is unavailable",
+}
+
+
+def error_answers(*statuses: int) -> tuple[Answer, ...]:
+    """How the batch-inserts and operator APIs answer these error statuses (and 400, which
+    any of their requests may get)."""
+    return tuple(
+        Answer(status, _ERROR_MEANINGS[status], ErrorBody) for status in sorted({400, *statuses})
+    )
+
+
 class ApiError(Exception):
     def __init__(
         self,
@@ -56,9 +90,8 @@ class ApiError(Exception):
 
 
 def error_response(status: int, code: ErrorCode, message: str, details: Any = None) -> web.Response:
-    return json_response(
-        {"error": {"code": code.value, "message": message, "details": details}}, status=status
-    )
+    body = ErrorBody(error=ErrorDetail(code=code, message=message, details=details))
+    return json_response(body.model_dump(mode="json"), status=status)
 
 
 _HTTP_CODES = {
@@ -74,6 +107,9 @@ _HTTP_CODES = {
 RETRY_AFTER_SECONDS = 2
 # Headers of aiohttp's own HTTP errors that belong on the answer whatever its format.
 _KEPT_HEADERS = ("Allow", "Retry-After", "Connection")
+
+# Paths whose ids and query filters end up in SQL (the operations paths read neither).
+_WITH_IDS_AND_FILTERS = ("/api/", "/ops/")
 
 # Front doors with their own error formats: path prefix -> renderer(status, message).
 ErrorRenderer = Callable[[int, str], web.StreamResponse]
@@ -102,7 +138,12 @@ def error_middleware(renderers: dict[str, ErrorRenderer]) -> Any:
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         has_own_format = any(request.path.startswith(prefix) for prefix in renderers)
-        if not has_own_format and (holds_nul(request.path) or holds_nul(request.query_string)):
+        takes_ids = request.path.startswith(_WITH_IDS_AND_FILTERS)
+        if (
+            takes_ids
+            and not has_own_format
+            and (holds_nul(request.path) or holds_nul(request.query_string))
+        ):
             # PostgreSQL stores no NUL, so such an id or filter can match nothing. Front doors
             # with their own formats say which field it was themselves.
             return error_response(400, ErrorCode.INVALID_REQUEST, "NUL character in the URL")

@@ -25,15 +25,27 @@ from typing import IO, Any
 import asyncpg
 import orjson
 from aiohttp import web
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    JsonValue,
+    StrictBool,
+    StrictStr,
+    ValidationError,
+)
 
 from api import keys
 from api.batch_inserts import BASE as BATCH_INSERTS
 from api.errors import ErrorRenderer
+from api.openapi import DESCRIPTION, Answer, ApiOperation, Parameter, add_operation, location_header
 from api.requests import read_all, unreadable_body
 from api.responses import json_response
 from batchline.records import RecordDetails, details_json, parse_details
 from batchline.settings import Settings
 from batchline.storage import (
+    MAX_KEY_BYTES,
+    MAX_NAME_BYTES,
     READ_CHUNK_BYTES,
     InvalidKey,
     LineReader,
@@ -59,14 +71,76 @@ PATH = "/instance-storage/instances/bulk"
 FAILED_ENTITIES_SUFFIX = "_failedEntities"
 ERRORS_SUFFIX = "_errors"
 TENANT_HEADER = "X-Okapi-Tenant"
+TAG = "instance-storage"
 # A tenant becomes part of a topic name: FOLIO's tenant ids are letters, digits and '_'.
 _TENANT = re.compile(TENANT_PATTERN)
-_FIELDS = ("recordsFileName", "publishEvents")
 # Failed lines found by the front door are projected in groups of this many.
 _UNREADABLE_BATCH = 1000
 
 STORAGE = web.AppKey("storage", ObjectStorage)
 # Event topics this process has made sure of.
+
+
+# --- The seed's schemas ---------------------------------------------------------------------
+
+# A file name the store takes, as a pattern: '/'-separated parts, none empty, '.' or '..'.
+# Parts of at most a quarter of the bytes a part may have, so any characters fit.
+_PART = r"(?:[^/.\u0000][^/\u0000]{0,62}|\.[^/.\u0000][^/\u0000]{0,61}|\.\.[^/\u0000]{1,61})"
+_FILE_NAME: dict[str, JsonValue] = {
+    "pattern": rf"^/*{_PART}(?:/{_PART})*$",
+    "maxLength": MAX_KEY_BYTES // 4,
+}
+assert MAX_NAME_BYTES >= 63 * 4
+
+
+class InstancesBulkRequest(BaseModel):
+    """Bulk entities upsert request."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [{"recordsFileName": "migration/chunk-1.ndjson", "publishEvents": True}]
+        },
+    )
+
+    recordsFileName: StrictStr = Field(
+        min_length=1,
+        json_schema_extra=_FILE_NAME,
+        description="File name of entities records: an NDJSON file (one instance per line)"
+        " in object storage.",
+    )
+    publishEvents: StrictBool = Field(
+        default=True, description="A flag that indicates whether domain events should be published."
+    )
+
+
+class InstancesBulkResponse(BaseModel):
+    """Bulk entities upsert response."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    errorRecordsFileName: str = Field(description="File name of failed entities")
+    errorsFileName: str = Field(description="File name of error details")
+    errorsNumber: int = Field(description="Total number of errors")
+
+
+class FolioErrorParameter(BaseModel):
+    key: str
+    value: str
+
+
+class FolioError(BaseModel):
+    message: str
+    type: str
+    code: str
+    parameters: list[FolioErrorParameter] = []
+
+
+class FolioErrors(BaseModel):
+    """A set of errors."""
+
+    errors: list[FolioError]
+    total_records: int
 
 
 # --- FOLIO's response formats ------------------------------------------------------------
@@ -105,29 +179,42 @@ class BulkRequest:
     tenant: str
 
 
+_FOLIO_MESSAGES = {
+    "extra_forbidden": "Unrecognized field",
+    "missing": "must not be null",
+    "string_type": "must be a string",
+    "bool_type": "must be a boolean",
+}
+
+
 def _validate(payload: Any, tenant: str) -> BulkRequest | list[dict[str, Any]]:
     """The request, or FOLIO-style errors naming every offending key."""
     if not isinstance(payload, dict):
         return [_error("Request body must be a JSON object")]
-    errors = [
-        _error(f'Unrecognized field "{name}"', name, value)
-        for name, value in payload.items()
-        if name not in _FIELDS
-    ]
-    name = payload.get("recordsFileName")
+    errors = []
     key = ""
-    if name is None:
-        errors.append(_error("must not be null", "recordsFileName", "null"))
-    elif not isinstance(name, str):
-        errors.append(_error("must be a string", "recordsFileName", name))
+    try:
+        wanted = InstancesBulkRequest.model_validate(payload)
+    except ValidationError as exc:
+        for problem in exc.errors(include_url=False, include_context=False):
+            name = str(problem["loc"][0])
+            value = payload.get(name, "null")
+            if problem["type"] == "extra_forbidden":
+                errors.append(_error(f'Unrecognized field "{name}"', name, value))
+            elif name == "recordsFileName" and payload.get(name) is None:
+                errors.append(_error("must not be null", name, "null"))
+            elif problem["type"] == "string_too_short":
+                errors.append(_error("must name a file", name, value))
+            else:
+                message = _FOLIO_MESSAGES.get(problem["type"], problem["msg"])
+                errors.append(_error(message, name, value))
+        publish_events = True
     else:
+        publish_events = wanted.publishEvents
         try:
-            key = object_key(name)
+            key = object_key(wanted.recordsFileName)
         except InvalidKey as exc:
-            errors.append(_error(str(exc), "recordsFileName", name))
-    publish_events = payload.get("publishEvents", True)
-    if not isinstance(publish_events, bool):
-        errors.append(_error("must be a boolean", "publishEvents", publish_events))
+            errors.append(_error(str(exc), "recordsFileName", wanted.recordsFileName))
     if not _TENANT.match(tenant):
         errors.append(_error("must be letters, digits and '_'", TENANT_HEADER, tenant))
     if errors:
@@ -416,4 +503,39 @@ async def _storage(app: web.Application) -> AsyncIterator[None]:
 def add_routes(app: web.Application, renderers: dict[str, ErrorRenderer]) -> None:
     app.cleanup_ctx.append(_storage)
     renderers["/instance-storage/"] = render_error
-    app.router.add_post(PATH, bulk_upsert_instances)
+    app[DESCRIPTION].tags[TAG] = "Front door 2: FOLIO's Instance Bulk API."
+    text = {"type": "string"}
+    operation = ApiOperation(
+        "POST",
+        PATH,
+        "upsertInstancesBulk",
+        "Update or create the instances of an NDJSON file in object storage",
+        TAG,
+        (
+            Answer(
+                201,
+                "At least one Instance from the list was updated/created",
+                InstancesBulkResponse,
+                headers=(location_header("The batch operation behind the answer"),),
+            ),
+            Answer(413, "The request body is too large", text, "text/plain"),
+            Answer(422, "Validation errors", FolioErrors),
+            Answer(
+                500,
+                "Internal server error: the file is missing or unreadable, or the store is down",
+                text,
+                "text/plain",
+            ),
+        ),
+        body=InstancesBulkRequest,
+        parameters=(
+            Parameter(
+                TENANT_HEADER,
+                "header",
+                {"type": "string", "pattern": TENANT_PATTERN},
+                "The tenant whose events topic gets the domain events"
+                " (default BATCHLINE_DEFAULT_TENANT).",
+            ),
+        ),
+    )
+    add_operation(app, operation, bulk_upsert_instances)

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 from aiohttp import web
 from aiohttp.compression_utils import HAS_BROTLI, HAS_ZSTD
+from pydantic import BaseModel, ValidationError
 
 from api import keys
 from api.errors import ApiError, ErrorCode
@@ -115,7 +116,24 @@ def parse_json(body: bytes) -> Any:
 
 
 # What PostgreSQL's bigint OFFSET arithmetic can take with room to spare.
-_LARGEST_QUERY_INT = 10**12
+LARGEST_QUERY_INT = 10**12
+
+Query = TypeVar("Query", bound=BaseModel)
+
+
+def parse_query(request: web.Request, model: type[Query]) -> Query:
+    """The query string read by ``model`` (which also describes it); invalid values: 422."""
+    try:
+        return model.model_validate(dict(request.query))
+    except ValidationError as exc:
+        problem = exc.errors(include_url=False, include_context=False, include_input=False)[0]
+        name = str(problem["loc"][0]) if problem["loc"] else "query"
+        raise ApiError(
+            422,
+            ErrorCode.VALIDATION_FAILED,
+            f"Query parameter '{name}': {problem['msg']}",
+            {"parameter": name, "value": request.query.get(name)},
+        ) from None
 
 
 def query_int(
@@ -129,11 +147,11 @@ def query_int(
         value = int(raw)
     except ValueError:
         value = minimum - 1
-    if not minimum <= value <= _LARGEST_QUERY_INT:
+    if not minimum <= value <= LARGEST_QUERY_INT:
         raise ApiError(
             422,
             ErrorCode.VALIDATION_FAILED,
-            f"Query parameter '{name}' must be an integer from {minimum} to {_LARGEST_QUERY_INT}",
+            f"Query parameter '{name}' must be an integer from {minimum} to {LARGEST_QUERY_INT}",
             {"parameter": name, "value": raw},
         )
     return min(value, maximum) if maximum is not None else value

@@ -30,6 +30,15 @@ class RecordDetails(BaseModel):
     reason: str | None = None  # generic entities: the reason their API answers with
     fields: list[FieldError] | None = None  # instances: the per-field validation errors
     errors: list[dict[str, Any]] | None = None  # generic entities: the per-field problems
+    # Generic entities: the first problem of each invalid field, as Gemini names them
+    # ({"<field>": {"error": "REQUIRED", "reason": "required"}}).
+    fieldValidationErrors: dict[str, dict[str, str]] | None = None
+    # unique_constraint_violation: the key, and what it collided with: a stored record
+    # (existing_id) or an earlier record of the same batch (first_index).
+    key: dict[str, str] | None = None  # activities: the unique key's fields
+    lk: str | None = None  # generic entities: the logical key, as text
+    existing_id: str | None = None
+    first_index: int | None = None
     line: int | None = None  # instance bulk: the file's line that was no JSON object
     sqlstate: str | None = None  # database_error: PostgreSQL's code
     dead_letter: str | None = None  # processing_failed: the error its chunk was dead-lettered with

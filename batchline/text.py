@@ -16,6 +16,8 @@ LONE_SURROGATES_NAME = "lone surrogates (\\ud800-\\udfff, which are no Unicode c
 _SURROGATE = re.compile("[\ud800-\udfff]")
 # A \uXXXX escape of a UTF-16 surrogate: a message without one holds no lone surrogate.
 _JSON_SURROGATE = re.compile(rb"\\u[dD][89abcdefABCDEF][0-9a-fA-F]{2}")
+# JSON Schema's way to say it, in descriptions of what is accepted.
+NO_NUL_PATTERN = "^[^\\u0000]*$"
 
 
 def holds_nul(value: Any) -> bool:

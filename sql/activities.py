@@ -53,6 +53,16 @@ RETURNING {", ".join("a." + c.strip() for c in _COLUMNS.split(","))},
               AS previous
 """
 
+# The stored rows whose natural keys these are.
+_EXISTING = f"""
+SELECT a.id, a.coordinator_id, a.mentor_id, a.activity_type, a.activity_date
+FROM ({_INPUT}) AS input
+JOIN activity a ON (a.coordinator_id, a.mentor_id, a.activity_type, a.activity_date)
+                 = (input.c, input.m, input.t, input.d)
+"""
+
+NaturalKey = tuple[str, str, str, date]
+
 
 async def insert_new(
     conn: asyncpg.Connection, values: Sequence[ActivityValues]
@@ -68,6 +78,17 @@ async def upsert(
     carries the row as it was before (``previous``), or null."""
     rows: list[asyncpg.Record] = await conn.fetch(_UPSERT, values)
     return rows
+
+
+async def existing_ids(
+    conn: asyncpg.Connection, keys: Sequence[NaturalKey]
+) -> dict[NaturalKey, str]:
+    """The ids of the stored rows with these natural keys (a record that hit one)."""
+    rows = await conn.fetch(_EXISTING, [(*key, 0) for key in keys])
+    return {
+        (r["coordinator_id"], r["mentor_id"], r["activity_type"], r["activity_date"]): r["id"]
+        for r in rows
+    }
 
 
 def row_dict(row: asyncpg.Record) -> dict[str, Any]:

@@ -23,10 +23,10 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, field_validator
 
 from batchline.settings import Settings
-from batchline.text import NUL_NAME, holds_nul
+from batchline.text import NO_NUL_PATTERN, NUL_NAME, holds_nul
 from streams import codec, topics
 from streams.deadletter import DeadLetter, Stage
 from streams.messages import ConsumedMessage
@@ -79,6 +79,9 @@ def parse_rate(text: str) -> float:
     return float(match.group(1))
 
 
+_NO_NUL: dict[str, JsonValue] = {"pattern": NO_NUL_PATTERN}
+
+
 class DeadLetterFilter(BaseModel):
     """Which dead letters to list or replay; every given field must match."""
 
@@ -90,10 +93,16 @@ class DeadLetterFilter(BaseModel):
     until: datetime | None = Field(
         default=None, description="Dead-lettered before: ISO 8601, or an age (30m, 2h, 7d)."
     )
-    error_class: str | None = Field(default=None, description="e.g. ValidationError.")
-    entity: str | None = Field(default=None, description="The envelope's entity.")
+    error_class: str | None = Field(
+        default=None, description="e.g. ValidationError.", json_schema_extra=_NO_NUL
+    )
+    entity: str | None = Field(
+        default=None, description="The envelope's entity.", json_schema_extra=_NO_NUL
+    )
     stage: Stage | None = None
-    key: str | None = Field(default=None, description="Kafka key (the batch id of chunks).")
+    key: str | None = Field(
+        default=None, description="Kafka key (the batch id of chunks).", json_schema_extra=_NO_NUL
+    )
     status: LetterStatus | None = None
 
     @field_validator("error_class", "entity", "key")

@@ -5,24 +5,29 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TextIO
 
 from tqdm import tqdm
 from yarl import URL
 
-from batchline.loader.loading import LoadOptions, load
+from batchline.loader.loading import LoadOptions, LoadSummary, NoProgress, Progress, load
 from batchline.loader.reading import (
+    EXPECTED,
     FileFormat,
     LineError,
     UnreadableFile,
     estimated_records,
     format_for,
+    not_as_expected,
 )
 from batchline.loader.sending import RetryPolicy
 
 # Line errors shown as they are found; the rest are counted (and all are in --report).
-_SHOWN_LINE_ERRORS = 20
+_SHOWN_LINE_ERRORS = 5
+# Without a terminal (a log, CI), progress is a plain line this often.
+_PROGRESS_LINE_SECONDS = 10.0
 
 
 def add_parser(commands: Any) -> None:
@@ -62,7 +67,14 @@ def add_parser(commands: Any) -> None:
         "--publish-events", action="store_true", help="publish a domain event per insert"
     )
     parser.add_argument(
-        "--report", type=Path, help="write every line not inserted (line, error, details) here"
+        "--report",
+        type=Path,
+        help="write every line not inserted (line, error, details) here, in line order",
+    )
+    parser.add_argument(
+        "--quiet",
+        action="store_true",
+        help="no progress and no line errors on stderr; the summary is still printed",
     )
     parser.add_argument(
         "--max-attempts",
@@ -97,8 +109,16 @@ def run(args: argparse.Namespace) -> int:
         return 2
     try:
         file_format = FileFormat(args.file_format) if args.file_format else format_for(path)
-    except UnreadableFile as exc:
+        problem = not_as_expected(path, file_format)
+    except (UnreadableFile, OSError) as exc:
         print(f"batchline: {exc}", file=sys.stderr)
+        return 2
+    if problem is not None:
+        print(
+            f"batchline: {path.name} is not {file_format.value.upper()}: {problem}.\n"
+            f"Expected {EXPECTED[file_format.value]}.",
+            file=sys.stderr,
+        )
         return 2
     options = LoadOptions(
         path=path,
@@ -111,20 +131,91 @@ def run(args: argparse.Namespace) -> int:
         report=args.report,
         retry=RetryPolicy(max_attempts=args.max_attempts),
     )
-    bars = _Bars(estimated_records(path, file_format))
+    progress = _progress(args.quiet, estimated_records(path, file_format), sys.stderr)
+    summary = LoadSummary(path, args.url)
     try:
-        summary = asyncio.run(load(options, bars))
+        asyncio.run(load(options, progress, summary))
     except KeyboardInterrupt:
-        bars.close(finished=False)
-        print(
-            "batchline: interrupted; run the same command again to carry on (batches"
-            " already sent are not inserted twice)",
-            file=sys.stderr,
-        )
+        progress.close(finished=False)
+        summary.interrupted = True
+        print("\n".join(summary.lines()))
         return 130
-    bars.close(finished=True)
+    progress.close(finished=True)
     print("\n".join(summary.lines()))
-    return 0 if summary.everything_sent else 1
+    return 0 if summary.everything_sent and not summary.nothing_sent else 1
+
+
+class _Shown(Progress, Protocol):
+    def close(self, *, finished: bool) -> None: ...
+
+
+class _Quiet(NoProgress):
+    def close(self, *, finished: bool) -> None:
+        pass
+
+
+def _progress(quiet: bool, estimated_total: int, out: TextIO) -> _Shown:
+    if quiet:
+        return _Quiet()
+    if out.isatty():
+        return _Bars(estimated_total)
+    return _Lines(estimated_total, out)
+
+
+class _LineErrors:
+    """The first few line errors as they are found, then one line saying there are more."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def show(self, error: LineError, write: Any) -> None:
+        self.count += 1
+        if self.count <= _SHOWN_LINE_ERRORS:
+            write(f"line {error.line}: {error.message}")
+        elif self.count == _SHOWN_LINE_ERRORS + 1:
+            write("more line errors: counted in the summary, listed by --report")
+
+
+class _Lines:
+    """Progress as a plain line every few seconds, for logs: no carriage returns."""
+
+    def __init__(self, estimated_total: int, out: TextIO) -> None:
+        self._total = estimated_total
+        self._out = out
+        self._sent = self._done = self._failed = 0
+        self._started = self._last = time.monotonic()
+        self._errors = _LineErrors()
+
+    def sending(self, records: int) -> None:
+        self._sent += records
+        self._maybe_report()
+
+    def completed(self, records: int, failed: int) -> None:
+        self._done += records
+        self._failed += failed
+        self._maybe_report()
+
+    def line_error(self, error: LineError) -> None:
+        self._errors.show(error, self._write)
+
+    def close(self, *, finished: bool) -> None:
+        if finished and self._done:
+            self._report()
+
+    def _maybe_report(self) -> None:
+        if time.monotonic() - self._last >= _PROGRESS_LINE_SECONDS:
+            self._report()
+
+    def _report(self) -> None:
+        self._last = time.monotonic()
+        elapsed = self._last - self._started
+        self._write(
+            f"progress: {self._done} of ~{self._total} records answered ({self._failed}"
+            f" failed), {self._sent} sent, {elapsed:.0f} s"
+        )
+
+    def _write(self, line: str) -> None:
+        print(line, file=self._out, flush=True)
 
 
 class _Bars:
@@ -137,7 +228,7 @@ class _Bars:
         self._sent = tqdm(desc="sent     ", total=estimated_total, unit=" rec", file=sys.stderr)
         self._done = tqdm(desc="completed", total=estimated_total, unit=" rec", file=sys.stderr)
         self._failed = 0
-        self._line_errors = 0
+        self._line_errors = _LineErrors()
 
     def sending(self, records: int) -> None:
         self._sent.update(records)
@@ -149,16 +240,13 @@ class _Bars:
         self._done.update(records)
 
     def line_error(self, error: LineError) -> None:
-        self._line_errors += 1
         for bar in (self._sent, self._done):
             if bar.total:
                 bar.total -= 1
-        if self._line_errors <= _SHOWN_LINE_ERRORS:
-            tqdm.write(f"line {error.line}: {error.message}", file=sys.stderr)
-        elif self._line_errors == _SHOWN_LINE_ERRORS + 1:
-            tqdm.write(
-                "more line errors: counted in the summary, listed by --report", file=sys.stderr
-            )
+        self._line_errors.show(error, self._write)
+
+    def _write(self, line: str) -> None:
+        tqdm.write(line, file=sys.stderr)
 
     def close(self, *, finished: bool) -> None:
         for bar in (self._sent, self._done):

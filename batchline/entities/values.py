@@ -18,6 +18,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from decimal import Decimal
+from enum import StrEnum
 from typing import Any
 from urllib.parse import quote, unquote
 
@@ -68,6 +69,19 @@ class ConversionError(ValueError):
         super().__init__(f"{message}: {problem}" if problem else message)
 
 
+class FieldErrorCode(StrEnum):
+    """What is wrong with a field, as Gemini's ``fieldValidationErrors.<field>.error`` says."""
+
+    REQUIRED = "REQUIRED"
+    UNKNOWN_FIELD = "UNKNOWN_FIELD"
+    INVALID_TYPE = "INVALID_TYPE"  # not a value of the field's type
+    INVALID_VALUE = "INVALID_VALUE"
+
+
+# Where a problem of the record as a whole (not a JSON object) is filed.
+WHOLE_RECORD = "data"
+
+
 @dataclass(frozen=True, slots=True)
 class FieldProblem:
     """One reason a record was refused: ``kind`` is ``conversion`` or ``validation``."""
@@ -75,6 +89,16 @@ class FieldProblem:
     field: str
     kind: str
     reason: str
+
+    @property
+    def code(self) -> FieldErrorCode:
+        if self.kind == "conversion":
+            return FieldErrorCode.INVALID_TYPE
+        if self.reason.startswith("required"):
+            return FieldErrorCode.REQUIRED
+        if self.reason.startswith("unknown field"):
+            return FieldErrorCode.UNKNOWN_FIELD
+        return FieldErrorCode.INVALID_VALUE
 
     def view(self) -> dict[str, str]:
         return {"field": self.field, "reason": self.reason}
@@ -92,13 +116,24 @@ class Converted:
         return not self.problems
 
     def refusal(self, entity: EntitySchema) -> Refusal:
-        """Why the record cannot be stored: its first conversion problem, else every problem."""
+        """Why the record cannot be stored: its first conversion problem (the seed's reason),
+        else Gemini's ``EntityRecord of <ENTITY> with id <lk> invalid``; every problem is in
+        ``errors`` and, by field, in ``fields``."""
         errors = [p.view() for p in self.problems]
+        fields: dict[str, dict[str, str]] = {}
+        for problem in self.problems:
+            fields.setdefault(
+                problem.field or WHOLE_RECORD, {"error": problem.code, "reason": problem.reason}
+            )
         conversions = [p for p in self.problems if p.kind == "conversion"]
         if conversions:
-            return Refusal("conversion", conversions[0].reason, errors)
-        listed = ", ".join(f"{p.field} {p.reason}" if p.field else p.reason for p in self.problems)
-        return Refusal("validation", f"Invalid record for Entity {entity.name}: {listed}", errors)
+            return Refusal("conversion", conversions[0].reason, errors, fields)
+        key = entity.lk_separator.join(
+            "null" if self.values.get(name) is None else sql_text(self.values[name])
+            for name in entity.lk
+        )
+        reason = f"EntityRecord of {entity.name} with id {visible(key)} invalid"
+        return Refusal("validation", reason, errors, fields)
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,6 +143,8 @@ class Refusal:
     kind: str  # ``conversion`` or ``validation``
     reason: str
     errors: list[dict[str, str]]
+    # Gemini's fieldValidationErrors: the first problem of each field.
+    fields: dict[str, dict[str, str]]
 
 
 def utc_text(value: datetime) -> str:

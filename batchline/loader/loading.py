@@ -30,6 +30,8 @@ _READ_TIMEOUT_SECONDS = 120
 _CONNECT_TIMEOUT_SECONDS = 10
 # A record the server gave no result for: its batch failed before reaching it.
 NO_RESULT = "no_result"
+# A record of a batch that could not be sent (the report lists it; nothing was inserted).
+NOT_SENT = "not_sent"
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +76,7 @@ class UnsentBatch:
 @dataclass(slots=True)
 class LoadSummary:
     path: Path
+    url: str = ""
     batches_completed: int = 0
     records_completed: int = 0
     inserted: int = 0
@@ -85,6 +88,8 @@ class LoadSummary:
     unsent: list[UnsentBatch] = field(default_factory=list)
     read_error: str | None = None
     elapsed_seconds: float = 0.0
+    # Stopped by the user (Ctrl-C): the summary says how far it got.
+    interrupted: bool = False
 
     @property
     def failed(self) -> int:
@@ -97,7 +102,12 @@ class LoadSummary:
     @property
     def everything_sent(self) -> bool:
         """Every record read was sent and answered (record-level failures are data)."""
-        return not self.unsent and self.read_error is None
+        return not self.unsent and self.read_error is None and not self.interrupted
+
+    @property
+    def nothing_sent(self) -> bool:
+        """Not one record reached the API (the file held none, or none could be sent)."""
+        return self.records_completed == 0
 
     def lines(self) -> list[str]:
         rate = self.records_completed / self.elapsed_seconds if self.elapsed_seconds else 0.0
@@ -121,12 +131,31 @@ class LoadSummary:
         )
         if self.read_error is not None:
             out.append(f"  stopped       {self.read_error}")
+        if self.interrupted:
+            out.append("  stopped       interrupted: batches not answered yet are not counted")
         if self.failed or self.line_errors:
             out.append(
                 "Some records were not inserted (see above; --report lists each with its line)."
-                " They are data errors, not a failure of the load."
+                + (
+                    " They are data errors, not a failure of the load."
+                    if self.everything_sent
+                    else ""
+                )
             )
-        if not self.everything_sent:
+        if self.interrupted:
+            out.append(
+                "Interrupted. Run the same command again to carry on: batches already sent are"
+                " answered from their idempotency keys, not inserted twice."
+            )
+        elif self.nothing_sent and self.unsent:
+            out.append(
+                f"No record was sent: the API at {self.url} refused or did not answer the"
+                " first batch (see above). Is batchline running there? (`batchline dev` starts"
+                " it; --url points elsewhere.) Then run the same command again."
+            )
+        elif self.nothing_sent and self.read_error is None:
+            out.append(f"No record was sent: {self.path.name} holds no activity to send.")
+        elif not self.everything_sent:
             out.append(
                 "Not everything was sent: no batch was started after the first one that could"
                 " not be sent. Fix the cause and run the same command again: batches already"
@@ -142,14 +171,39 @@ def _by_code(counts: Counter[str]) -> str:
 
 
 class _Report:
-    """Per-line failures as NDJSON, written as they become known (batch completion order)."""
+    """Per-line failures as NDJSON, in the file's line order.
+
+    Batches finish out of order; each one's entries wait until every earlier batch has been
+    written, so at most the batches in flight are held.
+    """
 
     def __init__(self, out: IO[bytes] | None) -> None:
         self._out = out
+        self._next = 1
+        self._waiting: dict[int, list[dict[str, Any]]] = {}
 
-    def write(self, entry: dict[str, Any]) -> None:
-        if self._out is not None:
+    def batch_done(self, number: int, entries: list[dict[str, Any]]) -> None:
+        if self._out is None:
+            return
+        self._waiting[number] = entries
+        while self._next in self._waiting:
+            self._write(self._waiting.pop(self._next))
+            self._next += 1
+
+    def close(self) -> None:
+        """Writes what still waits (after an interruption: batches past an unanswered one)."""
+        for number in sorted(self._waiting):
+            self._write(self._waiting.pop(number))
+
+    def _write(self, entries: list[dict[str, Any]]) -> None:
+        assert self._out is not None
+        for entry in sorted(entries, key=_line_of):
             self._out.write(orjson.dumps(entry) + b"\n")
+
+
+def _line_of(entry: dict[str, Any]) -> int:
+    line: int = entry["line"]
+    return line
 
 
 @contextlib.contextmanager
@@ -158,11 +212,20 @@ def _report(path: Path | None) -> Iterator[_Report]:
         yield _Report(None)
         return
     with path.open("wb") as out:
-        yield _Report(out)
+        report = _Report(out)
+        try:
+            yield report
+        finally:
+            report.close()
 
 
-async def load(options: LoadOptions, progress: Progress | None = None) -> LoadSummary:
+async def load(
+    options: LoadOptions, progress: Progress | None = None, summary: LoadSummary | None = None
+) -> LoadSummary:
     """Send the file; returns when every batch read has been answered or given up on.
+
+    ``summary``, when given, is filled as batches finish: after an interruption it says how
+    far the load got.
 
     Reading runs in a thread one batch at a time, at most ``concurrency`` batches are in
     flight, and nothing more is read than they need: memory stays at a few batches
@@ -171,7 +234,7 @@ async def load(options: LoadOptions, progress: Progress | None = None) -> LoadSu
     """
     progress = progress or NoProgress()
     started = time.perf_counter()
-    summary = LoadSummary(options.path)
+    summary = summary or LoadSummary(options.path, options.url)
     key_base = idempotency_key_base(
         options.path, options.file_format, options.batch_size, options.idempotency_prefix
     )
@@ -189,7 +252,7 @@ async def load(options: LoadOptions, progress: Progress | None = None) -> LoadSu
                 session, options.url, publish_events=options.publish_events, retry=options.retry
             )
 
-            async def send(batch: Batch) -> None:
+            async def send(batch: Batch, entries: list[dict[str, Any]]) -> None:
                 try:
                     progress.sending(len(batch.records))
                     answer = await sender.send(batch.body(), f"{key_base}{batch.number}")
@@ -203,9 +266,15 @@ async def load(options: LoadOptions, progress: Progress | None = None) -> LoadSu
                             str(exc),
                         )
                     )
+                    entries.extend(
+                        {"line": r.line, "error": NOT_SENT, "details": str(exc)}
+                        for r in batch.records
+                    )
+                    report.batch_done(batch.number, entries)
                     stop.set()
                 else:
-                    failed = _account(summary, report, batch, answer)
+                    failed = _account(summary, entries, batch, answer)
+                    report.batch_done(batch.number, entries)
                     progress.completed(len(batch.records), failed)
                 finally:
                     slots.release()
@@ -223,25 +292,29 @@ async def load(options: LoadOptions, progress: Progress | None = None) -> LoadSu
                             break
                         if batch is None:
                             break
+                        entries = []
                         for error in batch.line_errors:
                             summary.line_errors_by_code[error.code] += 1
-                            report.write(
+                            entries.append(
                                 {"line": error.line, "error": error.code, "details": error.message}
                             )
                             progress.line_error(error)
                         if not batch.records:
+                            report.batch_done(batch.number, entries)
                             break
-                        in_flight.create_task(send(batch))
+                        in_flight.create_task(send(batch, entries))
             finally:
                 # Still inside next() in its thread if this task was cancelled there.
                 with contextlib.suppress(ValueError):
                     source.close()
-    summary.elapsed_seconds = time.perf_counter() - started
+                summary.elapsed_seconds = time.perf_counter() - started
     return summary
 
 
-def _account(summary: LoadSummary, report: _Report, batch: Batch, answer: BatchAnswer) -> int:
-    """Adds a finished batch to the summary and its failed records to the report."""
+def _account(
+    summary: LoadSummary, entries: list[dict[str, Any]], batch: Batch, answer: BatchAnswer
+) -> int:
+    """Adds a finished batch to the summary and its failed records to its report entries."""
     summary.batches_completed += 1
     summary.records_completed += len(batch.records)
     if answer.replayed:
@@ -268,12 +341,12 @@ def _account(summary: LoadSummary, report: _Report, batch: Batch, answer: BatchA
             "batch_id": answer.batch_id,
             "index": index,
         }
-        report.write(entry)
+        entries.append(entry)
     for index in range(len(batch.records)):
         if index not in answered:
             failed += 1
             summary.failed_by_error[NO_RESULT] += 1
-            report.write(
+            entries.append(
                 {
                     "line": batch.records[index].line,
                     "error": NO_RESULT,

@@ -17,6 +17,10 @@ import orjson
 
 _EXTENSIONS = {".ndjson": "ndjson", ".jsonl": "ndjson", ".json": "ndjson", ".csv": "csv"}
 _UTF8_BOM = b"\xef\xbb\xbf"
+# How much of the file's start tells what it holds; a whole file up to the second bound is
+# read to tell one pretty-printed JSON document from NDJSON.
+_SNIFF_BYTES = 64 * 1024
+_WHOLE_DOCUMENT_BYTES = 64 * 1024 * 1024
 # CSV cells are text; this field is an integer on the server, which does not coerce.
 _INTEGER_FIELDS = frozenset({"duration_minutes"})
 
@@ -39,6 +43,64 @@ def format_for(path: Path) -> FileFormat:
             "pass --format ndjson or --format csv"
         )
     return FileFormat(known)
+
+
+EXPECTED = {
+    "ndjson": 'NDJSON: one activity per line, e.g. {"coordinator_id": "coord-42", "mentor_id":'
+    ' "mentor-17", "activity_type": "group_workshop", "activity_date": "2026-03-28",'
+    ' "duration_minutes": 120}',
+    "csv": "CSV: a header row naming the fields (coordinator_id,mentor_id,activity_type,"
+    "activity_date,duration_minutes), then one activity per row",
+}
+
+
+def not_as_expected(path: Path, file_format: FileFormat) -> str | None:
+    """What the file looks like instead, when its start shows it is not ``file_format``
+    (a JSON array, a POST body, a pretty-printed document, JSON named .csv); else None."""
+    with path.open("rb") as binary:
+        head = binary.read(_SNIFF_BYTES).removeprefix(_UTF8_BOM).lstrip()
+    if not head:
+        return None
+    if file_format is FileFormat.CSV:
+        if head[:1] in (b"[", b"{"):
+            return "it holds JSON; for NDJSON (one activity per line) pass --format ndjson"
+        return None
+    if head[:1] == b"[":
+        return (
+            "it holds one JSON array (it starts with '['), not one activity per line;"
+            f" convert it first, e.g. jq -c '.[]' {path.name} > activities.ndjson"
+        )
+    first_line = head.split(b"\n", 1)[0].strip()
+    try:
+        document = orjson.loads(first_line)
+    except orjson.JSONDecodeError:
+        document = _whole_document(path) if first_line.startswith(b"{") else None
+        if document is None:
+            return None
+        if not _is_post_body(document):
+            return (
+                "it holds one JSON document over several lines, not one activity per line;"
+                f" convert it first, e.g. jq -c . {path.name} > activities.ndjson"
+            )
+    if _is_post_body(document):
+        return (
+            'it is a request body ({"activities": [...]}), not one activity per line;'
+            f" convert it first, e.g. jq -c '.activities[]' {path.name} > activities.ndjson"
+        )
+    return None
+
+
+def _is_post_body(document: object) -> bool:
+    return isinstance(document, dict) and isinstance(document.get("activities"), list)
+
+
+def _whole_document(path: Path) -> object:
+    if path.stat().st_size > _WHOLE_DOCUMENT_BYTES:
+        return None
+    try:
+        return orjson.loads(path.read_bytes().removeprefix(_UTF8_BOM))
+    except orjson.JSONDecodeError:
+        return None
 
 
 @dataclass(frozen=True, slots=True)

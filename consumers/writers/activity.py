@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import date
 from typing import Annotated, Any
 
 import asyncpg
@@ -14,10 +13,11 @@ from pydantic import (
 )
 
 from batchline.activity import Activity
-from batchline.records import FieldError, RecordResult, field_errors
+from batchline.records import FieldError, RecordDetails, RecordResult, field_errors
 from batchline.vocabulary import RecordError, RecordStatus
 from consumers.writers.base import EventRoute, PendingRecord
 from sql import activities
+from sql.activities import NaturalKey
 from streams import topics
 from streams.envelopes import ACTIVITY_ENTITY, IngestChunk
 
@@ -35,6 +35,20 @@ def _errors(raw: Any) -> list[FieldError]:
     raise AssertionError("a record the chunk's validation refused is valid on its own")
 
 
+def _duplicate(index: int, key: NaturalKey, **found: Any) -> RecordResult:
+    """A record whose unique key another has: ``existing_id`` (a stored row) or
+    ``first_index`` (an earlier record of the same batch)."""
+    coordinator_id, mentor_id, activity_type, activity_date = key
+    named = {
+        "coordinator_id": coordinator_id,
+        "mentor_id": mentor_id,
+        "activity_type": activity_type,
+        "activity_date": activity_date.isoformat(),
+    }
+    details = RecordDetails(key=named, **found)
+    return RecordResult.failed(index, RecordError.UNIQUE_CONSTRAINT_VIOLATION, details)
+
+
 class ActivityWriter:
     entity = ACTIVITY_ENTITY
 
@@ -47,8 +61,8 @@ class ActivityWriter:
         self, conn: asyncpg.Connection, chunk: IngestChunk, records: Sequence[PendingRecord]
     ) -> list[RecordResult]:
         results: dict[int, RecordResult] = {}
-        accepted: dict[tuple[str, str, str, date], tuple[int, Activity]] = {}
-        superseded: dict[tuple[str, str, str, date], list[int]] = {}
+        accepted: dict[NaturalKey, tuple[int, Activity]] = {}
+        superseded: dict[NaturalKey, list[int]] = {}
         validated = _CHUNK.validate_python([record.raw for record in records])
         for record, activity in zip(records, validated, strict=True):
             if not isinstance(activity, Activity):
@@ -65,9 +79,8 @@ class ActivityWriter:
                     superseded.setdefault(key, []).append(earlier)
                 else:
                     # The first record with a key wins; later ones in the same chunk fail.
-                    results[record.index] = RecordResult.failed(
-                        record.index, RecordError.UNIQUE_CONSTRAINT_VIOLATION
-                    )
+                    first, _ = accepted[key]
+                    results[record.index] = _duplicate(record.index, key, first_index=first)
                     continue
             accepted[key] = (record.index, activity)
 
@@ -113,7 +126,8 @@ class ActivityWriter:
                         old=previous,
                         new=results[index].new,
                     )
-            # Whatever did not come back hit an existing row.
-            for index, _ in accepted.values():
-                results[index] = RecordResult.failed(index, RecordError.UNIQUE_CONSTRAINT_VIOLATION)
+            # Whatever did not come back hit an existing row: which one, for the details.
+            existing = await activities.existing_ids(conn, list(accepted)) if accepted else {}
+            for key, (index, _) in accepted.items():
+                results[index] = _duplicate(index, key, existing_id=existing.get(key))
         return [results[record.index] for record in records]

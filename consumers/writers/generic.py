@@ -94,6 +94,7 @@ class GenericEntityWriter:
                     RecordError.UNIQUE_CONSTRAINT_VIOLATION,
                     self._duplicate_reason(operation, key),
                     lk=self._values.lk_text(self.schema, key),
+                    first_index=accepted[key].index,
                 )
                 continue
             present = [n for n in converted.values if n not in self.schema.lk]
@@ -114,7 +115,13 @@ class GenericEntityWriter:
             if refusal.kind == "conversion"
             else RecordError.VALIDATION_ERROR
         )
-        return self._failed(index, error, refusal.reason, errors=refusal.errors)
+        return self._failed(
+            index,
+            error,
+            refusal.reason,
+            errors=refusal.errors,
+            fieldValidationErrors=refusal.fields,
+        )
 
     def _duplicate_reason(self, operation: str, key: tuple[Any, ...]) -> str:
         text = self._values.lk_text(self.schema, key)
@@ -260,6 +267,8 @@ class GenericEntityWriter:
                     RecordError.UNIQUE_CONSTRAINT_VIOLATION,
                     f"Logical key {text} for Entity {self.schema.name} already exists",
                     lk=text,
+                    # A record's id is its logical key (as it appears in its URL).
+                    existing_id=self._values.lk_id(self.schema, record.key),
                 )
             else:
                 results[record.index] = self._failed(

@@ -50,7 +50,8 @@ async def test_seed_post_answers_201_with_the_seed_shape(
 async def test_conflicts_in_batch_duplicates_and_invalid_records_fail_per_record(
     http: aiohttp.ClientSession, pg: asyncpg.Connection, tag: str
 ) -> None:
-    await post_batch(http, [activity(tag, 1)])
+    _, first = await post_batch(http, [activity(tag, 1)])
+    existing_id = first["results"][0]["activity_id"]
     records = [
         activity(tag, 0),
         activity(tag, 1),  # exists from the first batch
@@ -66,17 +67,25 @@ async def test_conflicts_in_batch_duplicates_and_invalid_records_fail_per_record
     assert (body["inserted_count"], body["failed_count"]) == (2, 4)
     results = body["results"]
     assert results[0]["status"] == "success"
+    key = {
+        "coordinator_id": f"coord-{tag}",
+        "activity_type": "group_workshop",
+        "activity_date": "2026-03-28",
+    }
+    # Which key, and which stored record (its id) or earlier record of the batch, it hit.
     assert results[1] == {
         "index": 1,
         "activity_id": None,
         "status": "failed",
         "error": "unique_constraint_violation",
+        "details": {"key": key | {"mentor_id": "mentor-1"}, "existing_id": existing_id},
     }
     assert results[2] == {
         "index": 2,
         "activity_id": None,
         "status": "failed",
         "error": "unique_constraint_violation",
+        "details": {"key": key | {"mentor_id": "mentor-0"}, "first_index": 0},
     }
     assert results[3]["error"] == "validation_error"
     assert {d["field"] for d in results[3]["details"]} == {"duration_minutes", "mentor_id"}

@@ -159,27 +159,58 @@ async def test_a_value_not_of_its_type_is_a_conversion_error_naming_field_type_a
     assert stored == 0
 
 
-async def test_required_holds_for_every_type_with_per_field_errors(
+async def test_required_holds_for_every_type_with_gemini_field_errors_and_our_list(
     http: aiohttp.ClientSession, tag: str
 ) -> None:
     status, body = await post(http, "product", {"id": f"p-{tag}", "name": None, "extra": 1})
 
     assert status == 400
-    assert body["error"]["reason"] == (
-        "Invalid record for Entity PRODUCT: extra unknown field, name required, category required"
-    )
-    assert body["error"]["errors"] == [
-        {"field": "extra", "reason": "unknown field"},
-        {"field": "name", "reason": "required"},
-        {"field": "category", "reason": "required"},
-    ]
+    assert body == {
+        "status": "error",
+        "error": {
+            "reason": f"EntityRecord of PRODUCT with id p-{tag} invalid",
+            "fieldValidationErrors": {
+                "extra": {"error": "UNKNOWN_FIELD", "reason": "unknown field"},
+                "name": {"error": "REQUIRED", "reason": "required"},
+                "category": {"error": "REQUIRED", "reason": "required"},
+            },
+            "errors": [
+                {"field": "extra", "reason": "unknown field"},
+                {"field": "name", "reason": "required"},
+                {"field": "category", "reason": "required"},
+            ],
+        },
+    }
     status, body = await post(
         http,
         "product",
         product(tag, 2, "whatever", dimensions={"width": 1.0, "unit": None}),
     )
     assert status == 400
-    assert body["error"]["reason"].endswith("dimensions.height required")
+    assert body["error"]["fieldValidationErrors"] == {
+        "dimensions.height": {"error": "REQUIRED", "reason": "required"}
+    }
+
+
+async def test_a_list_with_invalid_records_names_each_records_fields_as_gemini_does(
+    http: aiohttp.ClientSession, pg: asyncpg.Connection, tag: str
+) -> None:
+    cat = await category(http, tag)
+    records = [product(tag, 0, cat), {"id": f"p-{tag}-1"}, product(tag, 2, cat), {}]
+
+    status, body = await post(http, "product", records)
+
+    assert status == 400
+    required = {"error": "REQUIRED", "reason": "required"}
+    assert body["error"]["reason"] == "EntityRecords are invalid"
+    assert body["error"]["recordValidationErrors"] == [
+        {},
+        {"name": required, "category": required},
+        {},
+        {"id": required, "name": required, "category": required},
+    ]
+    assert body["error"]["errors"][0] == {"record": 1, "field": "name", "reason": "required"}
+    assert await pg.fetchval("SELECT count(*) FROM entity_product WHERE category = $1", cat) == 0
 
 
 async def test_a_list_is_all_or_nothing_a_bad_third_record_leaves_nothing_stored(

@@ -24,11 +24,21 @@ from tests.integration.test_entity_data import category, get, post, product
 NUL_REASON = "text must not contain NUL (\\u0000) characters"
 
 
-def refusal(reason: str, errors: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+def refusal(
+    reason: str,
+    errors: list[dict[str, Any]] | None = None,
+    fields: dict[str, dict[str, str]] | None = None,
+) -> dict[str, Any]:
     error: dict[str, Any] = {"reason": reason}
+    if fields is not None:
+        error["fieldValidationErrors"] = fields
     if errors is not None:
         error["errors"] = errors
     return {"status": "error", "error": error}
+
+
+def invalid_value(field: str, reason: str) -> dict[str, dict[str, str]]:
+    return {field: {"error": "INVALID_VALUE", "reason": reason}}
 
 
 def conversion(path: str, type_name: str, shown: str, problem: str | None = None) -> str:
@@ -44,7 +54,7 @@ async def test_an_empty_logical_key_is_refused_naming_the_field(
     reason = "must not be empty: a logical key value identifies the record in URLs"
     assert (status, body) == (
         400,
-        refusal(f"Invalid record for Entity CATEGORY: id {reason}"),
+        refusal("EntityRecord of CATEGORY with id  invalid", fields=invalid_value("id", reason)),
     )
     assert await pg.fetchval("SELECT count(*) FROM entity_category WHERE id = ''") == 0
 
@@ -57,7 +67,10 @@ async def test_a_logical_key_longer_than_1000_characters_is_refused_before_the_d
     reason = "must hold at most 1000 characters: a logical key value is indexed"
     assert (status, body) == (
         400,
-        refusal(f"Invalid record for Entity CATEGORY: id {reason}"),
+        refusal(
+            f"EntityRecord of CATEGORY with id {tag}-{'k' * 10_000} invalid",
+            fields=invalid_value("id", reason),
+        ),
     )
     longest = tag + "k" * (1000 - len(tag))
     status, body = await post(http, "category", {"id": longest})
@@ -219,7 +232,10 @@ async def test_a_nul_character_anywhere_in_a_record_is_refused_naming_the_field(
     problem = "unknown field: names must not contain NUL (\\u0000) characters"
     assert (status, body) == (
         400,
-        refusal(f"Invalid record for Entity PRODUCT: dimensions.u\\u0000nit {problem}"),
+        refusal(
+            f"EntityRecord of PRODUCT with id p-{tag}-9 invalid",
+            fields={"dimensions.u\\u0000nit": {"error": "UNKNOWN_FIELD", "reason": problem}},
+        ),
     )
     assert await pg.fetchval("SELECT count(*) FROM entity_product WHERE category = $1", cat) == 0
 

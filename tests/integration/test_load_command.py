@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import signal
+import sys
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -17,7 +20,7 @@ from batchline.metrics import Metrics
 from batchline.settings import Settings
 from consumers.app import WorkerResources
 from tests.integration.activities import activity
-from tests.integration.processes import run_cli
+from tests.integration.processes import batchline_env, run_cli
 
 COUNT_ROWS = "SELECT count(*) FROM activity WHERE coordinator_id = $1"
 
@@ -27,9 +30,11 @@ def _write_ndjson(path: Path, lines: list[bytes]) -> None:
 
 
 def _report(path: Path) -> list[dict[str, Any]]:
-    return sorted(
-        (orjson.loads(line) for line in path.read_bytes().splitlines()), key=lambda e: e["line"]
-    )
+    """The report's entries as written: in the file's line order, whatever batch finished
+    first."""
+    entries = [orjson.loads(line) for line in path.read_bytes().splitlines()]
+    assert [e["line"] for e in entries] == sorted(e["line"] for e in entries)
+    return entries
 
 
 async def test_ndjson_file_is_loaded_in_batches_and_a_second_run_inserts_nothing(
@@ -81,6 +86,10 @@ async def test_ndjson_file_is_loaded_in_batches_and_a_second_run_inserts_nothing
     assert "unique_constraint_violation: 1" in again.out
     assert "local errors  1 (invalid_json: 1)" in again.out
     assert "line 10: not valid JSON" in again.err
+    # stderr is no terminal here: progress as plain lines, no carriage returns or escapes.
+    assert "progress: 2502 of ~2503 records answered (2 failed), 2502 sent" in again.err
+    assert "\r" not in again.err
+    assert "\x1b" not in again.err
 
 
 async def test_csv_file_is_loaded_with_its_durations_as_integers(
@@ -157,6 +166,8 @@ async def test_an_api_that_never_answers_fails_the_load_after_bounded_attempts(
 
     assert result.code == 1
     assert "not sent      batch 1 (lines 1-3, 3 records): gave up after 2 attempts" in result.out
+    assert f"No record was sent: the API at {nobody} refused or did not answer" in result.out
+    assert "not a failure of the load" not in result.out
 
 
 async def test_batches_answered_202_are_followed_to_completion(
@@ -177,3 +188,99 @@ async def test_batches_answered_202_are_followed_to_completion(
     assert summary.everything_sent
     assert (summary.batches_completed, summary.inserted, summary.failed) == (3, 600, 0)
     assert await pg.fetchval(COUNT_ROWS, f"coord-{tag}") == 600
+
+
+async def test_a_file_that_is_not_ndjson_is_refused_saying_what_it_looks_like(
+    api_url: str, settings: Settings, tag: str, tmp_path: Path
+) -> None:
+    records = [activity(tag, n) for n in range(3)]
+    shapes = {
+        "array.json": (orjson.dumps(records, option=orjson.OPT_INDENT_2), "one JSON array"),
+        "body.json": (orjson.dumps({"activities": records}), "a request body"),
+        "pretty-body.ndjson": (
+            orjson.dumps({"activities": records}, option=orjson.OPT_INDENT_2),
+            "a request body",
+        ),
+    }
+    for name, (content, looks_like) in shapes.items():
+        path = tmp_path / name
+        path.write_bytes(content)
+
+        result = await run_cli(settings, "load", str(path), "--url", api_url)
+
+        assert result.code == 2, (name, result.err)
+        assert f"{name} is not NDJSON: it holds {looks_like}" in result.err.replace(
+            "it is a request", "it holds a request"
+        ), result.err
+        assert "jq -c" in result.err
+        assert "Expected NDJSON: one activity per line" in result.err
+        assert result.out == ""
+
+
+async def test_nothing_sent_is_a_failure_and_only_the_first_bad_lines_are_echoed(
+    api_url: str, settings: Settings, tmp_path: Path
+) -> None:
+    path = tmp_path / "garbage.ndjson"
+    _write_ndjson(path, [b"{not json" for _ in range(23)])
+
+    result = await run_cli(settings, "load", str(path), "--url", api_url)
+
+    assert result.code == 1
+    assert "No record was sent: garbage.ndjson holds no activity to send." in result.out
+    assert "local errors  23 (invalid_json: 23)" in result.out
+    assert result.err.count("not valid JSON") == 5
+    assert "more line errors: counted in the summary, listed by --report" in result.err
+
+
+async def test_quiet_prints_only_the_summary(
+    api_url: str, settings: Settings, tag: str, tmp_path: Path
+) -> None:
+    path = tmp_path / "activities.ndjson"
+    _write_ndjson(path, [orjson.dumps(activity(tag, n)) for n in range(3)] + [b"{"])
+
+    result = await run_cli(settings, "load", str(path), "--url", api_url, "--quiet")
+
+    assert result.code == 0, result.err
+    assert result.err == ""
+    assert "inserted      3" in result.out
+
+
+async def test_ctrl_c_prints_how_far_the_load_got(
+    settings: Settings, tag: str, tmp_path: Path
+) -> None:
+    path = tmp_path / "activities.ndjson"
+    _write_ndjson(path, [orjson.dumps(activity(tag, n)) for n in range(10)])
+
+    asked = asyncio.Event()
+
+    async def never_answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        asked.set()
+        while await reader.read(1 << 16):  # until the client goes away
+            pass
+        writer.close()
+
+    silent = await asyncio.start_server(never_answer, "127.0.0.1", 0)
+    port = silent.sockets[0].getsockname()[1]
+    async with silent:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "batchline.cli",
+            "load",
+            str(path),
+            "--url",
+            f"http://127.0.0.1:{port}",
+            env=batchline_env(settings),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        # Interrupted while its first request waits for an answer.
+        await asyncio.wait_for(asked.wait(), 60)
+        process.send_signal(signal.SIGINT)
+        out, _ = await asyncio.wait_for(process.communicate(), 30)
+
+    assert process.returncode == 130
+    text = out.decode()
+    assert "activities.ndjson: 0 batches, 0 records" in text
+    assert "stopped       interrupted" in text
+    assert "Interrupted. Run the same command again to carry on" in text

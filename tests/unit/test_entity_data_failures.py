@@ -35,6 +35,39 @@ def answer(entity: EntitySchema, rows: list[StoredResult], *, many: bool) -> tup
     return raised.value.status, {"reason": raised.value.reason, "errors": raised.value.errors}
 
 
+# What the generic writer records for a record whose fields it found invalid.
+MISSING_ID = {
+    "reason": "EntityRecord of CATEGORY with id null invalid",
+    "errors": [{"field": "id", "reason": "required"}],
+    "fieldValidationErrors": {"id": {"error": "REQUIRED", "reason": "required"}},
+}
+
+
+def test_a_record_the_writer_found_invalid_answers_gemini_field_errors() -> None:
+    rows = [failed(0, "validation_error", MISSING_ID)]
+
+    with pytest.raises(GeminiError) as raised:
+        raise_failures(CATEGORY, rows, many=False)
+
+    assert raised.value.reason == "EntityRecord of CATEGORY with id null invalid"
+    assert raised.value.fields == {"id": {"error": "REQUIRED", "reason": "required"}}
+    assert raised.value.records is None
+
+
+def test_in_a_list_each_record_has_its_entry_and_a_valid_one_an_empty_one() -> None:
+    rows = [
+        failed(0, "not_processed", None),
+        failed(1, "validation_error", MISSING_ID),
+    ]
+
+    with pytest.raises(GeminiError) as raised:
+        raise_failures(CATEGORY, rows, many=True)
+
+    assert raised.value.reason == "EntityRecords are invalid"
+    assert raised.value.records == [{}, {"id": {"error": "REQUIRED", "reason": "required"}}]
+    assert raised.value.fields is None
+
+
 def test_the_inserters_nul_refusal_is_a_400_with_its_message() -> None:
     rows = [failed(0, "validation_error", NUL_DETAILS)]
 

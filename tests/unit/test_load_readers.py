@@ -19,6 +19,7 @@ from batchline.loader.reading import (
     format_for,
     idempotency_key_base,
     ndjson_items,
+    not_as_expected,
     read_items,
 )
 
@@ -148,3 +149,44 @@ def test_idempotency_keys_follow_the_file_and_the_batching(tmp_path: Path) -> No
     assert idempotency_key_base(path, FileFormat.NDJSON, 1000, "again-").startswith("again-")
     path.write_bytes(b"{}\n{}\n")
     assert idempotency_key_base(path, FileFormat.NDJSON, 1000, "load-") != base
+
+
+@pytest.mark.parametrize(
+    ("content", "file_format", "looks_like"),
+    [
+        (b'[\n  {"a": 1},\n  {"a": 2}\n]\n', FileFormat.NDJSON, "one JSON array"),
+        (b'\xef\xbb\xbf  [{"a": 1}]', FileFormat.NDJSON, "one JSON array"),
+        (b'{"activities": [{"a": 1}]}\n', FileFormat.NDJSON, "a request body"),
+        (b'{\n  "activities": [\n    {"a": 1}\n  ]\n}\n', FileFormat.NDJSON, "a request body"),
+        (b'{\n  "a": 1\n}\n', FileFormat.NDJSON, "one JSON document over several lines"),
+        (b'{"a": 1}\n', FileFormat.CSV, "it holds JSON"),
+    ],
+)
+def test_a_file_of_another_shape_is_named_for_what_it_looks_like(
+    tmp_path: Path, content: bytes, file_format: FileFormat, looks_like: str
+) -> None:
+    path = tmp_path / "input"
+    path.write_bytes(content)
+
+    problem = not_as_expected(path, file_format)
+
+    assert problem is not None
+    assert looks_like in problem
+
+
+@pytest.mark.parametrize(
+    ("content", "file_format"),
+    [
+        (b'{"a": 1}\n{"a": 2}\n', FileFormat.NDJSON),
+        (b"", FileFormat.NDJSON),
+        (b"{not json\n", FileFormat.NDJSON),
+        (b"a,b\n1,2\n", FileFormat.CSV),
+    ],
+)
+def test_ndjson_and_csv_pass_as_they_are(
+    tmp_path: Path, content: bytes, file_format: FileFormat
+) -> None:
+    path = tmp_path / "input"
+    path.write_bytes(content)
+
+    assert not_as_expected(path, file_format) is None
