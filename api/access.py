@@ -147,30 +147,13 @@ def authentication_middleware(settings: Settings, tokens: TokenTable) -> Middlew
     return middleware
 
 
-# Bodies a page on another origin can send without asking first (CORS "simple" requests):
-# a form's three encodings, or no type at all. Refusing them leaves such a page no way to
-# write; anything else makes the browser ask (a preflight), which batchline never grants.
-_CROSS_SITE_CONTENT_TYPES = frozenset(
-    {"", "text/plain", "application/x-www-form-urlencoded", "multipart/form-data"}
-)
-
-
-@web.middleware
-async def cross_site_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    if request.method in _WRITE and request.body_exists:
-        declared = request.headers.get(hdrs.CONTENT_TYPE, "")
-        if request.content_type in _CROSS_SITE_CONTENT_TYPES or not declared:
-            raise web.HTTPUnsupportedMediaType(
-                reason="Send the body as JSON (Content-Type: application/json)"
-            )
-    return await handler(request)
-
-
 def middlewares(settings: Settings) -> list[Middleware]:
+    """Authentication when tokens are configured. Cross-site writes are refused by
+    ``api.requests.json_bodies`` (JSON only), which runs after it."""
     tokens = settings.api_token_table()
     if not tokens:
-        return [cross_site_middleware]
-    return [authentication_middleware(settings, tokens), cross_site_middleware]
+        return []
+    return [authentication_middleware(settings, tokens)]
 
 
 def authentication_summary(settings: Settings) -> str:

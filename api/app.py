@@ -9,8 +9,9 @@ from aiohttp import web
 
 from api import access, batch_inserts, dlq, entity_data, instance_bulk, keys, operations
 from api.completion import CompletionWaiter
-from api.errors import ErrorRenderer, error_middleware
+from api.errors import ErrorRenderer, Handler, error_middleware
 from api.openapi import DESCRIPTION, Description
+from api.requests import json_bodies
 from batchline.entities.schema import load_registry
 from batchline.metrics import Metrics
 from batchline.settings import Settings
@@ -22,7 +23,12 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> web.Applic
     renderers: dict[str, ErrorRenderer] = {}
     app = web.Application(
         client_max_size=settings.max_body_bytes,
-        middlewares=[error_middleware(renderers), *access.middlewares(settings)],
+        middlewares=[
+            counted_responses,
+            error_middleware(renderers),
+            *access.middlewares(settings),
+            json_bodies,
+        ],
     )
     app[keys.SETTINGS] = settings
     app[keys.METRICS] = metrics or Metrics()
@@ -38,6 +44,21 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> web.Applic
     renderers["/data"] = renderers["/entity"] = entity_data.render_error
     access.describe_security(app[DESCRIPTION], settings)
     return app
+
+
+@web.middleware
+async def counted_responses(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """``batchline_http_responses_total`` by method and status, errors included."""
+    status = 500
+    try:
+        response = await handler(request)
+        status = response.status
+        return response
+    except web.HTTPException as exc:
+        status = exc.status
+        raise
+    finally:
+        request.app[keys.METRICS].http_responses.labels(request.method, str(status)).inc()
 
 
 async def _database(app: web.Application) -> AsyncIterator[None]:

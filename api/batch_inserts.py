@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import logging
+import math
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -46,6 +48,8 @@ from sql.results import ResultEntry, results_page
 from streams.envelopes import ACTIVITY_ENTITY, ChunkOptions
 from streams.producer import DeliveryError
 from streams.publisher import chunk_messages
+
+log = logging.getLogger(__name__)
 
 BASE = "/api/v1/batch-inserts"
 TAG = "batch-inserts"
@@ -386,6 +390,7 @@ async def create_batch(request: web.Request) -> web.StreamResponse:
     body = await read_body(request, settings.max_body_bytes)
     activities = _activities(parse_json(body), settings.max_records_per_request)
     publish_events = parse_query(request, CreateQuery).publish_events
+    options = ChunkOptions(publish_events=publish_events)
 
     idempotency_key = _idempotency_key(request)
     if idempotency_key is not None:
@@ -393,91 +398,158 @@ async def create_batch(request: web.Request) -> web.StreamResponse:
             pool, idempotency_key, idempotency_keys.request_fingerprint(body)
         )
         if stored is not None:
-            return await _replay_stored(request, idempotency_key, body, stored)
+            return await _replay_stored(request, idempotency_key, body, activities, stored)
 
     try:
-        header = await batches.create(
-            pool,
-            ACTIVITY_ENTITY,
-            Source.REST,
-            len(activities),
-            ChunkOptions(publish_events=publish_events),
-        )
-        if idempotency_key is not None:
-            await idempotency_keys.attach_idempotency_key(pool, idempotency_key, header.id)
-        messages = list(
-            chunk_messages(
-                header.id, ACTIVITY_ENTITY, activities, settings.chunk_size, header.options
+        if idempotency_key is None:
+            header = await batches.create(
+                pool, ACTIVITY_ENTITY, Source.REST, len(activities), options
             )
-        )
-        largest = max(len(message.value or b"") for message in messages)
-        if largest > KAFKA_MESSAGE_MAX_BYTES:
-            # Permanent: a client that retries a 503 would only pile up failed batches.
-            await batches.fail(pool, header.id, "a chunk is larger than the broker takes")
-            raise ApiError(
-                413,
-                ErrorCode.PAYLOAD_TOO_LARGE,
-                f"A chunk of this batch is {largest} bytes, more than the"
-                f" {KAFKA_MESSAGE_MAX_BYTES} a Kafka message may hold: send smaller records"
-                " or fewer per request",
-                {"limit_bytes": KAFKA_MESSAGE_MAX_BYTES, "chunk_bytes": largest},
+        else:
+            header = await idempotency_keys.create_for_key(
+                pool, idempotency_key, ACTIVITY_ENTITY, Source.REST, len(activities), options
             )
-        try:
-            await request.app[keys.PRODUCER].send_many(messages)
-        except DeliveryError as exc:
-            await batches.fail(pool, header.id, f"not accepted by the broker: {exc}")
-            raise ApiError(
-                503,
-                ErrorCode.SERVICE_UNAVAILABLE,
-                "The broker did not accept the batch",
-                {"batch_id": header.id},
-            ) from exc
+        await _publish(request, header, activities, idempotency_key)
     except BaseException:
-        if idempotency_key is not None:
-            await idempotency_keys.release_idempotency_key(pool, idempotency_key)
+        await _release(request, idempotency_key)
         raise
     request.app[keys.METRICS].records_accepted.labels("batch-inserts").inc(len(activities))
+    return await _answer(request, header, idempotency_key, started)
 
+
+async def _publish(
+    request: web.Request,
+    header: batches.BatchHeader,
+    activities: list[Any],
+    idempotency_key: str | None,
+) -> None:
+    """Every chunk of the batch on the broker, acknowledged; the key then says so."""
+    settings = request.app[keys.SETTINGS]
+    pool = request.app[keys.POOL]
+    messages = list(
+        chunk_messages(header.id, ACTIVITY_ENTITY, activities, settings.chunk_size, header.options)
+    )
+    largest = max(len(message.value or b"") for message in messages)
+    if largest > KAFKA_MESSAGE_MAX_BYTES:
+        # Permanent: a client that retries a 503 would only pile up failed batches.
+        await batches.fail(pool, header.id, "a chunk is larger than the broker takes")
+        raise ApiError(
+            413,
+            ErrorCode.PAYLOAD_TOO_LARGE,
+            f"A chunk of this batch is {largest} bytes, more than the"
+            f" {KAFKA_MESSAGE_MAX_BYTES} a Kafka message may hold: send smaller records"
+            " or fewer per request",
+            {"limit_bytes": KAFKA_MESSAGE_MAX_BYTES, "chunk_bytes": largest},
+        )
+    try:
+        await request.app[keys.PRODUCER].send_many(messages)
+    except DeliveryError as exc:
+        await batches.fail(pool, header.id, f"not accepted by the broker: {exc}")
+        raise ApiError(
+            503,
+            ErrorCode.SERVICE_UNAVAILABLE,
+            "The broker did not accept the batch",
+            {"batch_id": header.id},
+        ) from exc
+    if idempotency_key is not None:
+        try:
+            await idempotency_keys.mark_published(pool, idempotency_key)
+        except Exception as exc:  # noqa: BLE001 - at worst a retry sends the chunks again
+            log.warning("batch %s published, but its key could not say so: %s", header.id, exc)
+
+
+async def _release(request: web.Request, idempotency_key: str | None) -> None:
+    """A request that failed before its batch was accepted gives its key up."""
+    if idempotency_key is None:
+        return
+    try:
+        await idempotency_keys.release_idempotency_key(request.app[keys.POOL], idempotency_key)
+    except Exception as exc:  # noqa: BLE001 - the claim lapses; a retry takes it over
+        log.warning("Idempotency-Key not released: %s", exc)
+
+
+async def _answer(
+    request: web.Request,
+    header: batches.BatchHeader,
+    idempotency_key: str | None,
+    started: float | None = None,
+    extra_headers: dict[str, str] | None = None,
+) -> web.StreamResponse:
+    """The answer to an accepted batch, stored under its key: 201, or 202 + Location."""
+    settings = request.app[keys.SETTINGS]
     status, view = await _answer_when_done(request, header, settings.sync_wait_seconds)
-    if status == 201:
+    if status == 201 and started is not None:
         request.app[keys.METRICS].batch_latency.observe(time.perf_counter() - started)
     if idempotency_key is not None:
-        await idempotency_keys.store_idempotent_response(
-            pool, idempotency_key, header.id, status, view
-        )
-    headers = {"Location": f"{BASE}/{header.id}"} if status == 202 else None
+        try:
+            await idempotency_keys.store_idempotent_response(
+                request.app[keys.POOL], idempotency_key, header.id, status, view
+            )
+        except Exception as exc:  # noqa: BLE001 - the key still leads to the batch
+            log.warning("answer to Idempotency-Key not stored (batch %s): %s", header.id, exc)
+    headers = dict(extra_headers or {})
+    if status == 202:
+        headers["Location"] = f"{BASE}/{header.id}"
     return json_response(view, status=status, headers=headers)
 
 
 async def _answer_when_done(
     request: web.Request, header: batches.BatchHeader, wait_seconds: float
 ) -> tuple[int, dict[str, Any]]:
-    finished = await request.app[keys.WAITER].wait(header.id, wait_seconds)
-    current = await batches.get(request.app[keys.POOL], header.id)
-    assert current is not None
-    if not finished:
+    """201 with the results, or 202 with Location: never an error, for the batch is
+    accepted (its records are on the broker) whatever happens to the database now."""
+    try:
+        finished = await request.app[keys.WAITER].wait(header.id, wait_seconds)
+        current = await batches.get(request.app[keys.POOL], header.id)
+        assert current is not None
+        if finished:
+            first_page = ResultsWanted.first_page(request.app[keys.SETTINGS])
+            return 201, await operation_view(request, current, first_page, with_times=False)
         return 202, summary_view(current) | {"status": BatchStatus.PROCESSING}
-    first_page = ResultsWanted.first_page(request.app[keys.SETTINGS])
-    return 201, await operation_view(request, current, first_page, with_times=False)
+    except Exception as exc:  # noqa: BLE001 - see the docstring
+        log.warning("accepted batch %s answered 202: %s", header.id, exc)
+        return 202, summary_view(header) | {"status": BatchStatus.PROCESSING}
 
 
 def _idempotency_key(request: web.Request) -> str | None:
     key = request.headers.get(IDEMPOTENCY_KEY)
     if key is None:
         return None
-    if not key.strip() or len(key) > idempotency_keys.MAX_IDEMPOTENCY_KEY_LENGTH:
+    # isprintable() is False for control characters and for the lone surrogates that stand
+    # for bytes that were not UTF-8, which PostgreSQL could not store.
+    if (
+        not key.strip()
+        or len(key) > idempotency_keys.MAX_IDEMPOTENCY_KEY_LENGTH
+        or not key.isprintable()
+    ):
         raise ApiError(
             400,
             ErrorCode.INVALID_REQUEST,
             "Idempotency-Key must be 1 to"
-            f" {idempotency_keys.MAX_IDEMPOTENCY_KEY_LENGTH} characters, not blank",
+            f" {idempotency_keys.MAX_IDEMPOTENCY_KEY_LENGTH} printable UTF-8 characters, not blank",
             {"header": IDEMPOTENCY_KEY, "max_length": idempotency_keys.MAX_IDEMPOTENCY_KEY_LENGTH},
         )
     return key
 
 
+def _in_flight(key: str, stored: idempotency_keys.StoredResponse) -> ApiError:
+    """409 for a key whose request is still being answered; when to look again."""
+    wait = max(1, math.ceil(idempotency_keys.ABANDONED_CLAIM_SECONDS - stored.age_seconds))
+    return ApiError(
+        409,
+        ErrorCode.IDEMPOTENCY_KEY_IN_FLIGHT,
+        "A request with this Idempotency-Key is still being processed",
+        {"idempotency_key": key, "retry_after_seconds": wait},
+        {"Retry-After": str(wait)},
+    )
+
+
 async def _replay_stored(
-    request: web.Request, key: str, body: bytes, stored: idempotency_keys.StoredResponse
+    request: web.Request,
+    key: str,
+    body: bytes,
+    activities: list[Any],
+    stored: idempotency_keys.StoredResponse,
 ) -> web.StreamResponse:
     if stored.request_hash != idempotency_keys.request_fingerprint(body):
         raise ApiError(
@@ -486,25 +558,35 @@ async def _replay_stored(
             "Idempotency-Key was already used with a different request body",
             {"idempotency_key": key},
         )
+    pool = request.app[keys.POOL]
     # Tells the client that this answer is an earlier request's: nothing was inserted now.
     replayed = {IDEMPOTENT_REPLAYED: "true"}
     if stored.status is None or stored.batch_id is None:
-        pool = request.app[keys.POOL]
         current = await batches.get(pool, stored.batch_id) if stored.batch_id else None
-        if current is None or current.status == BatchStatus.PROCESSING:
-            raise ApiError(
-                409,
-                ErrorCode.IDEMPOTENCY_KEY_IN_FLIGHT,
-                "A request with this Idempotency-Key is still being processed",
-                {"idempotency_key": key},
-            )
-        # The request that claimed the key died before answering; its batch has finished.
-        first_page = ResultsWanted.first_page(request.app[keys.SETTINGS])
-        view = await operation_view(request, current, first_page, with_times=False)
-        await idempotency_keys.store_idempotent_response(pool, key, current.id, 201, view)
-        return json_response(view, status=201, headers=replayed)
+        if current is None:
+            raise _in_flight(key, stored)
+        if current.status != BatchStatus.PROCESSING:
+            # The request that claimed the key died before answering; its batch has finished.
+            first_page = ResultsWanted.first_page(request.app[keys.SETTINGS])
+            view = await operation_view(request, current, first_page, with_times=False)
+            await idempotency_keys.store_idempotent_response(pool, key, current.id, 201, view)
+            return json_response(view, status=201, headers=replayed)
+        if stored.published:
+            # Its records are on their way: answer as the first request would have.
+            return await _answer(request, current, key, extra_headers=replayed)
+        if not await idempotency_keys.take_over_unpublished(pool, key):
+            raise _in_flight(key, stored)
+        # The first request died between the header and the produce: send the same
+        # records to the same batch. A chunk it did send is written once all the same.
+        log.info("Idempotency-Key of batch %s taken over: sending its chunks", current.id)
+        try:
+            await _publish(request, current, activities, key)
+        except BaseException:
+            await _release(request, key)
+            raise
+        return await _answer(request, current, key)
     if stored.status == 202:
-        current = await batches.get(request.app[keys.POOL], stored.batch_id)
+        current = await batches.get(pool, stored.batch_id)
         if current is not None and current.status != BatchStatus.PROCESSING:
             first_page = ResultsWanted.first_page(request.app[keys.SETTINGS])
             return json_response(
@@ -611,8 +693,12 @@ async def retry_batch(request: web.Request) -> web.StreamResponse:
             503, ErrorCode.SERVICE_UNAVAILABLE, "The broker did not accept the retry"
         ) from exc
 
-    finished = await request.app[keys.WAITER].wait(batch_id, settings.sync_wait_seconds)
-    current = await batches.get(request.app[keys.POOL], batch_id)
+    try:
+        finished = await request.app[keys.WAITER].wait(batch_id, settings.sync_wait_seconds)
+        current = await batches.get(request.app[keys.POOL], batch_id)
+    except Exception as exc:  # noqa: BLE001 - the retry is on the broker: say where to look
+        log.warning("accepted retry of batch %s answered 202: %s", batch_id, exc)
+        finished, current = False, plan.header
     assert current is not None
     view = {
         "id": current.id,
@@ -641,7 +727,13 @@ async def delete_batch(request: web.Request) -> web.StreamResponse:
 _IDEMPOTENCY_KEY = Parameter(
     IDEMPOTENCY_KEY,
     "header",
-    {"type": "string", "minLength": 1, "maxLength": idempotency_keys.MAX_IDEMPOTENCY_KEY_LENGTH},
+    {
+        "type": "string",
+        "minLength": 1,
+        "maxLength": idempotency_keys.MAX_IDEMPOTENCY_KEY_LENGTH,
+        # The portable subset of what is taken (printable UTF-8, not blank): printable ASCII.
+        "pattern": "^[ -~]*[!-~][ -~]*$",
+    },
     "Makes retrying the POST safe: a repeat is answered from the first request's answer.",
 )
 _REPLAYED = Parameter(

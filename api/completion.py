@@ -46,7 +46,9 @@ class CompletionWaiter:
             try:
                 conn = await db.connect(self._url)
                 await conn.add_listener(BATCH_DONE_CHANNEL, self._notified)
-            except (OSError, asyncpg.PostgresError) as exc:
+            except Exception as exc:
+                if not db.is_transient(exc):
+                    raise
                 log.warning("cannot listen for batch completions yet: %s", exc)
                 return
             self._listener = conn
@@ -64,8 +66,14 @@ class CompletionWaiter:
         deadline = loop.time() + wait_seconds
         try:
             while True:
-                if await self._finished(batch_id):
-                    return True
+                try:
+                    if await self._finished(batch_id):
+                        return True
+                except Exception as exc:
+                    if not db.is_transient(exc):
+                        raise
+                    # The database is away: the batch may still finish before the deadline.
+                    log.info("cannot look at batch %s yet: %s", batch_id, exc)
                 remaining = deadline - loop.time()
                 if remaining <= 0:
                     return False

@@ -23,15 +23,18 @@ from aiohttp import web
 
 from api import keys
 from api.entity_description import describe_entities
+from api.errors import RETRY_AFTER_SECONDS
 from api.openapi import DESCRIPTION
-from api.requests import unreadable_body
+from api.requests import read_all, unreadable_body
 from api.responses import json_response
 from batchline.entities.schema import EntitySchema, FieldSpec, FieldType
 from batchline.entities.values import ConversionError, LogicalKeyMismatch, Values, sql_text
 from batchline.records import RecordDetails, parse_details
 from batchline.vocabulary import BatchStatus, Operation, RecordError, Source
 from sql import batches, entity_rows
+from sql.db import is_transient
 from sql.results import StoredResult
+from streams import codec
 from streams.envelopes import ChunkOptions
 from streams.producer import DeliveryError
 from streams.publisher import chunk_messages
@@ -90,7 +93,9 @@ def _error(exc: GeminiError) -> web.Response:
         error["recordValidationErrors"] = exc.records
     if exc.errors:
         error["errors"] = exc.errors
-    return json_response({"status": "error", "error": error}, exc.status)
+    # A 503 (the broker or the database away) says when to try again, as on every door.
+    retry = {"Retry-After": str(RETRY_AFTER_SECONDS)} if exc.status == 503 else None
+    return json_response({"status": "error", "error": error}, exc.status, retry)
 
 
 def _meta(updated: datetime | None) -> dict[str, Any]:
@@ -144,13 +149,13 @@ async def _payload(request: web.Request) -> Any:
     if request.content_length is not None and request.content_length > limit:
         raise GeminiError(413, f"Request body is larger than {limit} bytes")
     try:
-        body = await request.read()
+        body = await read_all(request)
     except web.RequestPayloadError as exc:
         raise GeminiError(400, unreadable_body(exc)) from exc
     if len(body) > limit:
         raise GeminiError(413, f"Request body is larger than {limit} bytes")
     try:
-        payload = orjson.loads(body)
+        payload = codec.loads(body)
     except orjson.JSONDecodeError as exc:
         raise GeminiError(400, f"Request body is not valid JSON: {exc}") from exc
     if _LONG_DIGITS.search(body):
@@ -197,8 +202,10 @@ async def _write(
     records: list[Any],
     *,
     many: bool = False,
-) -> list[StoredResult]:
-    """Publish ``records`` as one atomic chunk and wait for the batch; failures raise."""
+) -> tuple[str, list[StoredResult]]:
+    """Publish ``records`` as one atomic chunk and wait for the batch; failures raise.
+
+    Returns the batch id and its results."""
     app = request.app
     settings = app[keys.SETTINGS]
     options = ChunkOptions(publish_events=True, atomic=True)
@@ -221,12 +228,18 @@ async def _write(
         await batches.fail(app[keys.POOL], header.id, f"not accepted by the broker: {exc}")
         raise GeminiError(503, "The broker did not accept the request") from exc
     app[keys.METRICS].records_accepted.labels("data").inc(len(records))
-    if not await app[keys.WAITER].wait(header.id, settings.sync_wait_seconds):
-        location = f"/api/v1/batch-inserts/{header.id}"
-        raise _Processing(header.id, location)
-    results = await batches.results(app[keys.POOL], header.id)
+    location = f"/api/v1/batch-inserts/{header.id}"
+    try:
+        if not await app[keys.WAITER].wait(header.id, settings.sync_wait_seconds):
+            raise _Processing(header.id, location)
+        results = await batches.results(app[keys.POOL], header.id)
+    except Exception as exc:
+        if not is_transient(exc):
+            raise
+        # Accepted: the record is on the broker whatever the database does now.
+        raise _Processing(header.id, location) from exc
     raise_failures(entity, results, many=many)
-    return results
+    return header.id, results
 
 
 class _Processing(Exception):
@@ -234,6 +247,24 @@ class _Processing(Exception):
         super().__init__(batch_id)
         self.batch_id = batch_id
         self.location = location
+
+
+async def _written(
+    request: web.Request,
+    entity: EntitySchema,
+    operation: Operation,
+    records: list[Any],
+    *,
+    many: bool = False,
+) -> tuple[list[dict[str, Any]], datetime | None]:
+    """``_write``, then the records as stored now; 202 (raised) if they cannot be read."""
+    batch_id, results = await _write(request, entity, operation, records, many=many)
+    try:
+        return await _stored(request, entity, results)
+    except Exception as exc:
+        if not is_transient(exc):
+            raise
+        raise _Processing(batch_id, f"/api/v1/batch-inserts/{batch_id}") from exc
 
 
 @dataclass(frozen=True)
@@ -372,10 +403,9 @@ async def insert_data(request: web.Request) -> web.StreamResponse:
         raise GeminiError(413, f"A list holds at most {most} records")
     canonical = _canonical(request, entity, records, many=many)
     try:
-        results = await _write(request, entity, Operation.INSERT, canonical, many=many)
+        rows, updated = await _written(request, entity, Operation.INSERT, canonical, many=many)
     except _Processing as exc:
         return _processing(exc)
-    rows, updated = await _stored(request, entity, results)
     return _success(rows if many else rows[0], updated)
 
 
@@ -401,10 +431,9 @@ async def _change(request: web.Request, operation: Operation) -> web.StreamRespo
                 )
     record = _canonical(request, entity, [data | key], partial=operation == Operation.PATCH)
     try:
-        results = await _write(request, entity, operation, record)
+        rows, updated = await _written(request, entity, operation, record)
     except _Processing as exc:
         return _processing(exc)
-    rows, updated = await _stored(request, entity, results)
     return _success(rows[0], updated)
 
 

@@ -8,7 +8,7 @@ for their path prefix.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from enum import StrEnum
 from typing import Any
 
@@ -18,6 +18,7 @@ from pydantic import BaseModel, Field
 from api.openapi import Answer
 from api.responses import json_response
 from batchline.text import holds_nul
+from sql.db import is_transient
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +37,7 @@ class ErrorCode(StrEnum):
     BATCH_PROCESSING = "batch_processing"
     IDEMPOTENCY_KEY_IN_FLIGHT = "idempotency_key_in_flight"
     IDEMPOTENCY_KEY_REUSED = "idempotency_key_reused"
+    REQUEST_TIMEOUT = "request_timeout"
     SERVICE_UNAVAILABLE = "service_unavailable"
     REPLAY_FINISHED = "replay_finished"
     INTERNAL_ERROR = "internal_error"
@@ -74,12 +76,20 @@ def error_answers(*statuses: int) -> tuple[Answer, ...]:
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, code: ErrorCode, message: str, details: Any = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        code: ErrorCode,
+        message: str,
+        details: Any = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
         self.details = details
+        self.headers = dict(headers or {})
 
 
 def error_response(status: int, code: ErrorCode, message: str, details: Any = None) -> web.Response:
@@ -92,12 +102,17 @@ _HTTP_CODES = {
     403: ErrorCode.FORBIDDEN,
     404: ErrorCode.NOT_FOUND,
     405: ErrorCode.METHOD_NOT_ALLOWED,
+    408: ErrorCode.REQUEST_TIMEOUT,
     413: ErrorCode.PAYLOAD_TOO_LARGE,
     415: ErrorCode.UNSUPPORTED_MEDIA_TYPE,
+    503: ErrorCode.SERVICE_UNAVAILABLE,
 }
-
-# Headers of a refusal that the rendered error keeps: how to authenticate, what is allowed.
-_KEPT_HEADERS = ("WWW-Authenticate", "Allow")
+# Seconds a client should wait before trying again while the database is unreachable: a
+# restart takes a second or two; a client that comes back sooner only adds load.
+RETRY_AFTER_SECONDS = 2
+# Headers of a refusal that belong on the answer whatever its format: how to authenticate,
+# what is allowed, when to come back, that the connection closes.
+_KEPT_HEADERS = ("WWW-Authenticate", "Allow", "Retry-After", "Connection")
 
 # Paths whose ids and query filters end up in SQL (the operations paths read neither).
 _WITH_IDS_AND_FILTERS = ("/api/", "/ops/")
@@ -107,14 +122,24 @@ ErrorRenderer = Callable[[int, str], web.StreamResponse]
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
+def database_unavailable() -> ApiError:
+    return ApiError(
+        503,
+        ErrorCode.SERVICE_UNAVAILABLE,
+        "The database is unavailable; try again shortly",
+        {"retry_after_seconds": RETRY_AFTER_SECONDS},
+        {"Retry-After": str(RETRY_AFTER_SECONDS)},
+    )
+
+
 def error_middleware(renderers: dict[str, ErrorRenderer]) -> Any:
     def render(
-        request: web.Request, status: int, code: ErrorCode, message: str
+        request: web.Request, status: int, code: ErrorCode, message: str, details: Any = None
     ) -> web.StreamResponse:
         for prefix, renderer in renderers.items():
             if request.path.startswith(prefix):
                 return renderer(status, message)
-        return error_response(status, code, message)
+        return error_response(status, code, message, details)
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -128,10 +153,15 @@ def error_middleware(renderers: dict[str, ErrorRenderer]) -> Any:
             # PostgreSQL stores no NUL, so such an id or filter can match nothing. Front doors
             # with their own formats say which field it was themselves.
             return error_response(400, ErrorCode.INVALID_REQUEST, "NUL character in the URL")
+        response: web.StreamResponse
         try:
             return await handler(request)
         except ApiError as exc:
-            return error_response(exc.status, exc.code, exc.message, exc.details)
+            response = error_response(exc.status, exc.code, exc.message, exc.details)
+            if exc.status == 503:
+                response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
+            response.headers.update(exc.headers)
+            return response
         except web.HTTPException as exc:
             if exc.status < 400:
                 raise
@@ -141,8 +171,16 @@ def error_middleware(renderers: dict[str, ErrorRenderer]) -> Any:
                 if name in exc.headers:
                     response.headers[name] = exc.headers[name]
             return response
-        except Exception:
-            log.exception("unhandled error on %s %s", request.method, request.path)
-            return render(request, 500, ErrorCode.INTERNAL_ERROR, "Internal server error")
+        except Exception as exc:
+            if not is_transient(exc):
+                log.exception("unhandled error on %s %s", request.method, request.path)
+                return render(request, 500, ErrorCode.INTERNAL_ERROR, "Internal server error")
+            log.warning("database unavailable on %s %s: %s", request.method, request.path, exc)
+            unavailable = database_unavailable()
+            response = render(
+                request, 503, unavailable.code, unavailable.message, unavailable.details
+            )
+            response.headers.update(unavailable.headers)
+            return response
 
     return middleware

@@ -38,7 +38,7 @@ from api import keys
 from api.batch_inserts import BASE as BATCH_INSERTS
 from api.errors import ErrorRenderer
 from api.openapi import DESCRIPTION, Answer, ApiOperation, Parameter, add_operation, location_header
-from api.requests import unreadable_body
+from api.requests import read_all, unreadable_body
 from api.responses import json_response
 from api.tenancy import TENANT_HEADER, requested_tenant
 from batchline.records import RecordDetails, details_json, parse_details
@@ -59,6 +59,8 @@ from batchline.storage import (
 from batchline.tenants import TENANT_PATTERN, Tenants
 from batchline.vocabulary import BatchStatus, Operation, RecordError, RecordStatus, Source
 from sql import batches, results
+from sql.db import is_transient
+from streams import codec
 from streams.envelopes import INSTANCE_ENTITY, ChunkOptions
 from streams.events import ChunkOutcome, encode_outcome
 from streams.producer import AsyncProducer, DeliveryError
@@ -231,7 +233,7 @@ async def bulk_upsert_instances(request: web.Request) -> web.StreamResponse:
     """Upsert the instances of an NDJSON file in object storage (FOLIO Instance Bulk API)."""
     settings = request.app[keys.SETTINGS]
     try:
-        payload = orjson.loads(await request.read())
+        payload = orjson.loads(await read_all(request))
     except orjson.JSONDecodeError:
         return errors_response([_error("Request body is not valid JSON")])
     except web.RequestPayloadError as exc:
@@ -322,21 +324,44 @@ async def _process(request: web.Request, bulk: BulkRequest, spool: Spool) -> web
         await batches.fail(pool, header.id, f"not accepted by the broker: {exc}")
         raise _Unfinished(f"Bulk operation {header.id}: the broker did not accept it") from exc
     app[keys.METRICS].records_accepted.labels("instance-bulk").inc(spool.line_count)
+    try:
+        return await _answer_when_done(request, header.id, failed_key, errors_key, spool)
+    except Exception as exc:
+        if not is_transient(exc):
+            raise
+        # Accepted: its records are on the broker whatever the database does now.
+        log.warning("accepted bulk operation %s answered 202: %s", header.id, exc)
+        location = f"{BATCH_INSERTS}/{header.id}"
+        return web.Response(
+            status=202,
+            text=f"Bulk operation {header.id} was accepted, but the database is unavailable"
+            f" to finish its answer; see GET {location}",
+            content_type="text/plain",
+            headers={"Location": location},
+        )
 
-    finished = await app[keys.WAITER].wait(header.id, settings.bulk_wait_seconds)
-    current = await batches.get(pool, header.id)
+
+async def _answer_when_done(
+    request: web.Request, batch_id: str, failed_key: str, errors_key: str, spool: Spool
+) -> web.StreamResponse:
+    app = request.app
+    settings = app[keys.SETTINGS]
+    pool = app[keys.POOL]
+    storage = app[STORAGE]
+    finished = await app[keys.WAITER].wait(batch_id, settings.bulk_wait_seconds)
+    current = await batches.get(pool, batch_id)
     assert current is not None
     if not finished or current.status != BatchStatus.COMPLETED:
         state = current.failure_reason or f"still processing after {settings.bulk_wait_seconds} s"
         raise _Unfinished(
-            f"Bulk operation {header.id} did not complete ({state});"
-            f" see GET {BATCH_INSERTS}/{header.id}"
+            f"Bulk operation {batch_id} did not complete ({state});"
+            f" see GET {BATCH_INSERTS}/{batch_id}"
         )
-    await storage.write(errors_key, _error_lines(pool, header.id))
+    await storage.write(errors_key, _error_lines(pool, batch_id))
     await storage.write(
-        failed_key, copy_lines(_spool_chunks(spool.path), _failed_line_numbers(pool, header.id))
+        failed_key, copy_lines(_spool_chunks(spool.path), _failed_line_numbers(pool, batch_id))
     )
-    return _answer(failed_key, errors_key, current.failed_count, header.id)
+    return _answer(failed_key, errors_key, current.failed_count, batch_id)
 
 
 def _answer(
@@ -362,7 +387,8 @@ def _parse(line_number: int, data: bytes | None, max_bytes: int) -> tuple[Any, s
     if not data.strip():
         return None, f"Line {line_number} is empty; an instance (JSON object) was expected"
     try:
-        record = orjson.loads(data)
+        # A lone surrogate in a value is read, so the record fails for it by name.
+        record = codec.loads(data)
     except orjson.JSONDecodeError as exc:
         return None, f"Line {line_number} is not valid JSON: {exc}"
     if not isinstance(record, dict):

@@ -32,6 +32,12 @@ class Metrics:
             ["stage"],
             registry=self.registry,
         )
+        self.http_responses = Counter(
+            "batchline_http_responses",
+            "Answers of the API, by method and status code.",
+            ["method", "status"],
+            registry=self.registry,
+        )
         self.batch_latency = Histogram(
             "batchline_batch_latency_seconds",
             "From POST to completion, for batches answered synchronously.",

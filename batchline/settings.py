@@ -69,6 +69,19 @@ class Settings(BaseSettings):
         default=10.0, ge=0, description="How long a POST/PUT waits for completion before 202."
     )
     page_limit_max: int = Field(default=100, ge=1, description="Largest `limit` for list calls.")
+    http_header_timeout_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        description="How long a connection may take to send a request's headers; then closed.",
+    )
+    http_body_timeout_seconds: float = Field(
+        default=60.0, gt=0, description="How long reading a request body may take; then 408."
+    )
+    http_max_connections: int = Field(
+        default=1000,
+        ge=1,
+        description="Connections one API process serves at once; more are answered 503.",
+    )
     results_limit_max: int = Field(
         default=10_000,
         ge=1,
@@ -204,6 +217,12 @@ class Settings(BaseSettings):
 
     log_level: str = Field(default="info", description="Log level.")
     log_format: str = Field(default="text", pattern="^(text|json)$", description="text or json.")
+    log_repeat_seconds: float = Field(
+        default=10.0,
+        ge=0,
+        description="A message repeated within this many seconds is logged once, then"
+        " counted; 0 logs every one.",
+    )
 
     # Domain events.
     env: str = Field(default="folio", description="FOLIO environment name in event topics.")
@@ -327,6 +346,9 @@ class Settings(BaseSettings):
             **self.kafka_security().librdkafka(),
             "enable.idempotence": True,
             "acks": "all",
+            # The Java client's partitioner (kafka-python and aiokafka use it too), not
+            # librdkafka's CRC32 default: a key lands where other producers put it.
+            "partitioner": "murmur2_random",
             "linger.ms": self.kafka_linger_ms,
             "compression.type": self.kafka_compression,
             "message.max.bytes": KAFKA_MESSAGE_MAX_BYTES,

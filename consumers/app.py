@@ -36,6 +36,7 @@ from consumers.writers.generic import entity_writers
 from consumers.writers.instance import InstanceWriter
 from sql import batches, db
 from sql import outbox as sql_outbox
+from sql.replay_runs import ReplayRuns
 from sql.stale_batches import settle_stale_batches
 from streams import topics
 from streams.admin import TopicEnsurer
@@ -106,7 +107,7 @@ def _consumed(event: faust.types.EventT[bytes]) -> ConsumedMessage:
         offset=message.offset,
         key=message.key,
         value=message.value,
-        headers=tuple((k, bytes(v) if v is not None else b"") for k, v in headers),
+        headers=tuple((k, bytes(v) if v is not None else None) for k, v in headers),
         timestamp_ms=int(message.timestamp * 1000) if message.timestamp else None,
     )
 
@@ -148,7 +149,7 @@ def create_worker_app(
         resources.writers,
         resources.metrics,
         retry,
-        DeadLetterPolicy(resources.producer, retry, resources.metrics),
+        dead_letter_policy(resources, retry),
         TopicEnsurer(
             settings.librdkafka_admin_config(),
             settings.ingest_partitions,
@@ -187,13 +188,17 @@ def retry_policy(settings: Settings) -> RetryPolicy:
     return RetryPolicy(settings.retry_backoff_seconds, settings.max_processing_attempts)
 
 
+def dead_letter_policy(resources: WorkerResources, retry: RetryPolicy) -> DeadLetterPolicy:
+    """Dead letters of the worker's consumers; a replay count only where a replay sent it."""
+    runs = ReplayRuns(resources.pool)
+    return DeadLetterPolicy(resources.producer, retry, resources.metrics, runs.replay_count)
+
+
 def create_projection(resources: WorkerResources) -> BatchConsumer:
     """The projector: outcomes -> the tables behind GET, a window of them per statement."""
     settings = resources.settings
     retry = retry_policy(settings)
-    projector = Projector(
-        resources.pool, retry, DeadLetterPolicy(resources.producer, retry, resources.metrics)
-    )
+    projector = Projector(resources.pool, retry, dead_letter_policy(resources, retry))
     return BatchConsumer(
         settings.librdkafka_consumer_config(settings.projector_group),
         [topics.OUTCOMES],

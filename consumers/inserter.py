@@ -30,7 +30,12 @@ from pydantic import ValidationError
 from batchline.metrics import Metrics
 from batchline.records import FieldError, RecordDetails, RecordResult
 from batchline.retry import RetryPolicy
-from batchline.text import JSON_NUL, NUL_PROBLEM, holds_nul
+from batchline.text import (
+    NUL_NAME,
+    holds_unstorable_text,
+    may_hold_surrogates,
+    may_hold_unstorable,
+)
 from batchline.vocabulary import RecordError, RecordStatus
 from consumers import domain_events
 from consumers.writers.base import ChunkRejected, EntityWriter, PendingRecord
@@ -105,7 +110,26 @@ def decode_chunk(message: ConsumedMessage) -> IngestChunk:
         return IngestChunk.model_validate_json(message.value)
     except ValidationError as exc:
         not_json = any(e["type"] == "json_invalid" for e in exc.errors())
-        raise InvalidMessage(Stage.DECODE if not_json else Stage.VALIDATE, exc) from exc
+        if not (not_json and may_hold_surrogates(message.value)):
+            raise InvalidMessage(Stage.DECODE if not_json else Stage.VALIDATE, exc) from exc
+    return _with_lone_surrogates(message.value)
+
+
+def _with_lone_surrogates(value: bytes) -> IngestChunk:
+    """A chunk whose JSON spells a lone surrogate, which pydantic's parser refuses: the
+    record holding it fails alone (as one with a NUL does), not the chunk."""
+    try:
+        parsed = codec.loads(value)
+    except ValueError as exc:
+        raise InvalidMessage(Stage.DECODE, exc) from exc
+    try:
+        chunk = IngestChunk.model_validate(parsed)
+    except ValidationError as exc:
+        raise InvalidMessage(Stage.VALIDATE, exc) from exc
+    problem = holds_unstorable_text(chunk.model_dump(exclude={"records"}))
+    if problem:
+        raise InvalidMessage(Stage.VALIDATE, ValueError(f"the envelope's fields hold {problem}"))
+    return chunk
 
 
 def derived_batch_id(message: ConsumedMessage) -> str:
@@ -218,7 +242,7 @@ class Inserter:
                         writer,
                         chunk,
                         batch_id,
-                        may_hold_nul=JSON_NUL in (message.value or b""),
+                        may_hold_unstorable=may_hold_unstorable(message.value or b""),
                         digest=hashlib.blake2b(message.value or b"", digest_size=16).digest(),
                     ),
                     is_transient,
@@ -260,7 +284,7 @@ class Inserter:
         chunk: IngestChunk,
         batch_id: str,
         *,
-        may_hold_nul: bool,
+        may_hold_unstorable: bool,
         digest: bytes,
     ) -> ChunkResult:
         indices = chunk.record_indices()
@@ -296,9 +320,14 @@ class Inserter:
                 if index not in done_indices
             ]
             results: list[RecordResult] = []
-            if may_hold_nul:
-                results = [_nul_rejected(r.index) for r in records if holds_nul(r.raw)]
-                records = [r for r in records if not holds_nul(r.raw)]
+            if may_hold_unstorable:
+                refused = {r.index: holds_unstorable_text(r.raw) for r in records}
+                results = [
+                    _unstorable_rejected(index, problem)
+                    for index, problem in refused.items()
+                    if problem
+                ]
+                records = [r for r in records if not refused[r.index]]
                 if results and chunk.options.atomic:
                     results += [
                         RecordResult.failed(r.index, RecordError.NOT_PROCESSED) for r in records
@@ -406,7 +435,7 @@ class Inserter:
         payloads = {
             index: raw
             for index, raw in zip(indices, chunk.records, strict=True)
-            if not holds_nul(raw)
+            if not holds_unstorable_text(raw)
         }
         outcomes = _outcomes(chunk, batch_id, results)
         try:
@@ -538,16 +567,17 @@ def _written_event_ids(
     ]
 
 
-def _nul_rejected(index: int) -> RecordResult:
-    """A record with a NUL character fails alone, not the chunk it came in."""
+def _unstorable_rejected(index: int, problem: str) -> RecordResult:
+    """A record with text PostgreSQL cannot store (NUL, a lone surrogate) fails alone, not
+    the chunk it came in."""
     return RecordResult.failed(
         index,
         RecordError.VALIDATION_ERROR,
         [
             FieldError(
                 field=None,
-                message=NUL_PROBLEM[0].upper() + NUL_PROBLEM[1:],
-                type="nul_character",
+                message=f"Text must not contain {problem}",
+                type="nul_character" if problem == NUL_NAME else "lone_surrogate",
             )
         ],
     )

@@ -34,7 +34,9 @@ class Projector:
             try:
                 decoded.append((message, ChunkOutcome.model_validate_json(message.value or b"")))
             except ValidationError as exc:
-                await self._dead_letters.send(InvalidMessage(Stage.VALIDATE, exc).letter(message))
+                not_json = any(error["type"] == "json_invalid" for error in exc.errors())
+                stage = Stage.DECODE if not_json else Stage.VALIDATE
+                await self._dead_letters.send(InvalidMessage(stage, exc).letter(message))
         if not decoded:
             return
         try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from typing import Any
 
 import asyncpg
@@ -65,6 +66,12 @@ async def insert_resolving_conflicts(
 _SERVER_SETTINGS = {"plan_cache_mode": "force_custom_plan"}
 
 
+# How long opening a connection may take. A server that is down refuses at once; one behind
+# a network that drops packets would hold every request for asyncpg's default minute
+# before the API could answer 503.
+CONNECT_TIMEOUT_SECONDS = 10.0
+
+
 async def create_pool(
     url: str,
     max_size: int = 10,
@@ -83,6 +90,7 @@ async def create_pool(
         min_size=min_size,
         max_size=max_size,
         init=_init_connection,
+        timeout=CONNECT_TIMEOUT_SECONDS,
         command_timeout=60,
         server_settings=settings,
     )
@@ -106,8 +114,19 @@ async def connect(url: str) -> asyncpg.Connection:
 _TRANSIENT_SQLSTATE_CLASSES = ("08", "53", "57", "40")
 
 
+# What asyncpg says when a connection's protocol was left mid-operation by a server that
+# went away (a restart between an error and its sync point): the next connection works.
+_BROKEN_PROTOCOL = re.compile(r"cannot switch to|not connected|cannot process message")
+
+
 def is_transient(exc: BaseException) -> bool:
     """True when retrying later can succeed without changing the input."""
+    if isinstance(exc, asyncpg.InterfaceError) and isinstance(
+        exc, ValueError | asyncpg.exceptions.UnsupportedClientFeatureError
+    ):
+        # asyncpg's refusals of an argument (a string it cannot encode, say) or of its
+        # configuration: the same call fails the same way again.
+        return False
     if isinstance(
         exc,
         OSError
@@ -117,6 +136,8 @@ def is_transient(exc: BaseException) -> bool:
         | asyncpg.CannotConnectNowError,
     ):
         return True
+    if isinstance(exc, asyncpg.InternalClientError):
+        return _BROKEN_PROTOCOL.search(str(exc)) is not None
     if isinstance(exc, asyncpg.PostgresError):
         sqlstate: Any = getattr(exc, "sqlstate", None)
         return isinstance(sqlstate, str) and sqlstate[:2] in _TRANSIENT_SQLSTATE_CLASSES

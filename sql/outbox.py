@@ -41,12 +41,15 @@ async def stage(conn: asyncpg.Connection, events: Sequence[StagedEvent]) -> None
         [e.message.topic for e in events],
         [e.message.key for e in events],
         [e.message.value for e in events],
-        [json_text([[k, v.decode()] for k, v in e.message.headers]) for e in events],
+        [
+            json_text([[k, v.decode() if v is not None else None] for k, v in e.message.headers])
+            for e in events
+        ],
     )
 
 
 def _from_row(row: asyncpg.Record) -> StagedEvent:
-    headers = tuple((k, v.encode()) for k, v in row["headers"])
+    headers = tuple((k, v.encode() if v is not None else None) for k, v in row["headers"])
     return StagedEvent(
         event_id=str(row["event_id"]),
         batch_id=row["batch_id"],

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import contextlib
+import uuid
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
@@ -130,6 +131,25 @@ class ReplayRuns:
             [m.offset for m in messages],
             [m.timestamp_ms for m in messages],
         )
+
+    async def issue_tokens(self, tokens: Sequence[str], replay_counts: Sequence[int]) -> None:
+        await self._pool.execute(
+            """INSERT INTO dlq_replay_token (token, replay_count)
+               SELECT * FROM unnest($1::uuid[], $2::int[])""",
+            [uuid.UUID(token) for token in tokens],
+            replay_counts,
+        )
+
+    async def replay_count(self, token: str) -> int:
+        """The replay count kept for ``token``; 0 for one no replay issued."""
+        try:
+            known = uuid.UUID(token)
+        except ValueError:
+            return 0
+        count = await self._pool.fetchval(
+            "SELECT replay_count FROM dlq_replay_token WHERE token = $1", known
+        )
+        return int(count or 0)
 
     async def finish(
         self, run_id: str, status: RunStatus, counts: ReplayCounts, error: str | None = None

@@ -39,8 +39,8 @@ def consumed(message: Any) -> ConsumedMessage:
         message.offset(),
         message.key(),
         message.value(),
-        # Outcomes carry none; skipping the generator matters at one message per record.
-        tuple((k, v if v is not None else b"") for k, v in headers) if headers else (),
+        # Outcomes carry none; skipping the conversion matters at one message per record.
+        tuple(headers) if headers else (),
         timestamp_ms if timestamp_type else None,
     )
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
@@ -44,6 +45,10 @@ class Header(StrEnum):
     REPLAY_COUNT = "batchline.replay.count"
 
 
+# Set by a replay on the message it puts back: a random token that PostgreSQL keeps with the
+# replay count, so only a message a replay sent has a replay count (any client can set
+# headers, this one included, but cannot guess a token).
+REPLAY_TOKEN_HEADER = "batchline.replay.token"  # noqa: S105 - a header name, no secret
 # Set by a replay on the message it puts back, and kept through further failures: where the
 # message was first consumed, so a chunk without a batch id keeps the batch id derived
 # from its first position instead of getting a new one per replay.
@@ -52,7 +57,7 @@ ORIGIN_HEADER = "batchline.origin"
 # it was, and where the original still is. Such a letter is a record, not a replayable copy.
 VALUE_OMITTED_HEADER = "batchline.value.omitted"
 
-_OWN_HEADERS = {h.value for h in Header} | {VALUE_OMITTED_HEADER}
+_OWN_HEADERS = {h.value for h in Header} | {VALUE_OMITTED_HEADER, REPLAY_TOKEN_HEADER}
 _MAX_MESSAGE_CHARS = 2000
 
 
@@ -120,12 +125,16 @@ _FALLBACKS: dict[str, str] = {
 class DeadLetter(DeadLetterHeaders):
     key: bytes | None = None
     value: bytes | None = None
-    # Headers of the source message other than batchline's own.
-    original_headers: tuple[tuple[str, bytes], ...] = ()
+    # Headers of the source message other than batchline's own, in order, repeated names
+    # and null values kept.
+    original_headers: tuple[tuple[str, bytes | None], ...] = ()
     # Where this dead letter itself sits on the dead-letter topic, once read back.
     dlq_partition: int | None = None
     dlq_offset: int | None = None
     dead_lettered_at: datetime | None = None
+    # The replay token the failed message carried: its replay count is the one PostgreSQL
+    # keeps for the token (see ``DeadLetterPolicy``), never what a header says.
+    replay_token: str | None = None
 
     @classmethod
     def for_failure(
@@ -136,7 +145,7 @@ class DeadLetter(DeadLetterHeaders):
         attempts: int,
         first_failed_at: datetime | None = None,
     ) -> DeadLetter:
-        replay = message.header(Header.REPLAY_COUNT)
+        token = message.header(REPLAY_TOKEN_HEADER)
         return cls(
             error_class=type(error).__name__,
             error_message=str(error)[:_MAX_MESSAGE_CHARS],
@@ -146,7 +155,7 @@ class DeadLetter(DeadLetterHeaders):
             stage=stage,
             attempts=attempts,
             first_failed_at=first_failed_at or datetime.now(UTC),
-            replay_count=_replay_count(replay),
+            replay_token=token.decode("ascii", "replace") if token else None,
             key=message.key,
             value=message.value,
             original_headers=tuple((k, v) for k, v in message.headers if k not in _OWN_HEADERS),
@@ -213,7 +222,7 @@ class DeadLetter(DeadLetterHeaders):
     def origin(self) -> str:
         """``topic:partition:offset`` where the message was first consumed."""
         for name, value in self.original_headers:
-            if name == ORIGIN_HEADER:
+            if name == ORIGIN_HEADER and value is not None:
                 return value.decode("utf-8", "replace")
         return f"{self.source_topic}:{self.source_partition}:{self.source_offset}"
 
@@ -227,13 +236,15 @@ class DeadLetter(DeadLetterHeaders):
                 return document.get(name)
         return None
 
-    def replay_message(self) -> OutgoingMessage:
-        """The original message for its source topic, its replay count one higher."""
+    def replay_message(self, token: str) -> OutgoingMessage:
+        """The original message for its source topic, its replay count one higher and
+        ``token`` (kept with that count in PostgreSQL) to prove it."""
         kept = [(k, v) for k, v in self.original_headers if k != ORIGIN_HEADER]
         headers = [
             *kept,
             (ORIGIN_HEADER, self.origin.encode()),
             (Header.REPLAY_COUNT.value, str(self.replay_count + 1).encode()),
+            (REPLAY_TOKEN_HEADER, token.encode()),
         ]
         return OutgoingMessage(self.source_topic, self.value, self.key, headers)
 
@@ -242,20 +253,6 @@ def _timestamp(message: ConsumedMessage) -> datetime | None:
     if message.timestamp_ms is None or message.timestamp_ms <= 0:
         return None
     return datetime.fromtimestamp(message.timestamp_ms / 1000, UTC)
-
-
-_MAX_REPLAY_COUNT_DIGITS = 9
-
-
-def _replay_count(header: bytes | None) -> int:
-    """The replay count a message carries; anything but a plain number counts as none.
-
-    A count too long to be real (int() refuses over 4,300 digits) is read as the largest
-    one, which parks the message like any that reached the replay limit.
-    """
-    if header is None or not header.isdigit():
-        return 0
-    return int(header) if len(header) <= _MAX_REPLAY_COUNT_DIGITS else 10**_MAX_REPLAY_COUNT_DIGITS
 
 
 class InvalidMessage(Exception):
@@ -288,17 +285,35 @@ class _TooLarge(Exception):
     """A message the producer or the topic will never take, however often it is sent."""
 
 
+# The replay count kept for a replay token (0 for a token nobody wrote).
+ReplayCounts = Callable[[str], Awaitable[int]]
+
+
 class DeadLetterPolicy:
     """How dead letters are sent, by every consumer alike: counted, logged, retried until the
     broker takes them (the source offset waits meanwhile), and without their value when
     the value is too large for the dead-letter topic."""
 
-    def __init__(self, producer: AsyncProducer, retry: RetryPolicy, metrics: Metrics) -> None:
+    def __init__(
+        self,
+        producer: AsyncProducer,
+        retry: RetryPolicy,
+        metrics: Metrics,
+        replay_counts: ReplayCounts,
+    ) -> None:
         self._producer = producer
         self._retry = retry
         self._metrics = metrics
+        self._replay_counts = replay_counts
 
     async def send(self, letter: DeadLetter) -> None:
+        token = letter.replay_token
+        if token:
+            # The count the replay that sent the message wrote for its token; none without.
+            count = await self._retry.until_done(
+                lambda: self._replay_counts(token), "reading a replay count"
+            )
+            letter = letter.model_copy(update={"replay_count": count})
         self._metrics.dead_letters.labels(letter.stage.value).inc()
         log.warning(
             "dead-lettering %s[%s]@%s at stage %s: %s",

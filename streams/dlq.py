@@ -16,6 +16,7 @@ import collections
 import contextlib
 import logging
 import re
+import uuid
 from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -86,8 +87,12 @@ class DeadLetterFilter(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    since: datetime | None = Field(default=None, description="Dead-lettered at or after.")
-    until: datetime | None = Field(default=None, description="Dead-lettered before.")
+    since: datetime | None = Field(
+        default=None, description="Dead-lettered at or after: ISO 8601, or an age (30m, 2h, 7d)."
+    )
+    until: datetime | None = Field(
+        default=None, description="Dead-lettered before: ISO 8601, or an age (30m, 2h, 7d)."
+    )
     error_class: str | None = Field(
         default=None, description="e.g. ValidationError.", json_schema_extra=_NO_NUL
     )
@@ -107,6 +112,12 @@ class DeadLetterFilter(BaseModel):
         if value is not None and holds_nul(value):
             raise ValueError(f"must not contain {NUL_NAME}")
         return value
+
+    @field_validator("since", "until", mode="before")
+    @classmethod
+    def _time_or_age(cls, value: Any) -> Any:
+        # The same times as the CLI and the query string take: ISO 8601 or an age (2h).
+        return parse_moment(value) if isinstance(value, str) else value
 
     @field_validator("since", "until")
     @classmethod
@@ -151,8 +162,8 @@ class Entry:
 
     @property
     def key(self) -> str | None:
-        key = self.letter.key
-        return key.decode("utf-8", "replace") if key is not None else None
+        """The key as UTF-8 text, or base64 when it is not (``key_format`` says which)."""
+        return bytes_view(self.letter.key)[1]
 
 
 @dataclass(frozen=True, slots=True)
@@ -312,6 +323,10 @@ class RunBook(Protocol):
         self, run_id: str, topic: str, messages: Sequence[ConsumedMessage]
     ) -> None: ...
 
+    async def issue_tokens(self, tokens: Sequence[str], replay_counts: Sequence[int]) -> None:
+        """Keep each replay token with the replay count of the message that carries it."""
+        ...
+
     async def finish(
         self, run_id: str, status: RunStatus, counts: ReplayCounts, error: str | None = None
     ) -> None: ...
@@ -447,7 +462,13 @@ class _Replayer:
         if not messages:
             return
         letters = [DeadLetter.from_message(m) for m in messages]
-        await self.producer.send_many(letter.replay_message() for letter in letters)
+        # Tokens first: a message that fails again before its mark below is written still
+        # proves its replay count. A crash before the send leaves tokens nobody holds.
+        tokens = [str(uuid.uuid4()) for _ in letters]
+        await self.runs.issue_tokens(tokens, [letter.replay_count + 1 for letter in letters])
+        await self.producer.send_many(
+            letter.replay_message(token) for letter, token in zip(letters, tokens, strict=True)
+        )
         await self.runs.mark_replayed(self.run.id, topics.DLQ, messages)
         self.counts.replayed += len(messages)
         await self.checkpoint(force=True)
@@ -494,16 +515,29 @@ def _iso(moment: datetime | None) -> str | None:
     return moment.astimezone(UTC).isoformat().replace("+00:00", "Z") if moment else None
 
 
+def bytes_view(value: bytes | None) -> tuple[str, str | None]:
+    """Bytes as UTF-8 text, else base64, and which it is (``none`` for null)."""
+    if value is None:
+        return "none", None
+    try:
+        return "text", value.decode("utf-8")
+    except UnicodeDecodeError:
+        return "base64", base64.b64encode(value).decode()
+
+
+def header_view(name: str, value: bytes | None) -> dict[str, Any]:
+    """One header: a name may come more than once, and a value may be null or binary."""
+    value_format, shown = bytes_view(value)
+    return {"name": name, "value": shown, "value_format": value_format}
+
+
 def value_view(value: bytes | None) -> dict[str, Any]:
     """The value as JSON when it is JSON, else as text, else base64."""
-    if value is None:
-        return {"value_format": "none", "value": None}
-    with contextlib.suppress(ValueError):
-        return {"value_format": "json", "value": codec.loads(value)}
-    try:
-        return {"value_format": "text", "value": value.decode("utf-8")}
-    except UnicodeDecodeError:
-        return {"value_format": "base64", "value": base64.b64encode(value).decode()}
+    if value is not None:
+        with contextlib.suppress(ValueError):
+            return {"value_format": "json", "value": codec.loads(value)}
+    value_format, shown = bytes_view(value)
+    return {"value_format": value_format, "value": shown}
 
 
 def entry_view(entry: Entry, *, with_value: bool = False) -> dict[str, Any]:
@@ -528,10 +562,11 @@ def entry_view(entry: Entry, *, with_value: bool = False) -> dict[str, Any]:
         "entity": entry.entity,
         "batch_id": entry.batch_id,
         "key": entry.key,
+        "key_format": bytes_view(letter.key)[0],
         "size": len(letter.value or b""),
     }
     if with_value:
-        view["headers"] = {k: v.decode("utf-8", "replace") for k, v in letter.original_headers}
+        view["headers"] = [header_view(name, value) for name, value in letter.original_headers]
         view |= value_view(letter.value)
     return view
 

@@ -14,7 +14,8 @@ class ConsumedMessage(NamedTuple):
     offset: int
     key: bytes | None
     value: bytes | None
-    headers: Sequence[tuple[str, bytes]] = ()
+    # A header's value may be null, which is not the same as empty.
+    headers: Sequence[tuple[str, bytes | None]] = ()
     timestamp_ms: int | None = None
 
     def header(self, name: str) -> bytes | None:

@@ -30,7 +30,6 @@ def add_parser(commands: Any) -> None:
 
     listing = actions.add_parser("list", help="dead letters as a table, newest first")
     _add_filters(listing)
-    listing.add_argument("--status", choices=[s.value for s in dlq.LetterStatus])
     listing.add_argument("--limit", type=_limit, default=100, help="newest N (default 100)")
     listing.add_argument("--json", action="store_true", help="one JSON object per line")
 
@@ -80,6 +79,11 @@ def _add_filters(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--entity", help="the envelope's entity")
     parser.add_argument("--stage", choices=[s.value for s in Stage])
     parser.add_argument("--key", help="Kafka key (the batch id, for chunks batchline produced)")
+    parser.add_argument(
+        "--status",
+        choices=[s.value for s in dlq.LetterStatus],
+        help="pending, replayed or parked (a replay puts back only pending ones)",
+    )
 
 
 def _filters(args: argparse.Namespace) -> dlq.DeadLetterFilter:
@@ -90,7 +94,7 @@ def _filters(args: argparse.Namespace) -> dlq.DeadLetterFilter:
         entity=args.entity,
         stage=args.stage,
         key=args.key,
-        status=getattr(args, "status", None),
+        status=args.status,
     )
 
 
@@ -200,17 +204,26 @@ async def _show(settings: Settings, letter_id: str, as_json: bool) -> int:
         ("replays", str(view["replay_count"])),
         ("entity", view["entity"] or "-"),
         ("batch", view["batch_id"] or "-"),
-        ("key", view["key"] if view["key"] is not None else "-"),
+        ("key", _shown_bytes({"value": view["key"], "value_format": view["key_format"]})),
     ]
-    lines += [(f"header {k}", v) for k, v in view["headers"].items()]
+    lines += [(f"header {h['name']}", _shown_bytes(h)) for h in view["headers"]]
     for label, text in lines:
-        print(f"{label:<14}{text}")
+        print(f"{label:<13} {text}")
     print(f"value ({view['value_format']}, {view['size']} bytes):")
     if view["value_format"] == "json":
         print(orjson.dumps(view["value"], option=orjson.OPT_INDENT_2).decode())
     elif view["value"] is not None:
         print(view["value"])
     return 0
+
+
+def _shown_bytes(view: dict[str, Any]) -> str:
+    """A key or header value on one line: text as it is, else its form in brackets."""
+    if view["value_format"] == "none":
+        return "- (null)"
+    if view["value_format"] == "base64":
+        return f"{view['value']} (base64)"
+    return str(view["value"])
 
 
 async def _replay(

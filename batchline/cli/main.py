@@ -43,7 +43,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "token":
         return token_cli.run(args)  # needs no configuration, and may be making the first
     settings = Settings()
-    logs.configure(settings.log_level, settings.log_format)
+    logs.configure(settings.log_level, settings.log_format, settings.log_repeat_seconds)
     try:
         if args.command == "dev":
             asyncio.run(runtime.dev_main(settings))

@@ -15,6 +15,7 @@ from aiohttp import web
 
 from api.access import authentication_summary
 from api.app import create_app
+from api.server import ConnectionLimits, GuardedRunner, ensure_descriptors
 from batchline.cli.embedded import EmbeddedKafka, EmbeddedPostgres
 from batchline.entities.schema import load_registry
 from batchline.metrics import Metrics
@@ -98,7 +99,9 @@ async def create_topics(settings: Settings) -> None:
 @contextlib.asynccontextmanager
 async def serving_api(settings: Settings, metrics: Metrics | None = None) -> AsyncIterator[str]:
     """The API listening on the configured address; yields its base URL."""
-    runner = web.AppRunner(create_app(settings, metrics), access_log=None)
+    ensure_descriptors(settings.http_max_connections)
+    limits = ConnectionLimits(settings.http_header_timeout_seconds, settings.http_max_connections)
+    runner = GuardedRunner(create_app(settings, metrics), limits, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, settings.http_host, settings.http_port)
     await site.start()

@@ -4,8 +4,9 @@ One converter per type. The canonical form is JSON-compatible and is what Postgr
 ``jsonb_to_recordset`` casts into the typed columns (DECIMAL as a string so it stays exact,
 DATE as ``YYYY-MM-DD``, DATE_TIME as UTC with ``Z``). A value that is not of its field's
 type raises ``ConversionError`` with the Gemini framework's message: so does a value past
-what Python or PostgreSQL can hold, and text with a NUL character, which PostgreSQL stores in
-neither ``text`` nor ``jsonb``. Nothing here raises anything else for any JSON input.
+what Python or PostgreSQL can hold, and text with a NUL character or a lone surrogate,
+which PostgreSQL stores in neither ``text`` nor ``jsonb``. Nothing here raises anything
+else for any JSON input.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from urllib.parse import quote, unquote
 import orjson
 
 from batchline.entities.schema import EntitySchema, FieldSpec, FieldType, Registry
-from batchline.text import NUL_NAME, NUL_PROBLEM, holds_nul, visible
+from batchline.text import unstorable_text, visible
 
 _BIGINT = 2**63
 # ASCII digits only: \d would let other scripts' digits through to int() and Decimal().
@@ -222,8 +223,9 @@ class Values:
         for key in raw:
             if key not in names:
                 reason = "unknown field"
-                if holds_nul(key):
-                    reason += f": names must not contain {NUL_NAME}"
+                problem = unstorable_text(key)
+                if problem:
+                    reason += f": names must not contain {problem}"
                 result.problems.append(
                     FieldProblem(f"{prefix}{visible(key)}", "validation", reason)
                 )
@@ -289,8 +291,9 @@ class Values:
     def from_json(self, spec: FieldSpec, value: Any, path: str | None = None) -> Any:
         """A scalar JSON value in canonical form; raises ConversionError."""
         where = path or spec.name
-        if isinstance(value, str) and holds_nul(value):
-            raise ConversionError(where, spec.type, value, NUL_PROBLEM)
+        problem = unstorable_text(value) if isinstance(value, str) else None
+        if problem:
+            raise ConversionError(where, spec.type, value, f"text must not contain {problem}")
         if spec.type is FieldType.ENTITY_REF:
             key_field = self.registry.ref_key_field(spec)
             try:
@@ -335,8 +338,9 @@ class Values:
 
     def search_text(self, spec: FieldSpec, text: str) -> str:
         """Text searched for as written (CONTAINS, STARTS_WITH): any text PostgreSQL can hold."""
-        if holds_nul(text):
-            raise ConversionError(spec.name, spec.type, text, NUL_PROBLEM)
+        problem = unstorable_text(text)
+        if problem:
+            raise ConversionError(spec.name, spec.type, text, f"text must not contain {problem}")
         return text
 
     # --- output -------------------------------------------------------------------------------

@@ -27,15 +27,25 @@ _POLL_FIRST_SECONDS = 0.2
 _POLL_MAX_SECONDS = 2.0
 
 
+# The longest Retry-After a server may ask for and be obeyed; longer counts as this.
+_MAX_RETRY_AFTER_SECONDS = 60.0
+
+
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
-    max_attempts: int = 8
+    """Tries per request. The default waits about 75 s in all: longer than a database
+    restart, and than the server's hold on a key whose request died (10 s)."""
+
+    max_attempts: int = 12
     first_backoff_seconds: float = 0.5
     max_backoff_seconds: float = 10.0
 
-    def backoff(self, attempt: int) -> float:
-        """Seconds to wait after failed attempt number ``attempt`` (from 1)."""
-        return float(min(self.max_backoff_seconds, self.first_backoff_seconds * 2 ** (attempt - 1)))
+    def backoff(self, attempt: int, retry_after: float | None = None) -> float:
+        """Seconds to wait after failed attempt number ``attempt`` (from 1): doubling, or
+        what the server asked for (``Retry-After``) when that is longer."""
+        doubling = min(self.max_backoff_seconds, self.first_backoff_seconds * 2 ** (attempt - 1))
+        asked = min(retry_after or 0.0, _MAX_RETRY_AFTER_SECONDS)
+        return float(max(doubling, asked))
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,7 +74,17 @@ class _Reply:
 
 
 class _Retryable(Exception):
-    pass
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+def _retry_after(headers: dict[str, str]) -> float | None:
+    """``Retry-After`` in seconds (the HTTP-date form is not worth a client's trust)."""
+    try:
+        return max(0.0, float(headers.get("Retry-After", "")))
+    except ValueError:
+        return None
 
 
 class BatchSender:
@@ -127,7 +147,8 @@ class BatchSender:
                     raise BatchNotSent(
                         f"gave up after {attempt} attempt{'s' if attempt > 1 else ''}: {exc}"
                     ) from exc
-            await asyncio.sleep(self._retry.backoff(attempt))
+                pause = self._retry.backoff(attempt, exc.retry_after)
+            await asyncio.sleep(pause)
             attempt += 1
 
     async def _request(self, method: str, url: URL, **kwargs: Any) -> _Reply:
@@ -138,7 +159,7 @@ class BatchSender:
         except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, TimeoutError) as exc:
             raise _Retryable(f"{type(exc).__name__}: {exc}" if str(exc) else repr(exc)) from exc
         if reply.status in _RETRY_STATUSES:
-            raise _Retryable(_refusal(reply))
+            raise _Retryable(_refusal(reply), _retry_after(reply.headers))
         return reply
 
 

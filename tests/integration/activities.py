@@ -8,6 +8,8 @@ import aiohttp
 import asyncpg
 
 BASE = "/api/v1/batch-inserts"
+# What every JSON body the API takes must say it is.
+JSON = {"Content-Type": "application/json"}
 
 
 def activity(tag: str, n: int, **overrides: Any) -> dict[str, Any]:

@@ -40,7 +40,7 @@ def produce(
     bootstrap: str,
     topic: str,
     messages: Sequence[tuple[bytes | None, bytes | None]],
-    headers: Sequence[tuple[str, bytes]] = (),
+    headers: Sequence[tuple[str, bytes | None]] = (),
     partition: int | None = None,
     compression: str = "none",
     max_message_bytes: int = 1_000_000,

@@ -13,7 +13,7 @@ import orjson
 from batchline.cli.embedded import free_port
 from batchline.cli.runtime import serving_api
 from batchline.settings import Settings
-from tests.integration.activities import BASE, activity, post_batch, stored_activities
+from tests.integration.activities import BASE, JSON, activity, post_batch, stored_activities
 from tests.integration.kafka import completed_batch, produce
 
 ACTIVITY_ID = re.compile(r"^pa-\d{3,}$")
@@ -176,7 +176,7 @@ async def test_too_many_records_or_bytes_is_413(http: aiohttp.ClientSession, tag
     assert body["error"]["code"] == "payload_too_large"
 
     huge = b'{"activities": [' + b'"' + b"x" * (3 * 1024 * 1024) + b'"]}'
-    async with http.post(BASE, data=io.BytesIO(huge)) as response:
+    async with http.post(BASE, data=io.BytesIO(huge), headers=JSON) as response:
         assert response.status == 413
         assert (await response.json())["error"]["code"] == "payload_too_large"
 
@@ -190,7 +190,7 @@ async def test_a_batch_whose_chunk_the_broker_cannot_take_is_413_not_a_retryable
     async with (
         serving_api(roomy) as url,
         aiohttp.ClientSession(base_url=url) as http,
-        http.post(BASE, data=payload) as response,
+        http.post(BASE, data=payload, headers=JSON) as response,
     ):
         status, body = response.status, await response.json()
 
@@ -431,7 +431,7 @@ async def test_a_body_that_does_not_match_its_content_encoding_is_a_clear_400(
     http: aiohttp.ClientSession,
 ) -> None:
     async with http.post(
-        BASE, data=b'{"activities": [1]}', headers={"Content-Encoding": "gzip"}
+        BASE, data=b'{"activities": [1]}', headers=JSON | {"Content-Encoding": "gzip"}
     ) as response:
         assert response.status == 400
         error = (await response.json())["error"]

@@ -70,6 +70,8 @@ async def test_a_database_outage_mid_stream_loses_nothing_and_dead_letters_nothi
         tmp_path / "worker.log",
         database_url=through_proxy(database_url, proxy.port),
         db_pool_max_size=4,
+        # Every wait logged: the test counts them to know the outage was waited out.
+        log_repeat_seconds=0,
     )
     batches = {f"before-{tag}": 200, f"during-{tag}": 3000, f"while-down-{tag}": 500}
     try:

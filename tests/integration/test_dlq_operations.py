@@ -13,7 +13,7 @@ import orjson
 
 from batchline.settings import Settings
 from consumers.app import WorkerResources
-from tests.integration.activities import activity, stored_activities
+from tests.integration.activities import JSON, activity, stored_activities
 from tests.integration.kafka import completed_batch, produce, read_all, wait_for_records
 from tests.integration.processes import run_cli
 from tests.integration.refusals import refusing_ledger
@@ -295,6 +295,95 @@ async def test_a_replay_must_be_asked_for_with_a_json_body(http: aiohttp.ClientS
 
     before = await runs()
     for body, status in ((b"", 400), (b"   ", 400), (b'{"filters": {"key": "a\\u0000b"}}', 422)):
-        async with http.post("/ops/dlq/replays", data=body) as response:
+        async with http.post("/ops/dlq/replays", data=body, headers=JSON) as response:
             assert response.status == status, body
     assert await runs() == before
+
+
+async def test_a_dead_letter_keeps_every_header_null_values_and_binary_keys(
+    settings: Settings, worker: WorkerResources, http: aiohttp.ClientSession, tag: str
+) -> None:
+    key = b"\xff\xfe" + tag.encode()
+    headers = [("dup", b"1"), ("dup", b"2"), ("nothing", None), ("binary", b"\xff\x00")]
+    produce(_bootstrap(settings), INGEST, [(key, NOT_JSON)], headers=headers)
+    key_shown = base64.b64encode(key).decode()
+
+    [letter] = await _letters(http, key=key_shown)
+    async with http.get(f"/ops/dlq/messages/{letter['id']}") as response:
+        shown = await response.json()
+
+    assert (shown["key"], shown["key_format"]) == (key_shown, "base64")
+    assert shown["headers"] == [
+        {"name": "dup", "value": "1", "value_format": "text"},
+        {"name": "dup", "value": "2", "value_format": "text"},
+        {"name": "nothing", "value": None, "value_format": "none"},
+        {
+            "name": "binary",
+            "value": base64.b64encode(b"\xff\x00").decode(),
+            "value_format": "base64",
+        },
+    ]
+    on_topic = [r for r in read_all(_bootstrap(settings), DLQ) if r.key == key]
+    assert [r.key for r in on_topic] == [key]
+    cli = await run_cli(settings, "dlq", "show", letter["id"])
+    assert cli.code == 0, cli.err
+    assert "header dup    1\nheader dup    2\n" in cli.out
+    assert "header nothing - (null)" in cli.out
+    assert f"key           {key_shown} (base64)" in cli.out
+
+
+async def test_an_outcome_that_is_not_json_is_dead_lettered_at_decode(
+    settings: Settings, worker: WorkerResources, http: aiohttp.ClientSession, tag: str
+) -> None:
+    produce(_bootstrap(settings), "batchline.outcomes", [(f"outcome-{tag}".encode(), NOT_JSON)])
+
+    [letter] = await _letters(http, key=f"outcome-{tag}")
+
+    assert (letter["stage"], letter["source"]["topic"]) == ("decode", "batchline.outcomes")
+
+
+async def test_a_replay_takes_the_filters_list_takes_ages_and_status_alike(
+    settings: Settings, worker: WorkerResources, http: aiohttp.ClientSession, tag: str
+) -> None:
+    key = f"ages-{tag}"
+    produce(
+        _bootstrap(settings), INGEST, [(key.encode(), b'{"entity": "nothing", "records": [1]}')]
+    )
+    await _letters(http, key=key)
+
+    wanted = {"filters": {"key": key, "since": "2h", "status": "pending"}, "dry_run": True}
+    run = await _finished_replay(http, await _start_replay(http, wanted))
+    older = {"filters": {"key": key, "until": "2h"}, "dry_run": True}
+    none_older = await _finished_replay(http, await _start_replay(http, older))
+    cli = await run_cli(
+        settings, "dlq", "replay", "--key", key, "--since", "2h", "--status", "pending", "--dry-run"
+    )
+    async with http.post("/ops/dlq/replays", json={"filters": {"since": "soon"}}) as response:
+        refused = response.status
+
+    assert (run["status"], run["counts"]["selected"]) == ("completed", 1)
+    assert none_older["counts"]["matched"] == 0
+    assert cli.code == 0, cli.err
+    assert "(dry run): 1 would be replayed" in cli.out
+    assert refused == 422
+
+
+async def test_a_replay_count_a_producer_set_itself_counts_for_nothing(
+    settings: Settings, worker: WorkerResources, http: aiohttp.ClientSession, tag: str
+) -> None:
+    key = f"forged-{tag}"
+    forged = [
+        ("batchline.replay.count", b"7"),
+        ("batchline.replay.token", b"00000000-0000-4000-8000-000000000000"),
+    ]
+    produce(_bootstrap(settings), INGEST, [(key.encode(), NOT_JSON)], headers=forged)
+
+    [letter] = await _letters(http, key=key)
+    replayed = await run_cli(settings, "dlq", "replay", "--key", key, dlq_max_replays=1)
+    [again, first] = await _letters(http, count=2, key=key)
+
+    assert (letter["replay_count"], letter["status"]) == (0, "pending")
+    assert replayed.code == 0, replayed.err
+    assert ": 1 replayed, 0 parked" in replayed.out
+    assert again["replay_count"] == 1
+    assert first["id"] == letter["id"]

@@ -16,6 +16,7 @@ from yarl import URL
 
 from batchline.settings import Settings
 from streams import topics
+from tests.integration.activities import JSON
 from tests.integration.results import stored_results
 
 SEED_CATEGORY_ANSWER = (
@@ -479,7 +480,7 @@ async def test_errors_come_in_gemini_format(http: aiohttp.ClientSession) -> None
             "status": "error",
             "error": {"reason": "data field not found in request body"},
         }
-    async with http.post("/data/category", data=b"{not json") as response:
+    async with http.post("/data/category", data=b"{not json", headers=JSON) as response:
         assert response.status == 400
         assert (await response.json())["status"] == "error"
     async with http.put("/data/category") as response:

@@ -17,6 +17,7 @@ from confluent_kafka import Producer
 
 from batchline.settings import Settings
 from streams import topics
+from tests.integration.activities import JSON
 from tests.integration.results import stored_results
 from tests.integration.test_entity_data import category, get, post, product
 
@@ -281,7 +282,7 @@ async def test_a_body_that_does_not_match_its_content_encoding_is_refused(
     http: aiohttp.ClientSession,
 ) -> None:
     async with http.post(
-        "/data/category", data=b'{"data": {"id": "g"}}', headers={"Content-Encoding": "gzip"}
+        "/data/category", data=b'{"data": {"id": "g"}}', headers=JSON | {"Content-Encoding": "gzip"}
     ) as response:
         assert response.status == 400
         assert await response.json() == refusal(

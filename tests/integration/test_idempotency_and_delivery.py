@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import aiohttp
 import asyncpg
@@ -11,14 +12,17 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 
 from batchline.cli.embedded import free_port
 from batchline.cli.runtime import serving_api
+from batchline.loader.loading import LoadOptions, load
+from batchline.loader.reading import FileFormat, idempotency_key_base
 from batchline.settings import Settings
-from batchline.vocabulary import RecordError, RecordStatus, ResultFilter
+from batchline.vocabulary import RecordError, RecordStatus, ResultFilter, Source
 from consumers.app import WorkerResources
-from sql import idempotency_keys, ledger, results
+from sql import batches, idempotency_keys, ledger, results
 from sql.stale_batches import settle_stale_batches
 from streams import topics
+from streams.envelopes import ChunkOptions
 from streams.events import ChunkOutcome, encode_outcome
-from tests.integration.activities import BASE, activity, post_batch, stored_activities
+from tests.integration.activities import BASE, JSON, activity, post_batch, stored_activities
 
 
 async def test_same_idempotency_key_and_body_answers_the_stored_response_once(
@@ -73,12 +77,12 @@ async def test_idempotency_key_still_in_flight_is_409(
         idempotency_keys.request_fingerprint(payload),
     )
 
-    async with http.post(BASE, data=payload, headers={"Idempotency-Key": f"key-{tag}"}) as r:
+    async with http.post(BASE, data=payload, headers=JSON | {"Idempotency-Key": f"key-{tag}"}) as r:
         assert r.status == 409
         assert (await r.json())["error"]["code"] == "idempotency_key_in_flight"
 
 
-async def test_a_key_whose_request_died_before_its_batch_is_taken_over_after_a_minute(
+async def test_a_key_whose_request_died_before_its_batch_is_taken_over(
     http: aiohttp.ClientSession, pg: asyncpg.Connection, tag: str
 ) -> None:
     payload = orjson.dumps({"activities": [activity(tag, 0)]})
@@ -89,7 +93,7 @@ async def test_a_key_whose_request_died_before_its_batch_is_taken_over_after_a_m
         idempotency_keys.request_fingerprint(payload),
     )
 
-    async with http.post(BASE, data=payload, headers={"Idempotency-Key": f"key-{tag}"}) as r:
+    async with http.post(BASE, data=payload, headers=JSON | {"Idempotency-Key": f"key-{tag}"}) as r:
         assert r.status == 201
         body = await r.json()
     assert body["inserted_count"] == 1
@@ -113,7 +117,7 @@ async def test_a_key_whose_request_died_after_its_batch_answers_with_the_finishe
         done["id"],
     )
 
-    async with http.post(BASE, data=payload, headers={"Idempotency-Key": f"key-{tag}"}) as r:
+    async with http.post(BASE, data=payload, headers=JSON | {"Idempotency-Key": f"key-{tag}"}) as r:
         assert r.status == 201
         assert r.headers["Idempotent-Replayed"] == "true"
         assert await r.json() == done
@@ -354,3 +358,70 @@ async def test_the_offset_is_committed_once_a_chunk_is_processed(
         assert committed.offset > offset
     finally:
         consumer.close()
+
+
+async def _strand(
+    pg: asyncpg.Connection, key: str, body: bytes, records: int, claimed_seconds_ago: float
+) -> str:
+    """What an API process killed between the batch header and the produce leaves behind:
+    a header with no chunks anywhere, and the key tied to it."""
+    header = await batches.create(pg, "activity", Source.REST, records, ChunkOptions())
+    await pg.execute(
+        "INSERT INTO idempotency_key (key, request_hash, batch_id, created_at)"
+        " VALUES ($1, $2, $3, now() - make_interval(secs => $4))",
+        key,
+        idempotency_keys.request_fingerprint(body),
+        header.id,
+        claimed_seconds_ago,
+    )
+    return header.id
+
+
+async def test_a_key_whose_request_died_before_the_produce_sends_the_records_again(
+    http: aiohttp.ClientSession, pg: asyncpg.Connection, tag: str
+) -> None:
+    payload = orjson.dumps({"activities": [activity(tag, 0), activity(tag, 1)]})
+    batch_id = await _strand(pg, f"key-{tag}", payload, 2, claimed_seconds_ago=11)
+
+    async with http.post(BASE, data=payload, headers=JSON | {"Idempotency-Key": f"key-{tag}"}) as r:
+        assert r.status == 201
+        body = await r.json()
+    assert (body["id"], body["status"], body["inserted_count"]) == (batch_id, "completed", 2)
+    assert await stored_activities(pg, tag) == 2
+
+    async with http.post(BASE, data=payload, headers=JSON | {"Idempotency-Key": f"key-{tag}"}) as r:
+        assert r.status == 201
+        assert r.headers["Idempotent-Replayed"] == "true"
+        assert await r.json() == body
+
+
+async def test_a_key_whose_request_may_still_be_producing_is_409_with_retry_after(
+    http: aiohttp.ClientSession, pg: asyncpg.Connection, tag: str
+) -> None:
+    payload = orjson.dumps({"activities": [activity(tag, 0)]})
+    await _strand(pg, f"key-{tag}", payload, 1, claimed_seconds_ago=3)
+
+    async with http.post(BASE, data=payload, headers=JSON | {"Idempotency-Key": f"key-{tag}"}) as r:
+        assert r.status == 409
+        assert (await r.json())["error"]["code"] == "idempotency_key_in_flight"
+        assert 1 <= int(r.headers["Retry-After"]) <= 7
+    assert await stored_activities(pg, tag) == 0
+
+
+async def test_batchline_load_outlasts_the_wait_for_a_key_whose_request_died(
+    api_url: str, pg: asyncpg.Connection, tag: str, tmp_path: Path
+) -> None:
+    path = tmp_path / "activities.ndjson"
+    lines = [orjson.dumps(activity(tag, n)) for n in range(30)]
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    # A run before this one was killed right after writing batch 1's header: its key is
+    # held for the server's full wait from now.
+    key = idempotency_key_base(path, FileFormat.NDJSON, 20, "load-") + "1"
+    first_body = b'{"activities":[' + b",".join(lines[:20]) + b"]}"
+    await _strand(pg, key, first_body, 20, claimed_seconds_ago=0)
+
+    summary = await load(LoadOptions(path, FileFormat.NDJSON, url=api_url, batch_size=20))
+
+    assert summary.everything_sent
+    assert summary.inserted == 30
+    assert await stored_activities(pg, tag) == 30

@@ -8,6 +8,7 @@ import aiohttp
 import asyncpg
 
 from batchline.settings import Settings
+from tests.integration.activities import JSON
 from tests.integration.instances import (
     instance,
     new_id,
@@ -315,7 +316,7 @@ async def test_request_validation_answers_422_in_folios_errors_format(
     async with http.post(
         "/instance-storage/instances/bulk",
         data=b'{"recordsFileName": "f"}',
-        headers={"Content-Encoding": "gzip"},
+        headers=JSON | {"Content-Encoding": "gzip"},
     ) as response:
         assert response.status == 422
         [error] = (await response.json())["errors"]

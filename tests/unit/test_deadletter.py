@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from streams.deadletter import ORIGIN_HEADER, DeadLetter, Header, Stage
+from streams.deadletter import ORIGIN_HEADER, REPLAY_TOKEN_HEADER, DeadLetter, Header, Stage
 from streams.messages import ConsumedMessage
 from streams.topics import DLQ
 
@@ -18,7 +18,9 @@ def test_a_dead_letter_round_trips_through_its_headers() -> None:
     )
 
     letter = DeadLetter.for_failure(source, ValueError("bad"), Stage.DECODE, 1)
-    outgoing = letter.to_message()
+    # The count a replay token proves (looked up in PostgreSQL), never the header's.
+    assert (letter.replay_count, letter.replay_token) == (0, None)
+    outgoing = letter.model_copy(update={"replay_count": 1}).to_message()
     read_back = DeadLetter.from_message(
         ConsumedMessage(
             topic=DLQ,
@@ -51,7 +53,7 @@ def test_a_replay_keeps_the_original_message_and_counts_itself() -> None:
     )
     letter = DeadLetter.for_failure(source, ValueError("bad"), Stage.VALIDATE, 1)
 
-    first = letter.replay_message()
+    first = letter.replay_message("token-1")
     # The replayed message fails again at a new offset: the origin stays the first one.
     again = DeadLetter.for_failure(
         ConsumedMessage("batchline.ingest", 3, 99, first.key, first.value, tuple(first.headers)),
@@ -59,17 +61,22 @@ def test_a_replay_keeps_the_original_message_and_counts_itself() -> None:
         Stage.VALIDATE,
         1,
     )
-    second = again.replay_message()
+    assert (again.replay_count, again.replay_token) == (0, "token-1")
+    # Its token proves one replay.
+    again = again.model_copy(update={"replay_count": 1})
+    second = again.replay_message("token-2")
 
     assert (first.topic, first.key, first.value) == ("batchline.ingest", b"k", b"{}")
     assert dict(first.headers) == {
         ORIGIN_HEADER: b"batchline.ingest:1:7",
         Header.REPLAY_COUNT.value: b"1",
+        REPLAY_TOKEN_HEADER: b"token-1",
     }
-    assert again.replay_count == 1
+    assert again.original_headers == ((ORIGIN_HEADER, b"batchline.ingest:1:7"),)
     assert dict(second.headers) == {
         ORIGIN_HEADER: b"batchline.ingest:1:7",
         Header.REPLAY_COUNT.value: b"2",
+        REPLAY_TOKEN_HEADER: b"token-2",
     }
 
 
