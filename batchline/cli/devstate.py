@@ -19,6 +19,7 @@ from typing import Any
 
 import orjson
 
+from batchline.cli.embedded import process_exists
 from batchline.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -62,18 +63,8 @@ def read(data_dir: Path) -> DevServices | None:
         services = DevServices(**recorded)
     except (OSError, orjson.JSONDecodeError, TypeError):
         return None
-    return services if _alive(services.pid) else None
-
-
-def _alive(pid: int) -> bool:
     # A dev stack killed outright leaves its file behind; its process id is then gone.
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    return services if process_exists(services.pid) else None
 
 
 def fill_in(settings: Settings) -> Settings:

@@ -47,6 +47,7 @@ __all__ = [
     "free_port",
     "kill_when_parent_dies",
     "port_is_free",
+    "process_exists",
     "run_blocking",
 ]
 
@@ -81,6 +82,17 @@ def port_is_free(host: str, port: int) -> bool:
         except OSError:
             return False
         return True
+
+
+def process_exists(pid: int) -> bool:
+    """Whether a process of this id runs (as any user)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _port_open(host: str, port: int, timeout: float = 0.2) -> bool:
@@ -466,8 +478,16 @@ class EmbeddedPostgres(_BlockingService):
             # XDG_RUNTIME_DIR is unset; pytest's filterwarnings=error would fail on it.
             warnings.simplefilter("ignore")
             from pgserver.postgres_server import get_server
+            from pgserver.utils import DiskList
 
         self._pgdata.parent.mkdir(parents=True, exist_ok=True)
+        # pgserver stops the server when the last process holding it lets go, and keeps the
+        # holders' pids in this file. A holder killed outright (kill -9 of `batchline dev`)
+        # stays listed for ever and the server would never be stopped again: forget it, so
+        # the next start adopts the running server and stops it like its own.
+        holders = DiskList(self._pgdata / ".handle_pids.json")
+        if self._pgdata.is_dir():
+            holders.put([pid for pid in holders.get() if process_exists(pid)])
         mode = "delete" if self._delete_on_stop else "stop"
         server = get_server(self._pgdata, cleanup_mode=mode)
         self._server = server

@@ -86,6 +86,10 @@ class DevStack:
     def output(self) -> str:
         return self.log.read_text(errors="replace")
 
+    def postmaster(self) -> int:
+        pid_file = self.folder / ".batchline" / "pgdata" / "postmaster.pid"
+        return int(pid_file.read_text().split()[0])
+
     def processes(self, command: str) -> list[int]:
         return [
             p for p in children(self.process.pid) if f"batchline.cli {command}" in command_line(p)
@@ -132,7 +136,8 @@ async def batchline_dev(folder: Path, port: int, *args: str) -> AsyncIterator[De
         if process.returncode is None:
             process.send_signal(signal.SIGINT)
         await asyncio.wait_for(process.wait(), 90)
-    assert process.returncode == 0, stack.output()[-3000:]
+    if process.returncode != -signal.SIGKILL:  # unless the test killed it outright
+        assert process.returncode == 0, stack.output()[-3000:]
 
 
 async def completed(http: aiohttp.ClientSession, body: dict[str, Any]) -> dict[str, Any]:
@@ -196,9 +201,7 @@ async def test_dev_supervises_its_processes_and_stops_them_all(folder: Path) -> 
         state = orjson.loads((folder / ".batchline" / "dev.json").read_bytes())
         assert state["pid"] == dev.process.pid
         assert state["api_url"] == dev.url
-        postmaster = int(
-            (folder / ".batchline" / "pgdata" / "postmaster.pid").read_text().split()[0]
-        )
+        postmaster = dev.postmaster()
         broker = [p for p in children(dev.process.pid) if "tansu" in command_line(p)]
         assert len(broker) == 1
 
@@ -266,3 +269,29 @@ async def test_dev_on_a_taken_port_says_which_setting_to_change(folder: Path) ->
         assert "rdkafka" not in said
         assert len(said.strip().splitlines()) == 1, said
     assert not (folder / ".batchline" / "pgdata").exists()  # nothing was started
+
+
+async def test_a_dev_killed_outright_leaves_nothing_the_next_one_cannot_stop(folder: Path) -> None:
+    port = free_port()
+    async with batchline_dev(folder, port, "--workers", "1") as dev:
+        processes = [*dev.processes("api"), *dev.processes("worker")]
+        broker = [p for p in children(dev.process.pid) if "tansu" in command_line(p)]
+        postmaster = dev.postmaster()
+        dev.process.kill()
+        await dev.process.wait()
+    # The kernel takes dev's own processes with it; PostgreSQL runs on, detached.
+    for _ in range(50):
+        if not [pid for pid in [*processes, *broker] if alive(pid)]:
+            break
+        await asyncio.sleep(0.1)
+    assert not [pid for pid in [*processes, *broker] if alive(pid)]
+    assert alive(postmaster)
+
+    async with (
+        batchline_dev(folder, port, "--workers", "1") as dev,
+        aiohttp.ClientSession(base_url=dev.url) as http,
+    ):
+        assert dev.postmaster() == postmaster  # adopted, not started twice
+        batch = await completed(http, fresh_records("after-kill-9"))
+        assert batch["inserted_count"] == 2
+    assert not alive(postmaster)
