@@ -47,7 +47,7 @@ def stop_on_signals() -> asyncio.Event:
 async def apply_migrations(settings: Settings, *, allow_destructive: bool = False) -> list[str]:
     """SQL migrations, then the entity tables of the YAML schemas (refusing data loss)."""
     registry = load_registry(settings.entities_dir)
-    conn = await db.connect(settings.require_database_url())
+    conn = await _connect_checked(settings.require_database_url())
     try:
         # Migrations that give existing rows a tenant give them this one.
         await conn.execute(

@@ -37,10 +37,11 @@ async def test_a_database_without_batchline_schema_is_named_with_the_fix(
     assert "Traceback" not in finished.err
 
     missing = with_database(empty_database, f"no_such_{uuid.uuid4().hex[:6]}")
-    finished = await run_command(["dlq", "list"], user_env(database_url=missing))
-    assert finished.code == 2
-    assert "does not exist" in finished.err
-    assert "Traceback" not in finished.err
+    for command in (["dlq", "list"], ["migrate"]):
+        finished = await run_command(command, user_env(database_url=missing))
+        assert finished.code == 2
+        assert "does not exist" in finished.err
+        assert "Traceback" not in finished.err
 
 
 def dead_pid() -> int:
