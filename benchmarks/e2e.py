@@ -41,8 +41,9 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -186,36 +187,110 @@ async def rest_throughput(url: str, records: int, batch: int, clients: int) -> f
         return records / (time.perf_counter() - started)
 
 
+def produce_batch(
+    producer: Producer,
+    batch_id: str,
+    size: int,
+    record: Callable[[int], dict[str, Any]],
+    chunk: int,
+) -> None:
+    """One batch as chunk envelopes, built a chunk at a time (a 1M-record batch fits)."""
+    for first in range(0, size, chunk):
+        envelope = {
+            "entity": "activity",
+            "batch_id": batch_id,
+            "record_count": size,
+            "first_index": first,
+            "records": [record(n) for n in range(first, min(first + chunk, size))],
+        }
+        producer.produce(topics.INGEST, orjson.dumps(envelope), key=batch_id.encode())
+        producer.poll(0)
+
+
+def bench_producer(bootstrap: str) -> Producer:
+    return Producer(
+        {"bootstrap.servers": bootstrap, "linger.ms": 5, "enable.idempotence": True, "acks": "all"}
+    )
+
+
 async def kafka_throughput(
     url: str, bootstrap: str, records: int, per_batch: int, chunk: int
 ) -> float:
     run = uuid.uuid4().hex[:6]
-    producer = Producer(
-        {"bootstrap.servers": bootstrap, "linger.ms": 5, "enable.idempotence": True, "acks": "all"}
-    )
+    producer = bench_producer(bootstrap)
     batch_ids = []
     started = time.perf_counter()
     for start in range(0, records, per_batch):
         batch_id = f"bench-{run}-{start}"
         batch_ids.append(batch_id)
         size = min(per_batch, records - start)
-        for first in range(0, size, chunk):
-            envelope = {
-                "entity": "activity",
-                "batch_id": batch_id,
-                "record_count": size,
-                "first_index": first,
-                "records": [
-                    activity(run, start + n) for n in range(first, min(first + chunk, size))
-                ],
-            }
-            producer.produce(topics.INGEST, orjson.dumps(envelope), key=batch_id.encode())
-            producer.poll(0)
+        produce_batch(producer, batch_id, size, partial(activity_at, run, start), chunk)
     producer.flush(60)
     producer.close()
     async with aiohttp.ClientSession(base_url=url) as http:
         await wait_completed(http, batch_ids)
     return records / (time.perf_counter() - started)
+
+
+def activity_at(run: str, start: int, n: int) -> dict[str, Any]:
+    return activity(run, start + n)
+
+
+def activity_failing_every(run: str, every: int, n: int) -> dict[str, Any]:
+    """Every ``every``-th record fails validation (a zero duration)."""
+    record = activity(run, n)
+    if n % every == 0:
+        record["duration_minutes"] = 0
+    return record
+
+
+async def failures_page(
+    stack: Stack, records: int, every: int, chunk: int, repeats: int = 20
+) -> dict[str, Any]:
+    """One batch of ``records`` through Kafka, every ``every``-th record failing; then pages
+    of 100 failures read with GET ?results=failed: how long each takes, and the API's RSS."""
+    run = uuid.uuid4().hex[:6]
+    batch_id = f"bench-big-{run}"
+    producer = bench_producer(stack.bootstrap)
+    started = time.perf_counter()
+    produce_batch(producer, batch_id, records, partial(activity_failing_every, run, every), chunk)
+    producer.flush(120)
+    producer.close()
+    figures: dict[str, Any] = {"records": records, "failing_every": every}
+    path = f"/api/v1/batch-inserts/{batch_id}"
+    async with aiohttp.ClientSession(base_url=stack.url) as http:
+        while True:
+            async with http.get(path, params={"results": "none"}) as response:
+                body = await response.json() if response.status == 200 else {}
+            if body.get("status") not in (None, "processing"):
+                break
+            await asyncio.sleep(0.5)
+        figures["status"] = body["status"]
+        figures["failed_count"] = body.get("failed_count")
+        figures["end_to_end_records_per_s"] = round(records / (time.perf_counter() - started))
+        api = stack.pids["api"]
+        figures["api_rss_mib_before"] = rss_mib(api)
+        failures = records // every
+        timings = []
+        for i in range(repeats):
+            offset = (i * 7919) % max(failures - 100, 1)
+            params = {"results": "failed", "results_offset": str(offset), "results_limit": "100"}
+            began = time.perf_counter()
+            async with http.get(path, params=params) as response:
+                page = await response.json()
+            timings.append((time.perf_counter() - began) * 1000)
+            if response.status != 200 or len(page.get("results", ())) != 100:
+                figures["error"] = f"{response.status}: {str(page)[:120]}"
+                break
+            figures["results_total"] = page.get("results_total")
+        ordered = sorted(timings)
+        figures["get_page_of_100_failures_ms"] = {
+            "p50": round(ordered[len(ordered) // 2], 1),
+            "max": round(ordered[-1], 1),
+        }
+        figures["api_rss_mib_after"] = rss_mib(api)
+        figures["api_peak_rss_mib"] = peak_rss_mib(api)
+    return figures
 
 
 async def latency(url: str, requests: int, rate: float) -> dict[str, float]:
@@ -496,6 +571,12 @@ async def measure(stack: Stack, args: argparse.Namespace) -> dict[str, Any]:
         results["latency_2_records"] = await latency(
             stack.url, args.latency_requests, args.latency_rate
         )
+        if args.big_batch:
+            progress(f"{stack.name}: one batch of {args.big_batch:,} records, pages of failures")
+            sampler.phase = "big batch"
+            results["big_batch"] = await failures_page(
+                stack, args.big_batch, args.failing_every, stack.chunk_size
+            )
     finally:
         sampling.cancel()
     results["peak_rss_mib"] = {name: peak_rss_mib(pid) for name, pid in stack.pids.items()}
@@ -550,6 +631,32 @@ def print_table(results: dict[str, Any]) -> None:
     rows.append(
         ("peak RSS (MiB)", ", ".join(f"{k} {v}" for k, v in results["peak_rss_mib"].items()), "")
     )
+    big = results.get("big_batch")
+    if big:
+        page = big["get_page_of_100_failures_ms"]
+        rows.append(
+            (
+                f"{big['records']:,}-record batch",
+                f"{big['status']}, {big['end_to_end_records_per_s']:,} records/s",
+                f"{big.get('failed_count')} failed",
+            )
+        )
+        rows.append(
+            (
+                "  GET a page of 100 failures",
+                f"p50 {page['p50']} ms, max {page['max']} ms",
+                f"API RSS {big['api_rss_mib_before']} -> {big['api_rss_mib_after']} MiB"
+                f" (peak {big['api_peak_rss_mib']}) {big.get('error', '')}",
+            )
+        )
+    for phase, ranges in results.get("rss_mib_by_phase", {}).items():
+        rows.append(
+            (
+                f"RSS in {phase} (MiB)",
+                ", ".join(f"{name} {low}-{high}" for name, (low, high) in ranges.items()),
+                "",
+            )
+        )
     width = max(len(r[0]) for r in rows)
     for name, value, extra in rows:
         print(f"{name:<{width}}  {value:<34} {extra}")
@@ -590,6 +697,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--data-dir", help="embedded services' folder, kept (default: a temp dir, removed)"
     )
+    parser.add_argument(
+        "--big-batch",
+        type=int,
+        metavar="N",
+        help="also send one batch of N records through Kafka and time GETs of a page of its"
+        " failures",
+    )
+    parser.add_argument("--failing-every", type=int, default=100, metavar="K")
     parser.add_argument(
         "--memory-every",
         type=float,
