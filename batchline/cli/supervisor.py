@@ -269,12 +269,13 @@ async def logging_completed_batches(database_url: str) -> AsyncIterator[None]:
                 continue
             if header is not None:
                 log.info(
-                    "batch %s %s: %d record%s, %d inserted, %d failed",
+                    "batch %s %s: %d record%s, %d inserted, %d updated, %d failed",
                     header.id,
                     header.status,
                     header.record_count,
                     "" if header.record_count == 1 else "s",
                     header.inserted_count,
+                    header.updated_count,
                     header.failed_count,
                 )
 

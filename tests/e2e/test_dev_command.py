@@ -233,7 +233,10 @@ async def test_dev_supervises_its_processes_and_stops_them_all(folder: Path) -> 
         assert f"API       {dev.url}" in output
         assert f"broker    {state['kafka_bootstrap_servers']}" in output
         assert '"POST /api/v1/batch-inserts HTTP/1.1" 201' in output
-        assert f"batch {first['id']} completed: 2 records, 2 inserted, 0 failed" in output
+        completed_line = (
+            f"batch {first['id']} completed: 2 records, 2 inserted, 0 updated, 0 failed"
+        )
+        assert completed_line in output
 
     assert not [pid for pid in every_pid if alive(pid)]
     assert not (folder / ".batchline" / "dev.json").exists()
