@@ -69,6 +69,8 @@ def configure(level: str, fmt: str, repeat_seconds: float = 0.0) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    # Faust and aiokafka are chatty at INFO about every rebalance step.
-    for noisy in ("aiokafka", "faust", "mode", "consumers.transport"):
-        logging.getLogger(noisy).setLevel(max(root.level, logging.WARNING))
+    # Faust and aiokafka are chatty at INFO about every rebalance step, pgserver prints all
+    # of initdb's and pg_ctl's output: heard only at BATCHLINE_LOG_LEVEL=debug (`dev -v`).
+    quiet = logging.INFO if root.level <= logging.DEBUG else max(root.level, logging.WARNING)
+    for noisy in ("aiokafka", "faust", "mode", "consumers.transport", "pgserver"):
+        logging.getLogger(noisy).setLevel(quiet)

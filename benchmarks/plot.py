@@ -22,6 +22,7 @@ GROUP_COLOURS = {
     "broker": "#d9822b",
     "api": "#7a9e3b",
     "workers": "#b0413e",
+    "supervisor": "#6b4c9a",
     "benchmark": "#8c8c8c",
     "other": "#cccccc",
 }
@@ -116,7 +117,7 @@ def render(results: Mapping[str, Any]) -> str:
     _bars(canvas, right, "CPU per record (us)", stacks, (budget, "budget at 0.5 x COPY"), "us")
     legend_y = _TOP + _PANEL_HEIGHT + 36
     for number, (group, colour) in enumerate(GROUP_COLOURS.items()):
-        x = right + number * 64
+        x = right + number * 56
         canvas.rect(x, legend_y, 10, 10, colour, group)
         canvas.text(x + 13, legend_y + 9, group, anchor="start", size=10)
     machine = results["machine"]
@@ -126,7 +127,8 @@ def render(results: Mapping[str, Any]) -> str:
         legend_y + 34,
         f"{results['date']}: {machine['cores']} cores, {machine['memory_gib']} GiB, "
         f"Python {machine['python']}; {settings['records']:,} records, batches of "
-        f"{settings['batch']}, {settings['clients']} clients, {settings['workers']} worker(s)",
+        f"{settings['batch']}, {settings['clients']} clients, {settings['workers']} worker(s)"
+        f"{'; ' + settings['stack'] if 'stack' in settings else ''}",
         anchor="start",
         size=10,
     )
@@ -140,13 +142,21 @@ def render(results: Mapping[str, Any]) -> str:
     )
 
 
+def output_path(requested: Path, run: Mapping[str, Any]) -> Path:
+    """One drawing per stack measured: ``e2e.svg`` becomes ``e2e-dev.svg``, ``e2e-separate.svg``."""
+    return requested.with_name(f"{requested.stem}-{run['stack']}{requested.suffix}")
+
+
 def main(argv: Sequence[str]) -> int:
     if len(argv) != 2:
         print("usage: python -m benchmarks.plot RESULTS.json OUTPUT.svg", file=sys.stderr)
         return 2
     results = orjson.loads(Path(argv[0]).read_bytes())
-    Path(argv[1]).write_text(render(results))
-    print(f"written: {argv[1]}")
+    # A file of several stacks' runs draws each; an older file holds one run.
+    for run in results.get("runs", [results]):
+        drawing = output_path(Path(argv[1]), run) if "runs" in results else Path(argv[1])
+        drawing.write_text(render(run))
+        print(f"written: {drawing}")
     return 0
 
 

@@ -48,3 +48,11 @@ async def migrate(conn: asyncpg.Connection) -> list[str]:
     finally:
         await conn.execute("SELECT pg_advisory_unlock($1)", _MIGRATION_LOCK_KEY)
     return applied_now
+
+
+async def pending(conn: asyncpg.Connection) -> list[str]:
+    """Migrations this database lacks: every one where batchline's schema was never applied."""
+    if await conn.fetchval("SELECT to_regclass('schema_migration')") is None:
+        return [version for version, _ in migration_files()]
+    done = {row["version"] for row in await conn.fetch("SELECT version FROM schema_migration")}
+    return [version for version, _ in migration_files() if version not in done]

@@ -45,6 +45,9 @@ __all__ = [
     "EmbeddedPostgres",
     "EmbeddedServiceError",
     "free_port",
+    "kill_when_parent_dies",
+    "port_is_free",
+    "process_exists",
     "run_blocking",
 ]
 
@@ -70,6 +73,28 @@ def free_port(host: str = "127.0.0.1") -> int:
         return port
 
 
+def port_is_free(host: str, port: int) -> bool:
+    """Whether a server could listen on *host*:*port* right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+        return True
+
+
+def process_exists(pid: int) -> bool:
+    """Whether a process of this id runs (as any user)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def _port_open(host: str, port: int, timeout: float = 0.2) -> bool:
     try:
         with socket.create_connection((host, port), timeout=timeout):
@@ -78,7 +103,7 @@ def _port_open(host: str, port: int, timeout: float = 0.2) -> bool:
         return False
 
 
-def _set_parent_death_signal() -> None:  # pragma: no cover - runs in the child
+def kill_when_parent_dies() -> None:  # pragma: no cover - runs in the child
     """preexec_fn: ask Linux to SIGKILL the child when the parent thread dies.
 
     This is what covers ``kill -9`` of the Python process, which atexit cannot.
@@ -289,10 +314,10 @@ class EmbeddedKafka(_BlockingService):
         self._log_dir.mkdir(parents=True, exist_ok=True)
         self._log_file = self.log_path.open("ab")
         on_main_thread = threading.current_thread() is threading.main_thread()
-        preexec = _set_parent_death_signal if sys.platform == "linux" and on_main_thread else None
+        preexec = kill_when_parent_dies if sys.platform == "linux" and on_main_thread else None
         env = dict(os.environ)
         env.setdefault("RUST_LOG", "warn")
-        log.info("starting tansu on %s (log: %s)", url, self.log_path)
+        log.debug("starting tansu on %s (log: %s)", url, self.log_path)
         self._proc = subprocess.Popen(  # noqa: S603 - our own argv, no shell
             cmd,
             stdin=subprocess.DEVNULL,
@@ -333,7 +358,7 @@ class EmbeddedKafka(_BlockingService):
                 raise _BrokerExited(self._exit_message(proc))
             try:
                 admin.list_topics(timeout=2.0)
-                log.info("tansu ready on %s:%s", self._host, port)
+                log.debug("tansu ready on %s:%s", self._host, port)
                 return
             except KafkaException as exc:  # timeout / transport error
                 last_error = exc
@@ -453,8 +478,16 @@ class EmbeddedPostgres(_BlockingService):
             # XDG_RUNTIME_DIR is unset; pytest's filterwarnings=error would fail on it.
             warnings.simplefilter("ignore")
             from pgserver.postgres_server import get_server
+            from pgserver.utils import DiskList
 
         self._pgdata.parent.mkdir(parents=True, exist_ok=True)
+        # pgserver stops the server when the last process holding it lets go, and keeps the
+        # holders' pids in this file. A holder killed outright (kill -9 of `batchline dev`)
+        # stays listed for ever and the server would never be stopped again: forget it, so
+        # the next start adopts the running server and stops it like its own.
+        holders = DiskList(self._pgdata / ".handle_pids.json")
+        if self._pgdata.is_dir():
+            holders.put([pid for pid in holders.get() if process_exists(pid)])
         mode = "delete" if self._delete_on_stop else "stop"
         server = get_server(self._pgdata, cleanup_mode=mode)
         self._server = server

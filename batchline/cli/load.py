@@ -46,8 +46,8 @@ def add_parser(commands: Any) -> None:
     parser.add_argument(
         "--url",
         type=_api_url,
-        default="http://127.0.0.1:8080",
-        help="the API (default %(default)s)",
+        help="the API (default: that of a `batchline dev` running from this folder, else"
+        " http://127.0.0.1:8080)",
     )
     parser.add_argument(
         "--batch-size", type=_positive, default=1000, help="records per request (default 1000)"

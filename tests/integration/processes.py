@@ -6,7 +6,7 @@ import asyncio
 import os
 import signal
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,21 +44,39 @@ async def until(condition: Callable[[], Awaitable[bool]], what: str, attempts: i
     raise AssertionError(f"timed out waiting until {what}")
 
 
+def user_env(**settings: Any) -> dict[str, str]:
+    """A user's shell: no BATCHLINE_ setting but these."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BATCHLINE_")}
+    return env | {f"BATCHLINE_{k.upper()}": str(v) for k, v in settings.items()}
+
+
 @dataclass(frozen=True)
 class Finished:
     code: int
     out: str
     err: str
 
+    @property
+    def said(self) -> str:
+        return self.out + self.err
+
 
 async def run_cli(settings: Settings, *args: str, **overrides: Any) -> Finished:
     """``batchline <args>`` to completion, without blocking the test's event loop."""
+    return await run_command(args, batchline_env(settings, **overrides))
+
+
+async def run_command(
+    args: Sequence[str], env: dict[str, str], cwd: Path | None = None
+) -> Finished:
+    """``batchline <args>`` with exactly this environment, from ``cwd``."""
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
         "batchline.cli",
         *args,
-        env=batchline_env(settings, **overrides),
+        env=env,
+        cwd=cwd,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -32,3 +33,12 @@ def test_compose_file_is_accepted_by_compose() -> None:
     command = [*compose, "-f", "docker-compose.yml", "config", "-q"]
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stderr
+
+
+def test_the_package_metadata_builds_without_deprecation_warnings() -> None:
+    """`./run` installs the project; a license given as a TOML table makes setuptools print a
+    deprecation warning to every newcomer. An SPDX string needs setuptools 77 or later."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    assert project["project"]["license"] == "Apache-2.0"
+    build_requires = project["build-system"]["requires"]
+    assert "setuptools>=77" in build_requires
