@@ -65,15 +65,27 @@ async def insert_resolving_conflicts(
 _SERVER_SETTINGS = {"plan_cache_mode": "force_custom_plan"}
 
 
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """Nothing to undo: see ``create_pool``'s ``session_state_free``."""
+
+
 async def create_pool(
     url: str,
     max_size: int = 10,
     min_size: int = 1,
     *,
     idle_transaction_timeout_seconds: float | None = None,
+    session_state_free: bool = False,
 ) -> asyncpg.Pool:
     """``idle_transaction_timeout_seconds``: PostgreSQL ends a transaction whose client
-    went quiet that long (a stopped process), releasing what it held."""
+    went quiet that long (a stopped process), releasing what it held.
+
+    ``session_state_free``: the owner promises its connections never leave session state
+    behind (no LISTEN, session-level advisory lock, SET or held cursor; transaction-level
+    ones end with their transaction). asyncpg then skips the query it sends on every
+    release to undo such state (``pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET
+    ALL``), one round trip per acquire; an open transaction is still rolled back.
+    """
     settings = dict(_SERVER_SETTINGS)
     if idle_transaction_timeout_seconds is not None:
         timeout_ms = max(1, round(idle_transaction_timeout_seconds * 1000))
@@ -85,6 +97,7 @@ async def create_pool(
         init=_init_connection,
         command_timeout=60,
         server_settings=settings,
+        reset=_keep_session if session_state_free else None,
     )
     return pool
 
