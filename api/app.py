@@ -64,7 +64,9 @@ async def counted_responses(request: web.Request, handler: Handler) -> web.Strea
 async def _database(app: web.Application) -> AsyncIterator[None]:
     settings = app[keys.SETTINGS]
     url = settings.require_database_url()
-    pool = await db.create_pool(url, max_size=settings.db_pool_max_size)
+    # LISTEN has a connection of its own (CompletionWaiter); the replay lock, the one
+    # session-level lock, is released or ends its connection (sql.replay_runs).
+    pool = await db.create_pool(url, max_size=settings.db_pool_max_size, session_state_free=True)
     waiter = CompletionWaiter(pool, url)
     await waiter.start()
     app[keys.POOL] = pool

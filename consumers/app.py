@@ -85,6 +85,9 @@ async def worker_resources(
         settings.require_database_url(),
         settings.db_pool_max_size,
         idle_transaction_timeout_seconds=settings.stalled_writer_seconds,
+        # The worker's locks are transaction-level (sql.ledger), it LISTENs nowhere and
+        # sets nothing per session.
+        session_state_free=True,
     )
     producer = AsyncProducer(settings.librdkafka_producer_config())
     try:

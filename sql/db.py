@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
+from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
@@ -40,17 +42,36 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
         )
 
 
+@contextlib.asynccontextmanager
+async def kept_savepoint(conn: asyncpg.Connection, name: str) -> AsyncIterator[None]:
+    """A savepoint inside the caller's transaction that a failure in the block rolls back
+    to; one that succeeds stays in place until the transaction ends rather than being
+    released (a nested ``conn.transaction()`` spends a round trip on that).
+
+    For a few per transaction: each kept one that writes holds a subtransaction id until
+    commit, and past 64 of them other sessions' snapshots get slower.
+    """
+    await conn.execute(f"SAVEPOINT {name}")
+    try:
+        yield
+    except BaseException:
+        if not conn.is_closed():
+            await conn.execute(f"ROLLBACK TO SAVEPOINT {name}")
+        raise
+
+
 async def insert_resolving_conflicts(
     conn: asyncpg.Connection, plain: str, resolving: str, *args: Any
 ) -> list[asyncpg.Record]:
-    """Run ``plain`` (an INSERT without ON CONFLICT) in a savepoint; if it hits a key, run
-    ``resolving`` (the same INSERT with ON CONFLICT) instead.
+    """Run ``plain`` (an INSERT without ON CONFLICT) in a savepoint of the caller's
+    transaction; if it hits a key, run ``resolving`` (the same INSERT with ON CONFLICT)
+    instead.
 
     Most writes are first runs that replace nothing, and a plain INSERT costs less than one
     with ON CONFLICT, which inserts speculatively row by row (README, Performance).
     """
     try:
-        async with conn.transaction():
+        async with kept_savepoint(conn, "batchline_plain_insert"):
             rows: list[asyncpg.Record] = await conn.fetch(plain, *args)
             return rows
     except asyncpg.UniqueViolationError:
@@ -72,15 +93,27 @@ _SERVER_SETTINGS = {"plan_cache_mode": "force_custom_plan"}
 CONNECT_TIMEOUT_SECONDS = 10.0
 
 
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """Nothing to undo: see ``create_pool``'s ``session_state_free``."""
+
+
 async def create_pool(
     url: str,
     max_size: int = 10,
     min_size: int = 1,
     *,
     idle_transaction_timeout_seconds: float | None = None,
+    session_state_free: bool = False,
 ) -> asyncpg.Pool:
     """``idle_transaction_timeout_seconds``: PostgreSQL ends a transaction whose client
-    went quiet that long (a stopped process), releasing what it held."""
+    went quiet that long (a stopped process), releasing what it held.
+
+    ``session_state_free``: the owner promises its connections never leave session state
+    behind (no LISTEN, session-level advisory lock, SET or held cursor; transaction-level
+    ones end with their transaction). asyncpg then skips the query it sends on every
+    release to undo such state (``pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET
+    ALL``), one round trip per acquire; an open transaction is still rolled back.
+    """
     settings = dict(_SERVER_SETTINGS)
     if idle_transaction_timeout_seconds is not None:
         timeout_ms = max(1, round(idle_transaction_timeout_seconds * 1000))
@@ -93,6 +126,7 @@ async def create_pool(
         timeout=CONNECT_TIMEOUT_SECONDS,
         command_timeout=60,
         server_settings=settings,
+        reset=_keep_session if session_state_free else None,
     )
     return pool
 

@@ -173,10 +173,17 @@ class ReplayRuns:
             yield True
             return
         async with self._pool.acquire() as conn:
-            if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", _REPLAY_LOCK):
-                yield False
-                return
             try:
-                yield True
-            finally:
-                await conn.execute("SELECT pg_advisory_unlock($1)", _REPLAY_LOCK)
+                if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", _REPLAY_LOCK):
+                    yield False
+                    return
+                try:
+                    yield True
+                finally:
+                    await conn.execute("SELECT pg_advisory_unlock($1)", _REPLAY_LOCK)
+            except BaseException:
+                # The pool may not undo session state on release (sql.db, session_state_free):
+                # a lock this may still hold (a cancelled call, a failed unlock) goes with the
+                # connection instead of staying with the pool.
+                conn.terminate()
+                raise
