@@ -130,23 +130,43 @@ async def results(
     return [r async for r in results_.iter_results(conn, batch_id, ResultFilter.ALL)]
 
 
+@dataclass(frozen=True, slots=True)
+class BatchFilter:
+    """Which batches a list shows; every given field must match."""
+
+    status: str | None = None
+    entity: str | None = None
+    source: str | None = None
+    # A batch id, or the Idempotency-Key a batch was posted with.
+    search: str | None = None
+
+
+_FILTERED = """($1::text IS NULL OR status = $1) AND ($2::text IS NULL OR entity = $2)
+    AND ($3::text IS NULL OR source = $3)
+    AND ($4::text IS NULL OR id = $4
+         OR id = (SELECT batch_id FROM idempotency_key WHERE key = $4))"""
+
+
 async def page(
-    conn: asyncpg.Connection | asyncpg.Pool, page: int, limit: int, status: str | None
+    conn: asyncpg.Connection | asyncpg.Pool, page: int, limit: int, filters: BatchFilter
 ) -> tuple[list[BatchHeader], int]:
+    wanted = (filters.status, filters.entity, filters.source, filters.search)
     rows = await conn.fetch(
-        f"""SELECT {_HEADER_COLUMNS}, count(*) OVER () AS total FROM batch
-            WHERE ($1::text IS NULL OR status = $1)
-            ORDER BY created_at DESC, id DESC LIMIT $2 OFFSET $3""",
-        status,
+        f"""SELECT {_HEADER_COLUMNS}, count(*) OVER () AS total FROM batch WHERE {_FILTERED}
+            ORDER BY created_at DESC, id DESC LIMIT $5 OFFSET $6""",
+        *wanted,
         limit,
         (page - 1) * limit,
     )
     if rows:
         return [_header(dict_without(row, "total")) for row in rows], rows[0]["total"]
-    total = await conn.fetchval(
-        "SELECT count(*) FROM batch WHERE ($1::text IS NULL OR status = $1)", status
-    )
+    total = await conn.fetchval(f"SELECT count(*) FROM batch WHERE {_FILTERED}", *wanted)
     return [], int(total)
+
+
+async def count_by_status(conn: asyncpg.Connection | asyncpg.Pool) -> dict[str, int]:
+    rows = await conn.fetch("SELECT status, count(*) AS n FROM batch GROUP BY status")
+    return {row["status"]: row["n"] for row in rows}
 
 
 def dict_without(row: asyncpg.Record, column: str) -> Any:
