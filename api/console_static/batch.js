@@ -212,6 +212,14 @@ export function render(container, { id, params }) {
 
   async function retry(indices, ignoreConstraints) {
     if (!indices.length) return;
+    if (ignoreConstraints) {
+      const sure = await confirmDialog({
+        title: `Retry ${count(indices.length)} record${indices.length === 1 ? "" : "s"} ignoring constraints?`,
+        text: "Where a retried record conflicts with a stored one, the stored record takes the retried values; its old values are not kept.",
+        action: "Retry",
+      });
+      if (!sure) return;
+    }
     try {
       const answer = await call("PUT", path(id), { retry_indices: indices.sort((a, b) => a - b), ignore_constraints: ignoreConstraints });
       toast(`Retrying ${count(indices.length)} record${indices.length === 1 ? "" : "s"}${ignoreConstraints ? " (ignoring constraints)" : ""}: ${answer.body.status}`, "ok");

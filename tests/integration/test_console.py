@@ -161,6 +161,10 @@ async def test_a_batch_with_failures_is_found_opened_retried_and_deleted(
     await page.get_by_label("select record 2").check()
     await page.get_by_label("ignore constraints").check()
     await page.get_by_role("button", name="Retry selected (1)").click()
+    # Overwriting a stored record cannot be undone: asked first.
+    confirm = page.get_by_role("dialog", name="Retry 1 record ignoring constraints?")
+    await expect(confirm).to_contain_text("old values are not kept")
+    await confirm.get_by_role("button", name="Retry").click()
     await expect(_figure(page, "inserted")).to_have_text("3", timeout=SEEN_WITHIN_MS)
     await expect(_figure(page, "failed")).to_have_text("2")
     await expect(chips.get_by_role("button", name="unique_constraint_violation 1")).to_have_count(0)
