@@ -181,5 +181,7 @@ async def dev_main(settings: Settings) -> None:
         metrics = Metrics()
         async with worker_resources(live, metrics) as resources, serving_api(live, metrics) as url:
             log.info("batchline is up: %s  (Ctrl-C stops everything)", url)
-            print(f"batchline dev: API on {url}  docs {url}/docs", flush=True)
+            print(
+                f"batchline dev: API on {url}  docs {url}/docs  console {url}/console", flush=True
+            )
             await run_worker(resources, stop)

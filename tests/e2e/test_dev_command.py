@@ -81,6 +81,9 @@ async def test_dev_runs_everything_embedded_and_keeps_data_across_restarts(
             created = await response.json()
         assert created["status"] == "completed"
         assert created["inserted_count"] == 2
+        async with http.get("/console/") as response:
+            assert response.status == 200
+            assert "<title>batchline console</title>" in await response.text()
 
     assert (tmp_path / "pgdata").is_dir()
 
