@@ -14,9 +14,11 @@ from api.batch_inserts import BASE, header_or_404
 from api.errors import ApiError, ErrorCode
 from api.requests import query_int
 from api.responses import json_response
+from batchline.vocabulary import RecordError
 from sql import failures
 
 _FORMATS = ("json", "ndjson")
+_ERRORS = tuple(RecordError)
 
 
 async def list_failures(request: web.Request) -> web.StreamResponse:
@@ -24,6 +26,13 @@ async def list_failures(request: web.Request) -> web.StreamResponse:
     format=ndjson streams them all)."""
     header = await header_or_404(request, request.match_info["batch_id"])
     error = request.query.get("error") or None
+    if error is not None and error not in _ERRORS:
+        raise ApiError(
+            422,
+            ErrorCode.VALIDATION_FAILED,
+            f"Query parameter 'error' must be an error code: {', '.join(_ERRORS)}",
+            {"parameter": "error", "value": error},
+        )
     output = request.query.get("format", "json")
     if output not in _FORMATS:
         raise ApiError(
