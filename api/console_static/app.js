@@ -90,7 +90,13 @@ window.addEventListener("hashchange", show);
 open = await isOpen();
 if (open) {
   banner.className = "banner banner-open";
-  replace(banner, h("strong", {}, "This console is open. "), "The API accepts operator calls without a token: anyone who can reach it can retry, delete and replay. Configure authentication to restrict it.");
+  replace(
+    banner,
+    h("strong", {}, "This console is open."),
+    h("span", { class: "hide-narrow" }, " The API accepts operator calls without a token."),
+    " Anyone who can reach the API can retry, delete and replay.",
+    h("span", { class: "hide-narrow" }, " Configure authentication to restrict it."),
+  );
   banner.hidden = false;
 }
 showAccess();

@@ -83,7 +83,7 @@ export function render(container, { params }) {
           h(
             "thead",
             {},
-            h("tr", {}, h("th", {}, "Batch"), h("th", {}, "Status"), h("th", { class: "wide" }, "Progress"), h("th", { class: "num" }, "Records"), h("th", { class: "num" }, "Inserted"), h("th", { class: "num" }, "Failed"), h("th", { class: "hide-narrow" }, "Entity"), h("th", { class: "hide-narrow" }, "Source"), h("th", { class: "hide-narrow" }, "Created")),
+            h("tr", {}, h("th", {}, "Batch"), h("th", {}, "Status"), h("th", { class: "wide" }, "Progress"), h("th", { class: "num hide-narrow" }, "Records"), h("th", { class: "num hide-narrow" }, "Inserted"), h("th", { class: "num" }, "Failed"), h("th", { class: "hide-narrow" }, "Entity"), h("th", { class: "hide-narrow" }, "Source"), h("th", { class: "hide-narrow" }, "Created")),
           ),
           h(
             "tbody",
@@ -92,11 +92,11 @@ export function render(container, { params }) {
               h(
                 "tr",
                 { dataset: { batch: b.id } },
-                h("td", {}, h("a", { href: `#/batches/${encodeURIComponent(b.id)}` }, b.id)),
+                h("td", { class: "id" }, h("a", { href: `#/batches/${encodeURIComponent(b.id)}` }, b.id)),
                 h("td", {}, badge(b.status)),
                 h("td", { class: "wide" }, progress(b.inserted_count, b.failed_count, b.record_count, `progress of ${b.id}`)),
-                h("td", { class: "num" }, count(b.record_count)),
-                h("td", { class: "num" }, count(b.inserted_count)),
+                h("td", { class: "num hide-narrow" }, count(b.record_count)),
+                h("td", { class: "num hide-narrow" }, count(b.inserted_count)),
                 h("td", { class: `num ${b.failed_count ? "bad" : ""}` }, count(b.failed_count)),
                 h("td", { class: "hide-narrow" }, b.entity),
                 h("td", { class: "hide-narrow" }, b.source),

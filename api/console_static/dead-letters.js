@@ -71,7 +71,7 @@ export function render(container, { params }) {
         h(
           "table",
           { class: "table letters" },
-          h("thead", {}, h("tr", {}, h("th", {}, "Letter"), h("th", {}, "Status"), h("th", {}, "Stage"), h("th", {}, "Error"), h("th", { class: "wide" }, "Message"), h("th", { class: "hide-narrow" }, "Entity"), h("th", { class: "hide-narrow" }, "Key"), h("th", { class: "num hide-narrow" }, "Replays"), h("th", { class: "hide-narrow" }, "When"))),
+          h("thead", {}, h("tr", {}, h("th", {}, "Letter"), h("th", {}, "Status"), h("th", { class: "hide-narrow" }, "Stage"), h("th", {}, "Error"), h("th", { class: "wide" }, "Message"), h("th", { class: "hide-narrow" }, "Entity"), h("th", { class: "hide-narrow" }, "Key"), h("th", { class: "num hide-narrow" }, "Replays"), h("th", { class: "hide-narrow" }, "When"))),
           h(
             "tbody",
             {},
@@ -81,7 +81,7 @@ export function render(container, { params }) {
                 { dataset: { letter: d.id } },
                 h("td", {}, h("a", { href: `#/dead-letters/${encodeURIComponent(d.id)}` }, d.id)),
                 h("td", {}, badge(d.status)),
-                h("td", {}, d.stage),
+                h("td", { class: "hide-narrow" }, d.stage),
                 h("td", {}, h("code", { class: "code-error" }, d.error_class)),
                 h("td", { class: "wide" }, shortJson(d.error_message, 140)),
                 h("td", { class: "hide-narrow" }, d.entity || "–"),
