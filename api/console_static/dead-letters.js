@@ -137,13 +137,13 @@ export function render(container, { params }) {
     );
   }
 
-  async function follow(location, dry) {
+  async function follow(runPath, dry) {
     try {
-      const run = await get(location);
+      const run = await get(runPath);
       if (dry) dryRun = run;
       drawReplay(run);
       if (run.status === "running") {
-        timer = setTimeout(() => follow(location, dry), POLL_MS);
+        timer = setTimeout(() => follow(runPath, dry), POLL_MS);
       } else {
         loadList();
         loadRuns();
