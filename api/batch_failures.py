@@ -54,7 +54,7 @@ async def list_failures(request: web.Request) -> web.StreamResponse:
             "batch_id": header.id,
             "failed_count": header.failed_count,
             "errors": [{"error": code, "count": n} for code, n in by_error],
-            "data": [orjson.loads(row) for row in rows],
+            "data": [failure.view() for failure in rows],
             "pagination": {"offset": offset, "limit": limit, "total": total},
         }
     )
@@ -71,7 +71,7 @@ async def _download(request: web.Request, batch_id: str, error: str | None) -> w
     await response.prepare(request)
     lines: list[str] = []
     async for failure in failures.stream(request.app[keys.POOL], batch_id, error):
-        lines.append(orjson.dumps(orjson.loads(failure)).decode())
+        lines.append(orjson.dumps(failure.view()).decode())
         if len(lines) >= 1000:
             await response.write(("\n".join(lines) + "\n").encode())
             lines = []
