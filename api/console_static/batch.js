@@ -73,7 +73,9 @@ export function render(container, { id, params }) {
 
   function drawSummary() {
     const b = state.batch;
-    const done = b.inserted_count + b.failed_count;
+    // Stored records: inserted, and updated where the API counts updates apart.
+    const stored = b.inserted_count + (b.updated_count ?? 0);
+    const done = stored + b.failed_count;
     replace(
       summary,
       h(
@@ -88,13 +90,14 @@ export function render(container, { id, params }) {
           h("button", { type: "button", class: "button danger", disabled: b.status === "processing", onclick: remove }, "Delete operation"),
         ),
       ),
-      progress(b.inserted_count, b.failed_count, b.record_count, `progress of ${b.id}`),
+      progress(stored, b.failed_count, b.record_count, `progress of ${b.id}`),
       h("p", { class: "progress-text" }, `${count(done)} of ${count(b.record_count)} records done`, b.status === "processing" ? " · updating every second" : ""),
       h(
         "div",
         { class: "cards" },
         card("Records", count(b.record_count), { figure: "records" }),
         card("Inserted", count(b.inserted_count), { class: "card-written", figure: "inserted" }),
+        "updated_count" in b ? card("Updated", count(b.updated_count), { class: "card-written", figure: "updated" }) : null,
         card("Failed", count(b.failed_count), { class: b.failed_count ? "card-alert" : "", figure: "failed" }),
         card("Took", b.completed_at ? duration(b.created_at, b.completed_at) : "running", { figure: "took" }),
       ),

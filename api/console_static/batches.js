@@ -94,7 +94,7 @@ export function render(container, { params }) {
                 { dataset: { batch: b.id } },
                 h("td", { class: "id" }, h("a", { href: `#/batches/${encodeURIComponent(b.id)}` }, b.id)),
                 h("td", {}, badge(b.status)),
-                h("td", { class: "wide" }, progress(b.inserted_count, b.failed_count, b.record_count, `progress of ${b.id}`)),
+                h("td", { class: "wide" }, progress(b.inserted_count + (b.updated_count ?? 0), b.failed_count, b.record_count, `progress of ${b.id}`)),
                 h("td", { class: "num hide-narrow" }, count(b.record_count)),
                 h("td", { class: "num hide-narrow" }, count(b.inserted_count)),
                 h("td", { class: `num ${b.failed_count ? "bad" : ""}` }, count(b.failed_count)),
