@@ -45,14 +45,16 @@ export function lineChart({ series, window, title, width }) {
     svg.append(el("line", { x1: PAD.left, x2: WIDTH - PAD.right, y1: y(value), y2: y(value), class: "grid" }));
     svg.append(el("text", { x: PAD.left - 8, y: y(value) + 4, class: "axis", "text-anchor": "end" }, tickLabel(value)));
   }
-  const minutes = Math.round(window / 60);
-  const every = WIDTH < 480 ? 2 : 1;
-  for (let m = minutes % every; m <= minutes; m += every) {
-    const t = now - window + m * 60;
-    const label = m === minutes ? "now" : `−${minutes - m} min`;
-    svg.append(el("text", { x: x(t), y: HEIGHT - 6, class: "axis", "text-anchor": m === 0 ? "start" : m === minutes ? "end" : "middle" }, label));
+  // A label a minute, or every 15 s while the window is short; fewer on a narrow chart.
+  const step = (window > 120 ? 60 : 15) * (WIDTH < 480 ? 2 : 1);
+  const ticks = Math.round(window / step);
+  for (let k = 0; k <= ticks; k += 1) {
+    const back = window - k * step;
+    const label = back === 0 ? "now" : back % 60 === 0 ? `−${back / 60} min` : `−${back} s`;
+    svg.append(el("text", { x: x(now - back), y: HEIGHT - 6, class: "axis", "text-anchor": k === 0 ? "start" : k === ticks ? "end" : "middle" }, label));
   }
-  for (const line of series) {
+  // The first series is drawn last, on top of the others.
+  for (const line of [...series].reverse()) {
     const shown = line.points.filter(([t]) => t >= now - window);
     if (shown.length === 0) continue;
     const path = shown.map(([t, v], i) => `${i ? "L" : "M"}${x(t).toFixed(1)},${y(v).toFixed(1)}`).join(" ");

@@ -78,7 +78,10 @@ export function render(container) {
       rateCards,
       SERIES.map((s) => card(`${s.name[0].toUpperCase()}${s.name.slice(1)} / s`, rate(latest(s.key)), { class: `card-${s.key}`, figure: `rate-${s.key}` })),
     );
-    replace(chartBox, lineChart({ series: SERIES.map((s) => ({ ...s, points: points[s.key] })), window: WINDOW_SECONDS, width: chartBox.clientWidth, title: "records accepted, written and failed per second, last 5 minutes" }));
+    // The last five minutes, or less while the page has seen less (at least one minute).
+    const seen = samples.length ? Date.now() / 1000 - samples[0].t : 0;
+    const window = Math.min(WINDOW_SECONDS, Math.max(60, Math.ceil(seen / 60) * 60));
+    replace(chartBox, lineChart({ series: SERIES.map((s) => ({ ...s, points: points[s.key] })), window, width: chartBox.clientWidth, title: `records accepted, written and failed per second, last ${window / 60} min` }));
     const last = samples[samples.length - 1];
     const missing = last ? SERIES.filter((s) => last.totals[s.key] === null).map((s) => s.name) : [];
     replace(
