@@ -1,7 +1,8 @@
 """How fast a batch's failures are read when it has a great many: the console's batch page.
 
 Makes a scratch database beside the one given, fills one batch with N failed records
-(results and ledger rows with payloads, as the pipeline writes them), then times what
+(projection and ledger rows of 1,000-record chunks with payloads, as the pipeline writes
+them), then times what
 ``GET /api/v1/batch-inserts/{id}/failures`` runs: the counts by error code, pages at the
 start, the middle and the end (all failures, and one code), and the whole list as NDJSON.
 Prints the figures; asserts nothing.
@@ -29,6 +30,47 @@ _BATCH = "failures-benchmark"
 _PAGE = 20
 
 
+# One projection row and one ledger row per chunk of 1,000, as the pipeline writes them:
+# every record failed, a third as unique_constraint_violation, with its payload kept.
+_FILL = """
+WITH chunk AS (
+    SELECT c * 1000 AS first, least(c * 1000 + 999, $2 - 1) AS last
+    FROM generate_series(0, ($2 - 1) / 1000) c
+), entries AS (
+    SELECT first, last,
+           json_agg(json_build_object(
+               'index', i, 'status', 'failed', 'id', NULL,
+               'error', CASE WHEN i % 3 = 0 THEN 'unique_constraint_violation'
+                             ELSE 'validation_error' END,
+               'details', json_build_array(json_build_object(
+                   'field', 'duration_minutes', 'message', 'at least 1')))
+               ORDER BY i) AS failed,
+           json_object_agg(i, json_build_object(
+               'coordinator_id', 'c', 'mentor_id', 'm' || i, 'activity_type', 'call',
+               'activity_date', '2026-03-28', 'duration_minutes', 0)) AS payloads
+    FROM chunk, generate_series(first, last) i
+    GROUP BY first, last
+), outcome AS (
+    SELECT first, last, failed, payloads,
+           convert_to(json_build_object(
+               'schema_version', 2, 'batch_id', $1::text, 'entity', 'activity',
+               'attempt', 0, 'record_count', $2::int, 'outcomes', failed)::text, 'UTF8') AS message
+    FROM entries
+), ledger AS (
+    INSERT INTO chunk_ledger (batch_id, attempt, first_index, last_index, covers, written,
+                              outcome, payloads)
+    SELECT $1, 0, first, last, int4multirange(int4range(first, last + 1)), true, message,
+           convert_to(payloads::text, 'UTF8')
+    FROM outcome
+)
+INSERT INTO chunk_result (batch_id, attempt, first_index, last_index, covers, inserted_count,
+                          updated_count, failed_count, outcome, failed)
+SELECT $1, 0, first, last, int4multirange(int4range(first, last + 1)), 0, 0,
+       last - first + 1, message, convert_to(failed::text, 'UTF8')
+FROM outcome
+"""
+
+
 async def _fill(conn: asyncpg.Connection, records: int) -> None:
     await conn.execute(
         """INSERT INTO batch (id, entity, source, record_count, pending_count, status,
@@ -37,27 +79,8 @@ async def _fill(conn: asyncpg.Connection, records: int) -> None:
         _BATCH,
         records,
     )
-    await conn.execute(
-        """INSERT INTO batch_result (batch_id, record_index, attempt, status, error, details)
-           SELECT $1, i, 0, 'failed',
-                  CASE WHEN i % 3 = 0 THEN 'unique_constraint_violation'
-                       ELSE 'validation_error' END,
-                  '[{"field": "duration_minutes", "message": "at least 1"}]'::jsonb
-           FROM generate_series(0, $2 - 1) i""",
-        _BATCH,
-        records,
-    )
-    await conn.execute(
-        """INSERT INTO record_ledger (batch_id, record_index, attempt, status, error, payload)
-           SELECT $1, i, 0, 'failed', 'validation_error',
-                  jsonb_build_object('coordinator_id', 'c', 'mentor_id', 'm' || i,
-                                     'activity_type', 'call', 'activity_date', '2026-03-28',
-                                     'duration_minutes', 0)
-           FROM generate_series(0, $2 - 1) i""",
-        _BATCH,
-        records,
-    )
-    await conn.execute("ANALYZE batch_result; ANALYZE record_ledger")
+    await conn.execute(_FILL, _BATCH, records)
+    await conn.execute("ANALYZE chunk_result; ANALYZE chunk_ledger")
 
 
 async def _timed(name: str, work: Callable[[], Awaitable[Any]]) -> None:
