@@ -13,8 +13,12 @@ import contextlib
 from typing import Any
 
 from aiohttp import web
+from pydantic import BaseModel, Field
 
 from api import keys
+from api.dlq import TAG
+from api.errors import error_answers
+from api.openapi import Answer, ApiOperation, add_operation
 from api.responses import json_response
 from sql import batches
 from sql.replay_runs import ReplayRuns
@@ -23,6 +27,22 @@ from streams.lag import LagUnavailable, consumer_lag
 from streams.reader import TopicUnreadable
 
 _BATCH_STATUSES = ("processing", "completed", "failed")
+
+
+class PartitionLag(BaseModel):
+    group: str
+    topic: str
+    partition: int
+    committed: int | None = Field(description="null before the group's first commit.")
+    end: int
+    lag: int
+
+
+class Overview(BaseModel):
+    batches: dict[str, int] = Field(description="Operations by status.")
+    consumer_lag: list[PartitionLag] | None = Field(description="null: see unavailable.")
+    dead_letters: dict[str, int] | None = Field(description="By status; null: see unavailable.")
+    unavailable: dict[str, str] = Field(description="Why a part could not be read.")
 
 
 async def overview(request: web.Request) -> web.StreamResponse:
@@ -69,4 +89,15 @@ async def overview(request: web.Request) -> web.StreamResponse:
 
 
 def add_routes(app: web.Application) -> None:
-    app.router.add_get("/ops/overview", overview)
+    add_operation(
+        app,
+        ApiOperation(
+            "GET",
+            "/ops/overview",
+            "getOperationsOverview",
+            "Batches by status, consumer lag per partition, dead letters by status",
+            TAG,
+            (Answer(200, "What an operator checks first", Overview), *error_answers()),
+        ),
+        overview,
+    )

@@ -237,7 +237,7 @@ export function render(container, { id, params }) {
   async function retryAll(ignoreConstraints) {
     // Every retryable failure, read as a stream (a page holds only PAGE_SIZE of them).
     try {
-      const text = await (await raw(`${path(id)}/failures${query({ format: "ndjson", error: state.error })}`)).text();
+      const text = await (await raw(`${path(id)}/failures.ndjson${query({ error: state.error })}`)).text();
       const indices = text.split("\n").filter(Boolean).map((line) => JSON.parse(line)).filter((r) => r.payload !== null).map((r) => r.index);
       if (!indices.length) {
         toast("No failed record has a payload to retry: send them again.", "bad");
@@ -251,7 +251,7 @@ export function render(container, { id, params }) {
 
   async function downloadFailures() {
     try {
-      const bytes = await download(`${path(id)}/failures${query({ format: "ndjson", error: state.error })}`, `${id}-failures${state.error ? `-${state.error}` : ""}.ndjson`);
+      const bytes = await download(`${path(id)}/failures.ndjson${query({ error: state.error })}`, `${id}-failures${state.error ? `-${state.error}` : ""}.ndjson`);
       toast(`Downloaded ${count(bytes)} bytes of failures`, "ok");
     } catch (error) {
       toast(`Download failed: ${error.message}`, "bad");

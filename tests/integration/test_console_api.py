@@ -109,7 +109,7 @@ async def test_failures_come_grouped_by_error_paged_and_as_ndjson(
     assert [f["index"] for f in page["data"]] == [4]
     assert page["pagination"] == {"offset": 2, "limit": 2, "total": 3}
 
-    async with http.get(failures, params={"format": "ndjson"}) as response:
+    async with http.get(f"{failures}.ndjson") as response:
         assert response.status == 200
         assert response.headers["Content-Type"].startswith("application/x-ndjson")
         assert (
@@ -118,14 +118,13 @@ async def test_failures_come_grouped_by_error_paged_and_as_ndjson(
         lines = (await response.text()).splitlines()
     assert [orjson.loads(line)["index"] for line in lines] == [1, 2, 3, 4]
     assert orjson.loads(lines[2])["payload"] == records[3]
-    params = {"format": "ndjson", "error": "unique_constraint_violation"}
-    async with http.get(failures, params=params) as response:
+    params = {"error": "unique_constraint_violation"}
+    async with http.get(f"{failures}.ndjson", params=params) as response:
         assert [orjson.loads(line)["index"] for line in (await response.text()).splitlines()] == [1]
 
     async with http.get(f"{BASE}/no-such-{tag}/failures") as response:
         assert response.status == 404
     for bad in (
-        {"format": "csv"},
         {"offset": "-1"},
         {"limit": "0"},
         {"error": 'x"\r\nSet-Cookie: a=b'},
@@ -142,7 +141,7 @@ async def test_a_batch_without_failures_has_an_empty_list(
     async with http.get(f"{BASE}/{batch['id']}/failures") as response:
         body = await response.json()
     assert (body["errors"], body["data"], body["pagination"]["total"]) == ([], [], 0)
-    async with http.get(f"{BASE}/{batch['id']}/failures?format=ndjson") as response:
+    async with http.get(f"{BASE}/{batch['id']}/failures.ndjson") as response:
         assert await response.text() == ""
 
 
