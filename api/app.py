@@ -7,7 +7,18 @@ from importlib.metadata import version
 
 from aiohttp import web
 
-from api import access, batch_inserts, dlq, entity_data, instance_bulk, keys, operations
+from api import (
+    access,
+    batch_failures,
+    batch_inserts,
+    console,
+    dlq,
+    entity_data,
+    instance_bulk,
+    keys,
+    operations,
+    overview,
+)
 from api.completion import CompletionWaiter
 from api.errors import ErrorRenderer, Handler, error_middleware
 from api.openapi import DESCRIPTION, Description
@@ -38,7 +49,10 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> web.Applic
     app.cleanup_ctx.append(_producer)
     operations.add_routes(app)
     batch_inserts.add_routes(app)
+    batch_failures.add_routes(app)
     dlq.add_routes(app)
+    overview.add_routes(app)
+    console.add_routes(app)
     instance_bulk.add_routes(app, renderers)
     entity_data.add_routes(app)
     renderers["/data"] = renderers["/entity"] = entity_data.render_error

@@ -42,6 +42,7 @@ from api.tenancy import TENANT_HEADER, batch_tenant, requested_tenant
 from batchline.activity import Activity
 from batchline.records import validation_details
 from batchline.settings import KAFKA_MESSAGE_MAX_BYTES, Settings
+from batchline.text import NO_NUL_PATTERN
 from batchline.vocabulary import BatchStatus, RecordError, RecordStatus, ResultFilter, Source
 from sql import batches, idempotency_keys
 from sql.results import ResultEntry, results_page
@@ -100,6 +101,25 @@ class ListQuery(BaseModel):
         description="Operations per page; above BATCHLINE_PAGE_LIMIT_MAX is capped to it.",
     )
     status: BatchStatus | None = Field(default=None, description="Only operations in this status.")
+    entity: str | None = Field(
+        default=None,
+        max_length=200,
+        pattern=NO_NUL_PATTERN,
+        description="Only operations of this entity: activity, instance or a YAML entity's"
+        " name (any case).",
+    )
+    source: Source | None = Field(default=None, description="Only operations that came this way.")
+    q: str | None = Field(
+        default=None,
+        max_length=255,
+        pattern=NO_NUL_PATTERN,
+        description="A batch id, or the Idempotency-Key a batch was posted with (exact).",
+    )
+    include: str | None = Field(
+        default=None,
+        pattern=r"^(entity|source)(,(entity|source))?$",
+        description="entity, source or both (comma-separated): add those fields to each item.",
+    )
 
 
 class ResultsQuery(BaseModel):
@@ -142,6 +162,8 @@ class BatchSummary(BaseModel):
 
 class BatchListItem(BatchSummary):
     created_at: datetime
+    entity: str | None = Field(default=None, description="With include=entity.")
+    source: Source | None = Field(default=None, description="With include=source.")
 
 
 class Pagination(BaseModel):
@@ -334,7 +356,7 @@ def _tenant(request: web.Request) -> str:
     return tenant
 
 
-async def _header_or_404(request: web.Request, batch_id: str) -> batches.BatchHeader:
+async def header_or_404(request: web.Request, batch_id: str) -> batches.BatchHeader:
     """The batch, if it exists for the request's tenant: another tenant's is not found."""
     tenant = _tenant(request)
     header = await batches.get(request.app[keys.POOL], batch_id)
@@ -610,25 +632,35 @@ async def list_batches(request: web.Request) -> web.StreamResponse:
     wanted = parse_query(request, ListQuery)
     page = wanted.page
     limit = min(wanted.limit, settings.page_limit_max)
+    search = (wanted.q or "").strip()
+    filters = batches.BatchFilter(
+        status=wanted.status,
+        entity=wanted.entity.lower() if wanted.entity else None,
+        source=wanted.source,
+        search=search or None,
+    )
+    extra = wanted.include.split(",") if wanted.include else []
     headers, total = await batches.page(
         request.app[keys.POOL],
         page,
         limit,
-        wanted.status,
+        filters,
         tenant=_tenant(request),
         default_tenant=settings.default_tenant,
     )
+    data = []
+    for header in headers:
+        item = summary_view(header) | {"created_at": timestamp(header.created_at)}
+        known = {"entity": header.entity, "source": header.source}
+        data.append(item | {name: known[name] for name in extra})
     return json_response(
-        {
-            "data": [summary_view(h) | {"created_at": timestamp(h.created_at)} for h in headers],
-            "pagination": {"page": page, "limit": limit, "total": total},
-        }
+        {"data": data, "pagination": {"page": page, "limit": limit, "total": total}}
     )
 
 
 async def get_batch(request: web.Request) -> web.StreamResponse:
     wanted = ResultsWanted.from_query(request)
-    header = await _header_or_404(request, request.match_info["batch_id"])
+    header = await header_or_404(request, request.match_info["batch_id"])
     return json_response(await operation_view(request, header, wanted, with_times=True))
 
 
@@ -653,7 +685,7 @@ async def retry_batch(request: web.Request) -> web.StreamResponse:
             "'retry_indices' must be a non-empty list of distinct indices",
             {"field": "retry_indices"},
         )
-    await _header_or_404(request, batch_id)
+    await header_or_404(request, batch_id)
     try:
         with _refused_as_404_or_409(batch_id):
             plan = await batches.start_retry(
@@ -718,7 +750,7 @@ async def retry_batch(request: web.Request) -> web.StreamResponse:
 
 async def delete_batch(request: web.Request) -> web.StreamResponse:
     batch_id = request.match_info["batch_id"]
-    await _header_or_404(request, batch_id)
+    await header_or_404(request, batch_id)
     with _refused_as_404_or_409(batch_id):
         await batches.delete(request.app[keys.POOL], batch_id)
     return json_response({"message": f"Batch insert record {batch_id} deleted successfully"})

@@ -130,41 +130,57 @@ async def results(
     return [r async for r in results_.iter_results(conn, batch_id, ResultFilter.ALL)]
 
 
-# Batches of a status ({s}, or any) that a tenant ({t}) sees: its own and those of no
-# tenant. An instance batch without one was written for the default tenant ({d});
+@dataclass(frozen=True, slots=True)
+class BatchFilter:
+    """Which batches a list shows; every given field must match."""
+
+    status: str | None = None
+    entity: str | None = None
+    source: str | None = None
+    # A batch id, or the Idempotency-Key a batch was posted with.
+    search: str | None = None
+
+
+# Batches the filter matches ($1-$4) that a tenant ($6) sees: its own and those of no
+# tenant. An instance batch without one was written for the default tenant ($5);
 # api.tenancy.batch_tenant says the same in Python.
-_VISIBLE = """({s}::text IS NULL OR status = {s})
-    AND coalesce(options ->> 'tenant', CASE WHEN entity = 'instance' THEN {d} END, {t}) = {t}"""
+_FILTERED = """($1::text IS NULL OR status = $1) AND ($2::text IS NULL OR entity = $2)
+    AND ($3::text IS NULL OR source = $3)
+    AND ($4::text IS NULL OR id = $4
+         OR id = (SELECT batch_id FROM idempotency_key WHERE key = $4))
+    AND coalesce(options ->> 'tenant', CASE WHEN entity = 'instance' THEN $5 END, $6) = $6"""
 
 
 async def page(
     conn: asyncpg.Connection | asyncpg.Pool,
     page: int,
     limit: int,
-    status: str | None,
+    filters: BatchFilter,
     *,
     tenant: str,
     default_tenant: str,
 ) -> tuple[list[BatchHeader], int]:
-    rows = await conn.fetch(
-        f"""SELECT {_HEADER_COLUMNS}, count(*) OVER () AS total FROM batch
-            WHERE {_VISIBLE.format(s="$1", d="$4", t="$5")}
-            ORDER BY created_at DESC, id DESC LIMIT $2 OFFSET $3""",
-        status,
-        limit,
-        (page - 1) * limit,
+    wanted = (
+        *(filters.status, filters.entity, filters.source, filters.search),
         default_tenant,
         tenant,
+    )
+    rows = await conn.fetch(
+        f"""SELECT {_HEADER_COLUMNS}, count(*) OVER () AS total FROM batch WHERE {_FILTERED}
+            ORDER BY created_at DESC, id DESC LIMIT $7 OFFSET $8""",
+        *wanted,
+        limit,
+        (page - 1) * limit,
     )
     if rows:
         return [_header(dict_without(row, "total")) for row in rows], rows[0]["total"]
-    total = await conn.fetchval(
-        f"SELECT count(*) FROM batch WHERE {_VISIBLE.format(s='$1', d='$2', t='$3')}",
-        status,
-        default_tenant,
-        tenant,
-    )
+    total = await conn.fetchval(f"SELECT count(*) FROM batch WHERE {_FILTERED}", *wanted)
     return [], int(total)
+
+
+async def count_by_status(conn: asyncpg.Connection | asyncpg.Pool) -> dict[str, int]:
+    rows = await conn.fetch("SELECT status, count(*) AS n FROM batch GROUP BY status")
+    return {row["status"]: row["n"] for row in rows}
 
 
 def dict_without(row: asyncpg.Record, column: str) -> Any:

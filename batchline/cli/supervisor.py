@@ -298,7 +298,7 @@ def _banner(live: Settings, settings: Settings, api_url: str, workers: int, stat
         [
             f"batchline dev is up: the API and {workers} worker process"
             f"{'es' if workers != 1 else ''} (Ctrl-C stops everything)",
-            f"  API       {api_url}   docs {api_url}/docs",
+            f"  API       {api_url}   docs {api_url}/docs   console {api_url}/console",
             f"  database  {database}{origin(settings.database_url, 'DATABASE_URL')}",
             f"  broker    {live.require_bootstrap_servers()}"
             f"{origin(settings.kafka_bootstrap_servers, 'KAFKA_BOOTSTRAP_SERVERS')}",

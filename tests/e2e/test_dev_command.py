@@ -173,6 +173,9 @@ async def test_dev_runs_everything_embedded_and_keeps_data_across_restarts(
         assert created["inserted_count"] == 2
         # --verbose lets the embedded PostgreSQL's set-up speak.
         assert "initdb" in dev.output()
+        async with http.get("/console/") as response:
+            assert response.status == 200
+            assert "<title>batchline console</title>" in await response.text()
 
     assert (folder / ".batchline" / "pgdata").is_dir()
 

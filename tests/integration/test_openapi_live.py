@@ -75,6 +75,10 @@ async def test_a_client_that_knows_only_the_description_calls_every_operation(
     )
     assert (again.status, again.headers["Idempotent-Replayed"]) == (201, "true")
     assert (await client.call("getBatchInsert", batch_id=batch_id)).body["failed_count"] == 1
+    failed = await client.call("listBatchInsertFailures", batch_id=batch_id, limit=5)
+    assert failed.body["pagination"]["total"] == 1
+    download = await client.call("downloadBatchInsertFailures", batch_id=batch_id)
+    assert download.status == 200
     page = await client.call("listBatchInserts", page=1, limit=5, status="completed")
     assert page.body["pagination"]["limit"] == 5
     retried = await client.call(
@@ -152,6 +156,7 @@ async def test_a_client_that_knows_only_the_description_calls_every_operation(
     assert (await client.call("getReplay", replay_id=replay_id)).status == 200
     assert (await client.call("listReplays", limit=5)).status == 200
     assert (await client.call("cancelReplay", replay_id=replay_id)).status in (202, 409)
+    assert "batches" in (await client.call("getOperationsOverview")).body
 
     assert client.called == client.operation_ids
 
