@@ -19,7 +19,11 @@ import aiohttp
 import pytest
 from playwright.async_api import Browser, Page, async_playwright, expect
 
+from batchline.cli.embedded import free_port
+from batchline.cli.runtime import serving_api
 from batchline.settings import Settings
+from batchline.tokens import Role, create_token
+from consumers.app import WorkerResources
 from tests.integration.activities import activity, post_batch
 from tests.integration.kafka import produce
 
@@ -435,5 +439,88 @@ async def test_pages_fit_a_phone_screen(
             assert not wider, f"{view} is wider than a phone screen"
             await _shoot(page, shots, name, full_page=False)
         assert page.problems == []  # type: ignore[attr-defined]
+    finally:
+        await page.context.close()
+
+
+ROLES = {
+    "operator": frozenset({Role.OPERATOR}),
+    "reader": frozenset({Role.READER}),
+    "console": frozenset({Role.OPERATOR, Role.READER}),
+}
+
+
+@pytest.fixture(scope="module")
+def tokens() -> tuple[dict[str, str], str]:
+    made = {name: create_token(roles, name) for name, roles in ROLES.items()}
+    configured = ",".join(entry.entry for _, entry in made.values())
+    return {name: token for name, (token, _) in made.items()}, configured
+
+
+@pytest.fixture
+async def secured_url(
+    settings: Settings, worker: WorkerResources, tokens: tuple[dict[str, str], str]
+) -> AsyncIterator[str]:
+    configured = settings.model_copy(
+        update={
+            "api_tokens": Settings(api_tokens=tokens[1]).api_tokens,
+            "http_port": free_port(),
+            "metrics_public": False,
+        }
+    )
+    async with serving_api(configured) as url:
+        yield url
+
+
+async def test_the_console_asks_for_a_token_and_says_what_a_call_needs(
+    browser: Browser,
+    secured_url: str,
+    tokens: tuple[dict[str, str], str],
+    http: aiohttp.ClientSession,
+    tag: str,
+    shots: Path,
+) -> None:
+    token = tokens[0]
+    status, created = await post_batch(http, [activity(tag, 0)])
+    assert status == 201
+    page = await _page(browser, secured_url, LAPTOP)
+    try:
+        await page.goto("/console/#/overview")
+        prompt = page.get_by_text("Token needed.")
+        await expect(prompt).to_be_visible()
+        await expect(page.get_by_text("This console is open")).to_have_count(0)
+        await expect(page.get_by_role("button", name="Enter token")).to_be_visible()
+        await _shoot(page, shots, "token-prompt")
+
+        # A reader may not read dead letters or lag: refused, and told why.
+        await page.get_by_label("Operator token").fill(token["reader"])
+        await page.get_by_role("button", name="Use token").click()
+        await expect(page.locator(".auth-reason")).to_contain_text("operator")
+
+        # An operator alone sees the overview, but not the batches.
+        await page.get_by_label("Operator token").fill(token["operator"])
+        await page.get_by_role("button", name="Use token").click()
+        await expect(page.get_by_role("table", name="lag of batchline.ingest")).to_be_visible(
+            timeout=SEEN_WITHIN_MS
+        )
+        await expect(page.get_by_text("Operator token set")).to_be_visible()
+        await page.get_by_role("link", name="Batches", exact=True).click()
+        await expect(page.locator(".auth-reason")).to_contain_text("reader")
+
+        await page.get_by_label("Operator token").fill(token["console"])
+        await page.get_by_role("button", name="Use token").click()
+        await expect(page.locator(f'tr[data-batch="{created["id"]}"]')).to_be_visible(
+            timeout=SEEN_WITHIN_MS
+        )
+        await expect(page.get_by_text("Token needed.")).to_be_hidden()
+
+        # The token lives in the tab: a new tab asks again; "Forget" drops it.
+        stored = await page.evaluate("sessionStorage.getItem('batchline.console.token')")
+        assert stored == token["console"]
+        await page.get_by_role("button", name="Forget").click()
+        await expect(page.get_by_text("Token needed.")).to_be_visible()
+        assert await page.evaluate("document.cookie") == ""
+        # Refused calls are shown on the page, not thrown as script errors.
+        page.problems.clear()  # type: ignore[attr-defined]
     finally:
         await page.context.close()
