@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator, Iterator
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError
@@ -79,8 +79,16 @@ class DeadLetter(BaseModel):
     size: int
 
 
+class DeadLetterHeader(BaseModel):
+    """One header as it was: a name may come more than once, a value may be null or binary."""
+
+    name: str
+    value: str | None
+    value_format: Literal["text", "base64", "none"]
+
+
 class DeadLetterDetail(DeadLetter):
-    headers: dict[str, str]
+    headers: list[DeadLetterHeader]
     value_format: str = Field(description="json, text, base64 or none")
     value: Any
 

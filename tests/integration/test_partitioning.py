@@ -43,7 +43,9 @@ async def test_batchline_puts_a_key_where_kafka_python_puts_it(
 ) -> None:
     bootstrap = settings.require_bootstrap_servers()
     ours, theirs = f"partitions-ours-{tag}", f"partitions-theirs-{tag}"
-    await ensure_topics(bootstrap, {ours: PARTITIONS, theirs: PARTITIONS}, 1)
+    await ensure_topics(
+        settings.librdkafka_admin_config(), {ours: PARTITIONS, theirs: PARTITIONS}, 1
+    )
     keys = [f"instance-{tag}-{n}".encode() for n in range(200)]
 
     producer = AsyncProducer(settings.librdkafka_producer_config())
